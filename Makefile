@@ -1,0 +1,34 @@
+# `make test` is the one test command: it installs what it needs (Debian
+# packages, a virtualenv, the Debian kernel for the test VM), runs the pure
+# tests here, then the real-kernel and libvirt tests inside a throwaway VM.
+PY      := .venv/bin/python
+RESULTS := .cache/results
+
+.PHONY: test setup unit vmtests demo bench clean
+
+test: setup unit vmtests
+
+setup:
+	@tests/setup-host
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+# Every test that needs 802.1Q or libvirtd runs in one VM boot. The junit
+# report is checked afterwards: a skipped or missing real-kernel test fails
+# the suite rather than passing it.
+vmtests: setup
+	@mkdir -p $(RESULTS)
+	@rm -f $(RESULTS)/vm-junit.xml
+	tests/vm/run $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider \
+	    --junitxml=$(RESULTS)/vm-junit.xml tests/kernel tests/e2e
+	$(PY) tests/vm/check-junit $(RESULTS)/vm-junit.xml
+
+demo: setup
+	tests/vm/run $(CURDIR)/tests/demo/run
+
+bench: setup
+	tests/vm/run $(CURDIR)/$(PY) tests/bench/hook_latency.py
+
+clean:
+	rm -rf .venv .cache build src/*.egg-info

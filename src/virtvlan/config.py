@@ -1,0 +1,356 @@
+"""Host configuration: /etc/virt-vlan/virt-vlan.conf (INI), checked at load.
+
+The file is the admin's, not the guest owner's: it lists which VLANs guests
+may ask for on which uplink, so an unprivileged libvirt user cannot bridge a
+guest into the management VLAN or make us enslave an arbitrary interface.
+Every refusal names the file and line. See README.md, "Host configuration".
+"""
+
+import os
+import re
+import string
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, List, Optional, Tuple
+
+from .errors import InputError
+from .model import ACCESS, TRUNK
+from .vlans import VlanSyntax, format_vlan_list, parse_vlan_list
+
+DEFAULT_PATH = "/etc/virt-vlan/virt-vlan.conf"
+ENV_PATH = "VIRT_VLAN_CONFIG"
+
+# Linux limits interface names to IFNAMSIZ-1 = 15 bytes, no '/', ':' or space
+# (dev_valid_name in net/core/dev.c).
+IFNAMSIZ_MAX = 15
+_BAD_NAME = re.compile(r"[/:\s]")
+
+GLOBAL_KEYS = {"default-uplink", "lock-timeout"}
+UPLINK_DEFAULTS = {
+    "device": "{uplink}",
+    "wiring": ACCESS,
+    "trunk-bridge": "br{n}",
+    "trunk-vlan-name": "{bridge}.{vlan}",
+    "access-bridge": "br{n}{vlan}",
+    "access-feed": "{device}.{vlan}",
+    "keep-empty-bridges": "no",
+    "host-vlans": "",
+}
+UPLINK_KEYS = set(UPLINK_DEFAULTS) | {"allowed-vlans"}
+# Which placeholders each template may use.
+TEMPLATE_FIELDS = {
+    "device": {"uplink", "n"},
+    "trunk-bridge": {"uplink", "n", "device"},
+    "trunk-vlan-name": {"uplink", "n", "device", "bridge", "vlan"},
+    "access-bridge": {"uplink", "n", "device", "bridge", "vlan"},
+    "access-feed": {"uplink", "n", "device", "bridge", "vlan"},
+}
+_BOOL = {"yes": True, "true": True, "on": True, "1": True,
+         "no": False, "false": False, "off": False, "0": False}
+
+
+@dataclass(frozen=True)
+class Uplink:
+    """One uplink: a physical NIC or bond and how guests reach its VLANs."""
+
+    name: str
+    position: int  # 0 for the first [uplink] section: "br0", "br05"
+    device: str
+    wiring: str  # ACCESS: feeds are <device>.<V>; TRUNK: device is a port of trunk_bridge
+    allowed_vlans: FrozenSet[int]
+    trunk_bridge: str
+    trunk_vlan_template: str
+    access_bridge_template: str
+    access_feed_template: str
+    keep_empty_bridges: bool
+    host_vlans: Tuple[int, ...]
+    where: str  # "file:line" of the section header, for messages
+
+    def _fill(self, template: str, vlan: int) -> str:
+        return template.format(uplink=self.name, n=self.position, device=self.device,
+                               bridge=self.trunk_bridge, vlan=vlan)
+
+    def access_bridge(self, vlan: int) -> str:
+        return self._fill(self.access_bridge_template, vlan)
+
+    def trunk_vlan(self, vlan: int) -> str:
+        """The sub-interface `br0.V` on the trunk bridge."""
+        return self._fill(self.trunk_vlan_template, vlan)
+
+    def feed(self, vlan: int) -> str:
+        """The device that feeds VLAN `vlan` untagged into its access bridge."""
+        if self.wiring == TRUNK:
+            return self.trunk_vlan(vlan)
+        return self._fill(self.access_feed_template, vlan)
+
+    def feed_parent(self) -> str:
+        return self.trunk_bridge if self.wiring == TRUNK else self.device
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    uplinks: Tuple[Uplink, ...] = ()
+    default_uplink: Optional[str] = None
+    lock_timeout: float = 30.0
+
+    def uplink(self, name: Optional[str], who: str) -> Uplink:
+        """The uplink called `name` (the default one when None).
+
+        `who` names the asker in the error ("domain vm1, interface 52:54:...").
+        """
+        want = name if name is not None else self.default_uplink
+        for uplink in self.uplinks:
+            if uplink.name == want:
+                return uplink
+        known = ", ".join(u.name for u in self.uplinks) or "none"
+        if name is None:
+            raise InputError("%s: no uplink given and %s defines none; add an [uplink NAME] "
+                             "section" % (who, self.path))
+        raise InputError("%s: unknown uplink %r; %s defines: %s; use one of those or add "
+                         "[uplink %s]" % (who, name, self.path, known, name))
+
+
+def load(path: Optional[str] = None) -> Optional[Config]:
+    """Load and check the config; None when the file does not exist.
+
+    The path is `path`, else $VIRT_VLAN_CONFIG, else DEFAULT_PATH.
+    Raises InputError naming file:line for anything it does not accept.
+    """
+    path = path or os.environ.get(ENV_PATH) or DEFAULT_PATH
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError("config %s: cannot read it: %s; fix its permissions or "
+                         "encoding (UTF-8 text)" % (path, err)) from err
+    return parse(text, path)
+
+
+def missing_config_error(path: Optional[str], who: str) -> InputError:
+    """The error for a tagged guest on a host with no config file."""
+    path = path or os.environ.get(ENV_PATH) or DEFAULT_PATH
+    return InputError(
+        "%s asks for VLANs but %s does not exist; write it with at least "
+        "'[uplink eth0]' and 'allowed-vlans = 5,7' (see README, Host configuration)"
+        % (who, path))
+
+
+def parse(text: str, path: str) -> Config:
+    """Parse config text (see load)."""
+    sections = _read_ini(text, path)
+    global_values: Dict[str, Tuple[str, int]] = {}
+    uplink_sections: List[Tuple[str, int, Dict[str, Tuple[str, int]]]] = []
+    seen: Dict[str, int] = {}
+    for header, line, values in sections:
+        words = header.split()
+        if header == "global":
+            _check_keys(values, GLOBAL_KEYS, path, "[global]")
+            global_values = values
+        elif len(words) == 2 and words[0] == "uplink":
+            name = words[1]
+            if name in seen:
+                raise InputError("config %s:%d: [uplink %s] is listed twice (first at line %d); "
+                                 "merge the two sections" % (path, line, name, seen[name]))
+            seen[name] = line
+            _check_keys(values, UPLINK_KEYS, path, "[uplink %s]" % name)
+            uplink_sections.append((name, line, values))
+        else:
+            raise InputError("config %s:%d: unknown section [%s]; use [global] or "
+                             "[uplink NAME]" % (path, line, header))
+
+    uplinks = tuple(_uplink(name, pos, line, values, path)
+                    for pos, (name, line, values) in enumerate(uplink_sections))
+    _check_devices(uplinks, path)
+    _check_collisions(uplinks, path)
+
+    default = uplinks[0].name if uplinks else None
+    if "default-uplink" in global_values:
+        default, line = global_values["default-uplink"]
+        if default not in seen:
+            raise InputError("config %s:%d: default-uplink = %s names no [uplink] section; "
+                             "use one of: %s" % (path, line, default, ", ".join(seen) or "none"))
+    lock_timeout = 30.0
+    if "lock-timeout" in global_values:
+        value, line = global_values["lock-timeout"]
+        try:
+            lock_timeout = float(value)
+        except ValueError:
+            lock_timeout = -1.0
+        if not 0 < lock_timeout <= 3600:
+            raise InputError("config %s:%d: lock-timeout = %s is not a number of seconds "
+                             "in 1-3600; write e.g. lock-timeout = 30" % (path, line, value))
+    return Config(path=path, uplinks=uplinks, default_uplink=default, lock_timeout=lock_timeout)
+
+
+def _read_ini(text: str, path: str) -> List[Tuple[str, int, Dict[str, Tuple[str, int]]]]:
+    """[section] / key = value lines, with '#' and ';' comments, keeping lines."""
+    sections: List[Tuple[str, int, Dict[str, Tuple[str, int]]]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = re.split(r"\s[#;]", raw, maxsplit=1)[0].strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            if not line.endswith("]"):
+                raise InputError("config %s:%d: %r is not a section header; write "
+                                 "[uplink NAME]" % (path, number, raw.strip()))
+            sections.append((" ".join(line[1:-1].split()), number, {}))
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError("config %s:%d: %r is not 'key = value'" % (path, number, raw.strip()))
+        if not sections:
+            raise InputError("config %s:%d: %s is outside any section; put it under "
+                             "[global] or [uplink NAME]" % (path, number, key))
+        values = sections[-1][2]
+        if key in values:
+            raise InputError("config %s:%d: %s is set twice in [%s] (first at line %d); "
+                             "keep one" % (path, number, key, sections[-1][0], values[key][1]))
+        values[key] = (value.strip(), number)
+    return sections
+
+
+def _check_keys(values: Dict[str, Tuple[str, int]], allowed: set, path: str, section: str) -> None:
+    for key, (_, line) in values.items():
+        if key not in allowed:
+            raise InputError("config %s:%d: unknown key %r in %s; known keys: %s"
+                             % (path, line, key, section, ", ".join(sorted(allowed))))
+
+
+def _template(key: str, value: str, line: int, path: str, section: str) -> str:
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+    except ValueError as err:
+        raise InputError("config %s:%d: %s = %s in %s is not a valid template (%s); use "
+                         "placeholders like {vlan}" % (path, line, key, value, section, err)) from err
+    unknown = fields - TEMPLATE_FIELDS[key]
+    if unknown or "" in fields:
+        raise InputError("config %s:%d: %s = %s in %s uses {%s}; it may use only %s"
+                         % (path, line, key, value, section, sorted(unknown or {""})[0],
+                            ", ".join("{%s}" % f for f in sorted(TEMPLATE_FIELDS[key]))))
+    if "vlan" in TEMPLATE_FIELDS[key] and "vlan" not in fields:
+        raise InputError("config %s:%d: %s = %s in %s must contain {vlan}, or every VLAN "
+                         "gets the same name" % (path, line, key, value, section))
+    return value
+
+
+def _uplink(name: str, position: int, line: int, values: Dict[str, Tuple[str, int]],
+            path: str) -> Uplink:
+    section = "[uplink %s]" % name
+
+    def get(key: str) -> Tuple[str, int]:
+        return values.get(key) or (UPLINK_DEFAULTS.get(key, ""), line)
+
+    if "allowed-vlans" not in values:
+        raise InputError("config %s:%d: %s has no allowed-vlans; list the VLANs guests may "
+                         "use, e.g. allowed-vlans = 5,7,100-110" % (path, line, section))
+    vlan_lists = {}
+    for key in ("allowed-vlans", "host-vlans"):
+        text, where = get(key)
+        if key == "host-vlans" and not text:
+            vlan_lists[key] = ()
+            continue
+        try:
+            vlan_lists[key] = parse_vlan_list(text)
+        except VlanSyntax as err:
+            raise InputError("config %s:%d: %s in %s: %s" % (path, where, key, section, err)) from err
+
+    wiring, where = get("wiring")
+    if wiring not in (ACCESS, TRUNK):
+        raise InputError("config %s:%d: wiring = %s in %s; use wiring = access (VLAN devices "
+                         "on the NIC) or wiring = trunk (NIC in a trunk bridge)"
+                         % (path, where, wiring, section))
+    if vlan_lists["host-vlans"] and wiring != TRUNK:
+        raise InputError("config %s:%d: host-vlans in %s applies to wiring = trunk only; on "
+                         "access wiring configure the host's VLAN devices in the host's "
+                         "network config" % (path, get("host-vlans")[1], section))
+    keep_text, where = get("keep-empty-bridges")
+    if keep_text.lower() not in _BOOL:
+        raise InputError("config %s:%d: keep-empty-bridges = %s in %s; use yes or no"
+                         % (path, where, keep_text, section))
+
+    templates = {key: _template(key, get(key)[0], get(key)[1], path, section)
+                 for key in TEMPLATE_FIELDS}
+    device = templates["device"].format(uplink=name, n=position)
+    bridge = templates["trunk-bridge"].format(uplink=name, n=position, device=device)
+    uplink = Uplink(
+        name=name, position=position, device=device, wiring=wiring,
+        allowed_vlans=frozenset(vlan_lists["allowed-vlans"]), trunk_bridge=bridge,
+        trunk_vlan_template=templates["trunk-vlan-name"],
+        access_bridge_template=templates["access-bridge"],
+        access_feed_template=templates["access-feed"],
+        keep_empty_bridges=_BOOL[keep_text.lower()],
+        host_vlans=tuple(vlan_lists["host-vlans"]), where="%s:%d" % (path, line))
+    for key, made in (("device", device), ("trunk-bridge", bridge)):
+        _check_name(made, key, get(key)[1], path, section)
+    for vlan in sorted(uplink.allowed_vlans | set(uplink.host_vlans)):
+        for key, made in _generated(uplink, vlan):
+            _check_name(made, key, get(key)[1], path, section, vlan)
+    return uplink
+
+
+def _generated(uplink: Uplink, vlan: int) -> List[Tuple[str, str]]:
+    """(template key, name) pairs this uplink can create for `vlan`."""
+    names = []
+    if vlan in uplink.allowed_vlans:
+        names.append(("access-bridge", uplink.access_bridge(vlan)))
+        if uplink.wiring == ACCESS:
+            names.append(("access-feed", uplink.feed(vlan)))
+    if uplink.wiring == TRUNK:
+        names.append(("trunk-vlan-name", uplink.trunk_vlan(vlan)))
+    return names
+
+
+def _check_name(name: str, key: str, line: int, path: str, section: str,
+                vlan: Optional[int] = None) -> None:
+    what = "%s gives %r" % (key, name) + (" for VLAN %d" % vlan if vlan is not None else "")
+    if len(name.encode()) > IFNAMSIZ_MAX:
+        raise InputError("config %s:%d: %s in %s: %d characters, Linux allows %d; use a "
+                         "shorter template" % (path, line, what, section, len(name), IFNAMSIZ_MAX))
+    if not name or name in (".", "..") or _BAD_NAME.search(name):
+        raise InputError("config %s:%d: %s in %s: not a valid interface name (no '/', ':' or "
+                         "spaces); fix the template" % (path, line, what, section))
+
+
+def _check_devices(uplinks: Tuple[Uplink, ...], path: str) -> None:
+    owner: Dict[str, Uplink] = {}
+    for uplink in uplinks:
+        first = owner.setdefault(uplink.device, uplink)
+        if first is not uplink:
+            raise InputError("config %s: uplinks %s and %s (at %s) both use device %s; "
+                             "one device is one uplink" % (uplink.where, first.name,
+                                                           uplink.name, first.where, uplink.device))
+
+
+def _check_collisions(uplinks: Tuple[Uplink, ...], path: str) -> None:
+    """No two things (across all uplinks) may be given the same device name."""
+    owner: Dict[str, str] = {}
+
+    def claim(name: str, what: str, where: str) -> None:
+        first = owner.setdefault(name, what)
+        if first != what:
+            raise InputError("config %s: %s and %s are both named %r; change a naming "
+                             "template so names cannot collide" % (where, first, what, name))
+
+    for uplink in uplinks:
+        claim(uplink.device, "device of uplink %s" % uplink.name, uplink.where)
+        if uplink.wiring == TRUNK:
+            claim(uplink.trunk_bridge, "trunk bridge of uplink %s" % uplink.name, uplink.where)
+    for uplink in uplinks:
+        for vlan in sorted(uplink.allowed_vlans | set(uplink.host_vlans)):
+            for key, name in _generated(uplink, vlan):
+                claim(name, "%s of uplink %s for VLAN %d" % (key, uplink.name, vlan), uplink.where)
+
+
+def describe(config: Config) -> str:
+    """A short human summary, for `virt-vlan check-config`."""
+    lines = ["%s: %d uplink(s), default %s" % (config.path, len(config.uplinks),
+                                               config.default_uplink)]
+    for u in config.uplinks:
+        example = min(u.allowed_vlans)
+        lines.append("  %s: device %s, wiring %s, VLANs %s; VLAN %d -> bridge %s fed by %s"
+                     % (u.name, u.device, u.wiring, format_vlan_list(u.allowed_vlans),
+                        example, u.access_bridge(example), u.feed(example)))
+    return "\n".join(lines)

@@ -1,0 +1,289 @@
+"""Domain and network XML -> frozen specs (the metadata contract in README).
+
+    <metadata>
+      <vv:vlan xmlns:vv="urn:virt-vlan:1">
+        <vv:interface mac="52:54:00:11:22:33" mode="access" vlan="5"/>
+        <vv:interface mac="52:54:00:11:22:34" mode="trunk" vlans="5,7,100-110" uplink="eth1"/>
+      </vv:vlan>
+    </metadata>
+
+Parsing is hardened (no DTD, no entities, no network, size cap) because the
+XML comes from whoever may define domains. `is_tagged` answers cheaply,
+without lxml, whether a document mentions our namespace at all.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+from . import NAMESPACE
+from .config import Config
+from .errors import InputError
+from .model import ACCESS, MODES, TRUNK, Want
+from .vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
+
+# libvirt domain XML of a large guest is tens of KiB; 4 MiB leaves room and
+# bounds what a hostile document can make us allocate.
+MAX_XML_BYTES = 4 * 1024 * 1024
+_NS = "{%s}" % NAMESPACE
+INTERFACE_ATTRS = {ACCESS: {"mac", "mode", "vlan", "uplink"},
+                   TRUNK: {"mac", "mode", "vlans", "uplink"}}
+NETWORK_ATTRS = {"vlan", "uplink"}
+
+
+@dataclass(frozen=True)
+class Nic:
+    """A libvirt <interface> of the domain, as far as we need it."""
+
+    mac: str  # lower case
+    type: str  # "bridge", "network", ...
+    target: Optional[str] = None  # the tap, once libvirt created it
+    source_bridge: Optional[str] = None
+    source_network: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class VlanSpec:
+    """One <vv:interface>: what the guest behind `mac` should see."""
+
+    mac: str  # lower case
+    mode: str  # ACCESS or TRUNK
+    vlans: Tuple[int, ...]  # one VLAN for access
+    uplink: Optional[str] = None  # None: the config's default uplink
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    uuid: str
+    nics: Tuple[Nic, ...] = ()
+    specs: Tuple[VlanSpec, ...] = ()  # empty: an untagged domain
+
+    @property
+    def tagged(self) -> bool:
+        return bool(self.specs)
+
+    def nic(self, mac: str) -> Optional[Nic]:
+        for nic in self.nics:
+            if nic.mac == mac:
+                return nic
+        return None
+
+
+@dataclass(frozen=True)
+class Network:
+    """A libvirt <network> with <forward mode='bridge'/> and our metadata."""
+
+    name: str
+    bridge: Optional[str]
+    forward: Optional[str]
+    vlan: Optional[int] = None  # None: untagged network, not ours
+    uplink: Optional[str] = None
+
+
+def is_tagged(xml: bytes) -> bool:
+    """True when the document may carry virt-vlan metadata.
+
+    A plain substring test: the hook calls it before importing lxml so that
+    untagged guests cost (almost) nothing.
+    """
+    return NAMESPACE.encode() in xml
+
+
+def _parse(xml: bytes, what: str):  # type: ignore[no-untyped-def]
+    # Imported here: the hook's untagged fast path never gets this far.
+    from lxml import etree
+
+    if len(xml) > MAX_XML_BYTES:
+        raise InputError("%s: XML is %d bytes, more than the %d accepted; this is not a "
+                         "libvirt document" % (what, len(xml), MAX_XML_BYTES))
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                             dtd_validation=False, huge_tree=False, remove_comments=True,
+                             remove_pis=True)
+    try:
+        root = etree.fromstring(xml, parser)
+    except etree.XMLSyntaxError as err:
+        raise InputError("%s: XML is not well-formed: %s; fix the document" % (what, err)) from err
+    if root.getroottree().docinfo.doctype:
+        raise InputError("%s: XML has a DOCTYPE; libvirt never writes one, remove it" % what)
+    return root
+
+
+def _text(root, path: str) -> Optional[str]:  # type: ignore[no-untyped-def]
+    found = root.find(path)
+    return found.text.strip() if found is not None and found.text else None
+
+
+def _mac(value: str) -> Optional[str]:
+    parts = value.strip().lower().split(":")
+    if len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789abcdef" for c in p)
+                               for p in parts):
+        return ":".join(parts)
+    return None
+
+
+def parse_domain(xml: bytes) -> Domain:
+    """Parse a libvirt domain document (or one with a <domain> inside).
+
+    Raises InputError, one line naming the domain, the MAC and the bad value.
+    """
+    root = _parse(xml, "domain XML")
+    dom = root if root.tag == "domain" else root.find(".//domain")
+    if dom is None:
+        raise InputError("hook input: no <domain> element in the XML on stdin; libvirt "
+                         "passes the domain XML there")
+    name = _text(dom, "name") or "?"
+    uuid = _text(dom, "uuid") or ""
+    nics = []
+    for iface in dom.iterfind("devices/interface"):
+        mac_el = iface.find("mac")
+        mac = _mac(mac_el.get("address", "")) if mac_el is not None else None
+        if mac is None:
+            continue  # libvirt always assigns one; nothing of ours can match
+        target, source = iface.find("target"), iface.find("source")
+        nics.append(Nic(mac=mac, type=iface.get("type", ""),
+                        target=target.get("dev") if target is not None else None,
+                        source_bridge=source.get("bridge") if source is not None else None,
+                        source_network=source.get("network") if source is not None else None))
+    specs = []
+    containers = dom.findall("metadata/%svlan" % _NS)
+    if len(containers) > 1:
+        raise InputError("domain %s: <metadata> has %d <vlan xmlns='%s'> elements; merge them "
+                         "into one" % (name, len(containers), NAMESPACE))
+    seen: Dict[str, int] = {}
+    for container in containers:
+        for index, el in enumerate(container, start=1):
+            if not isinstance(el.tag, str):
+                continue
+            if el.tag != _NS + "interface":
+                raise InputError("domain %s: unknown element <%s> in virt-vlan metadata; only "
+                                 "<interface> is allowed" % (name, el.tag.replace(_NS, "vv:")))
+            spec = _spec(name, el, index)
+            if spec.mac in seen:
+                raise InputError("domain %s, interface %s: listed twice in virt-vlan metadata "
+                                 "(entries %d and %d); keep one" % (name, spec.mac, seen[spec.mac],
+                                                                    index))
+            seen[spec.mac] = index
+            if not any(nic.mac == spec.mac for nic in nics):
+                have = ", ".join(n.mac for n in nics) or "none"
+                raise InputError("domain %s, interface %s: virt-vlan metadata names a MAC the "
+                                 "domain has no <interface> for (its MACs: %s); fix the mac "
+                                 "attribute" % (name, spec.mac, have))
+            specs.append(spec)
+    return Domain(name=name, uuid=uuid, nics=tuple(nics), specs=tuple(specs))
+
+
+def _spec(domain: str, el, index: int) -> VlanSpec:  # type: ignore[no-untyped-def]
+    raw_mac = el.get("mac")
+    who = "domain %s, interface %s" % (domain, raw_mac or "#%d" % index)
+    if raw_mac is None:
+        raise InputError("%s: <vv:interface> has no mac attribute; add mac='52:54:00:..' of "
+                         "the guest NIC" % who)
+    mac = _mac(raw_mac)
+    if mac is None:
+        raise InputError("%s: mac=%r is not a MAC address; write six hex pairs like "
+                         "52:54:00:11:22:33" % (who, raw_mac))
+    who = "domain %s, interface %s" % (domain, mac)
+    mode = el.get("mode")
+    if mode not in MODES:
+        raise InputError("%s: mode=%r; use mode='access' (one untagged VLAN) or mode='trunk' "
+                         "(tagged VLANs)" % (who, mode))
+    for attr in el.keys():
+        if attr not in INTERFACE_ATTRS[mode]:
+            if attr == "vlans":
+                fix = "an access interface takes one VLAN: use vlan='5', or mode='trunk'"
+            elif attr == "vlan":
+                fix = "a trunk interface takes a list: use vlans='5,7', or mode='access'"
+            else:
+                fix = "allowed: " + ", ".join(sorted(INTERFACE_ATTRS[mode]))
+            raise InputError("%s: unknown attribute %s=%r for mode %s; %s"
+                             % (who, attr, el.get(attr), mode, fix))
+    key = "vlan" if mode == ACCESS else "vlans"
+    value = el.get(key)
+    if value is None:
+        raise InputError("%s: mode %s needs %s='...'; add e.g. %s" % (
+            who, mode, key, "vlan='5'" if mode == ACCESS else "vlans='5,7,100-110'"))
+    try:
+        vlans = (parse_vlan(value),) if mode == ACCESS else parse_vlan_list(value)
+    except VlanSyntax as err:
+        raise InputError("%s: %s=%r: %s" % (who, key, value, err)) from err
+    uplink = el.get("uplink")
+    if uplink is not None and not uplink.strip():
+        raise InputError("%s: uplink='' is empty; name an uplink of the host config or "
+                         "leave the attribute out" % who)
+    return VlanSpec(mac=mac, mode=mode, vlans=vlans, uplink=uplink)
+
+
+def parse_network(xml: bytes) -> Network:
+    """Parse a libvirt network document (or <hookData> holding one)."""
+    root = _parse(xml, "network XML")
+    net = root if root.tag == "network" else root.find(".//network")
+    if net is None:
+        raise InputError("network hook input: no <network> element in the XML on stdin")
+    name = _text(net, "name") or "?"
+    bridge_el, forward_el = net.find("bridge"), net.find("forward")
+    bridge = bridge_el.get("name") if bridge_el is not None else None
+    forward = forward_el.get("mode", "nat") if forward_el is not None else None
+    specs = net.findall("metadata/%svlan/%snetwork" % (_NS, _NS))
+    if not specs:
+        return Network(name=name, bridge=bridge, forward=forward)
+    who = "network %s" % name
+    if len(specs) > 1:
+        raise InputError("%s: virt-vlan metadata has %d <network> elements; a libvirt "
+                         "network is one VLAN, keep one" % (who, len(specs)))
+    el = specs[0]
+    for attr in el.keys():
+        if attr not in NETWORK_ATTRS:
+            raise InputError("%s: unknown attribute %s=%r on <vv:network>; allowed: %s"
+                             % (who, attr, el.get(attr), ", ".join(sorted(NETWORK_ATTRS))))
+    value = el.get("vlan")
+    if value is None:
+        raise InputError("%s: <vv:network> needs vlan='5' (the VLAN its guests see "
+                         "untagged)" % who)
+    try:
+        vlan = parse_vlan(value)
+    except VlanSyntax as err:
+        raise InputError("%s: vlan=%r: %s" % (who, value, err)) from err
+    if forward != "bridge" or not bridge:
+        raise InputError("%s: virt-vlan networks need <forward mode='bridge'/> and <bridge "
+                         "name='...'/> (found forward %s, bridge %s); see "
+                         "xml-examples/network-vlan5.xml" % (who, forward, bridge))
+    return Network(name=name, bridge=bridge, forward=forward, vlan=vlan, uplink=el.get("uplink"))
+
+
+def wants(domain: Domain, config: Config) -> Tuple[Want, ...]:
+    """Check each spec against the host config; one Want per tagged NIC.
+
+    Wants carry the tap name when libvirt has created it (target dev).
+    """
+    out = []
+    for spec in domain.specs:
+        who = "domain %s, interface %s" % (domain.name, spec.mac)
+        uplink = config.uplink(spec.uplink, who)
+        denied = [v for v in spec.vlans if v not in uplink.allowed_vlans]
+        if denied:
+            raise InputError("%s: VLAN %s not allowed on uplink %s (allowed: %s); ask the host "
+                             "admin to add it to allowed-vlans in [uplink %s] of %s"
+                             % (who, format_vlan_list(denied), uplink.name,
+                                format_vlan_list(uplink.allowed_vlans), uplink.name, config.path))
+        nic = domain.nic(spec.mac)
+        out.append(Want(uplink=uplink.name, mode=spec.mode, vlans=spec.vlans,
+                        port=nic.target if nic else None, who=who))
+    return tuple(out)
+
+
+def network_want(network: Network, config: Config) -> Want:
+    """The access Want of a virt-vlan network; checks its bridge name too."""
+    assert network.vlan is not None and network.bridge is not None
+    who = "network %s" % network.name
+    uplink = config.uplink(network.uplink, who)
+    if network.vlan not in uplink.allowed_vlans:
+        raise InputError("%s: VLAN %d not allowed on uplink %s (allowed: %s); add it to "
+                         "allowed-vlans in [uplink %s] of %s"
+                         % (who, network.vlan, uplink.name, format_vlan_list(uplink.allowed_vlans),
+                            uplink.name, config.path))
+    expected = uplink.access_bridge(network.vlan)
+    if network.bridge != expected:
+        raise InputError("%s: <bridge name='%s'/> but VLAN %d on uplink %s is bridge %s; set "
+                         "<bridge name='%s'/>" % (who, network.bridge, network.vlan, uplink.name,
+                                                 expected, expected))
+    return Want(uplink=uplink.name, mode=ACCESS, vlans=(network.vlan,), who=who)

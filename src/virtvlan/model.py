@@ -1,0 +1,162 @@
+"""Plain data that crosses layers: what the host looks like and what is wanted.
+
+Everything here is a frozen dataclass with no I/O, so the planner can be
+tested on hand-written snapshots and the executor can build the same
+structures from netlink.
+"""
+
+from dataclasses import dataclass, field, replace
+from typing import Dict, Iterator, Optional, Tuple
+
+# Written into IFLA_IFALIAS of every device virt-vlan creates. The alias lives
+# in the kernel, so ownership survives our process and a host-side restart of
+# libvirtd; cleanup deletes only devices that carry it.
+MANAGED_ALIAS = "virt-vlan:managed"
+
+ACCESS = "access"
+TRUNK = "trunk"
+MODES = (ACCESS, TRUNK)
+
+
+@dataclass(frozen=True)
+class Address:
+    """One IP address on a link, as `ip -json addr` would list it."""
+
+    family: str  # "inet" or "inet6"
+    local: str
+    prefixlen: int
+    # Not IFA_F_PERMANENT: a DHCP client or SLAAC owns it and would fight a move.
+    dynamic: bool = False
+    scope: str = "global"
+
+    @property
+    def cidr(self) -> str:
+        return "%s/%d" % (self.local, self.prefixlen)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route whose output device is a link we may re-home (trunk wiring)."""
+
+    family: str  # "inet" or "inet6"
+    dst: str  # "default" or "a.b.c.d/n"
+    dev: str
+    gateway: Optional[str] = None
+    metric: Optional[int] = None
+    table: int = 254  # RT_TABLE_MAIN
+    proto: str = "static"
+    scope: str = "universe"
+    prefsrc: Optional[str] = None
+
+    def render(self, dev: Optional[str] = None) -> str:
+        """The `ip route` arguments that recreate this route (on `dev`)."""
+        words = ["-6" if self.family == "inet6" else "-4", "route", "replace", self.dst]
+        if self.gateway:
+            words += ["via", self.gateway]
+        words += ["dev", dev or self.dev]
+        if self.metric is not None:
+            words += ["metric", str(self.metric)]
+        if self.table != 254:
+            words += ["table", str(self.table)]
+        if self.proto != "boot":
+            words += ["proto", self.proto]
+        if self.scope != "universe":
+            words += ["scope", self.scope]
+        if self.prefsrc:
+            words += ["src", self.prefsrc]
+        return "ip " + " ".join(words)
+
+
+@dataclass(frozen=True)
+class Link:
+    """One network device, reduced to what planning needs.
+
+    `kind` is the rtnetlink kind ("bridge", "vlan", "bond", "veth", "tun",
+    "dummy", ...) or "device" for hardware NICs, which have none.
+    `master` and `parent` are names, resolved by the snapshot reader.
+    """
+
+    name: str
+    kind: str = "device"
+    index: int = 0
+    master: Optional[str] = None
+    vlan_id: Optional[int] = None
+    parent: Optional[str] = None
+    mtu: int = 1500
+    up: bool = True
+    managed: bool = False
+    mac: str = ""
+    addresses: Tuple[Address, ...] = ()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The links (and re-homeable routes) of the host at one moment."""
+
+    links: Tuple[Link, ...] = ()
+    routes: Tuple[Route, ...] = ()
+    _by_name: Dict[str, Link] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {link.name: link for link in self.links})
+
+    def __iter__(self) -> Iterator[Link]:
+        return iter(self.links)
+
+    def get(self, name: str) -> Optional[Link]:
+        return self._by_name.get(name)
+
+    def ports(self, bridge: str) -> Tuple[Link, ...]:
+        """Links whose master is `bridge`, in snapshot order."""
+        return tuple(link for link in self.links if link.master == bridge)
+
+    def vlan_children(self, parent: str) -> Tuple[Link, ...]:
+        """VLAN sub-interfaces whose lower device is `parent`."""
+        return tuple(l for l in self.links if l.kind == "vlan" and l.parent == parent)
+
+    def routes_via(self, dev: str) -> Tuple[Route, ...]:
+        return tuple(r for r in self.routes if r.dev == dev)
+
+    # The methods below return new snapshots; the planner uses them to model
+    # its own actions (and the property test uses them to replay a plan).
+
+    def with_link(self, link: Link) -> "Snapshot":
+        """Add `link`, or replace the link of the same name."""
+        if link.name in self._by_name:
+            links = tuple(link if l.name == link.name else l for l in self.links)
+        else:
+            links = self.links + (link,)
+        return replace(self, links=links)
+
+    def without_link(self, name: str) -> "Snapshot":
+        """Remove `name` the way the kernel does: its ports lose their master
+        and its VLAN children are deleted with it (unregister_vlan_dev)."""
+        children = {l.name for l in self.vlan_children(name)}
+        links = []
+        for link in self.links:
+            if link.name == name or link.name in children:
+                continue
+            if link.master == name or link.master in children:
+                link = replace(link, master=None)
+            links.append(link)
+        routes = tuple(r for r in self.routes if r.dev != name and r.dev not in children)
+        return replace(self, links=tuple(links), routes=routes)
+
+    def changed(self, name: str, **changes: object) -> "Snapshot":
+        link = self._by_name[name]
+        return self.with_link(replace(link, **changes))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Want:
+    """One guest port's VLAN wish, validated against the config.
+
+    `port` is the tap (or veth standing in for one); None at libvirt's
+    `prepare`, when only the bridges and feeds must exist.
+    """
+
+    uplink: str
+    mode: str
+    vlans: Tuple[int, ...]
+    port: Optional[str] = None
+    who: str = ""  # "domain vm1, interface 52:54:00:..", for messages

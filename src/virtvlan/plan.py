@@ -1,0 +1,311 @@
+"""The pure planner: (wants, config, snapshot) -> ordered Plan. No I/O.
+
+Rules it enforces (each refusal is a Refused with one line saying why):
+- never create a VLAN sub-interface on a device that has a master: on a
+  bridge port the VLAN device takes that VLAN's tagged frames before the
+  bridge sees them (checked on kernel 6.1: 100% loss for the bridge's guests);
+- never enslave a device that has VLAN sub-interfaces, for the same reason;
+- access wiring feeds access bridges from <device>.<V>; trunk guests need
+  trunk wiring; trunk wiring feeds access bridges from <trunkbridge>.<V>;
+- a device with an expected name is adopted only if it is what we need;
+- only devices carrying our mark (Link.managed) are ever deleted.
+The planner models its own actions on the snapshot (Action.simulate), so a
+second plan against the applied result is empty.
+"""
+
+from functools import lru_cache
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+from .actions import (Action, CreateBridge, CreateVlan, DeleteLink, MoveAddresses, Plan,
+                      Release, SetMaster, SetMtu, SetUp)
+from .config import Config, Uplink
+from .errors import Refused
+from .model import ACCESS, TRUNK, Link, Snapshot, Want
+from .vlans import format_vlan_list
+
+# Kinds a guest port may be: libvirt's taps ("tun"), and veth pairs that
+# stand in for taps in tests and containers. Anything else is a host device
+# that a domain XML must not be able to make us enslave.
+PORT_KINDS = ("tun", "veth")
+
+# Apply order: create, then enslave (and MTU), then up, then re-home the host
+# addresses, then deletions. A stable sort keeps dependencies within a phase
+# (a bridge is created before the VLAN device on top of it).
+_PHASE = {CreateBridge: 0, CreateVlan: 0, SetMtu: 1, SetMaster: 1, Release: 1,
+          SetUp: 2, MoveAddresses: 3, DeleteLink: 4}
+
+
+class _Builder:
+    """Accumulates actions while keeping a model of the resulting host."""
+
+    def __init__(self, config: Config, snap: Snapshot) -> None:
+        self.config = config
+        self.model = snap
+        self.actions: List[Action] = []
+
+    def emit(self, action: Action) -> None:
+        self.actions.append(action)
+        self.model = action.simulate(self.model)
+
+    def plan(self) -> Plan:
+        return Plan(tuple(sorted(self.actions, key=lambda a: _PHASE[type(a)])))
+
+    # --- helpers -------------------------------------------------------
+
+    def conf_hint(self, uplink: Uplink) -> str:
+        return "[uplink %s] of %s" % (uplink.name, self.config.path)
+
+    def need(self, name: str, who: str, what: str, fix: str) -> Link:
+        link = self.model.get(name)
+        if link is None:
+            raise Refused("%s: %s %s does not exist on this host; %s" % (who, what, name, fix))
+        return link
+
+    def up(self, name: str) -> None:
+        link = self.model.get(name)
+        if link is not None and not link.up:
+            self.emit(SetUp(name))
+
+    # --- the rules -----------------------------------------------------
+
+    def vlan_device(self, name: str, parent_name: str, vid: int, who: str,
+                    uplink: Uplink, addrgen: bool = False) -> None:
+        """Ensure VLAN device `name` = VLAN `vid` on `parent_name`, up."""
+        parent = self.need(parent_name, who, "device", "check device = in %s"
+                           % self.conf_hint(uplink))
+        existing = self.model.get(name)
+        if existing is not None:
+            if existing.kind != "vlan" or existing.parent != parent_name or existing.vlan_id != vid:
+                actual = ("VLAN %s on %s" % (existing.vlan_id, existing.parent)
+                          if existing.kind == "vlan" else "a %s device" % existing.kind)
+                raise Refused("%s: %s exists but is %s, not VLAN %d on %s; delete or rename it, "
+                              "or change the naming template in %s"
+                              % (who, name, actual, vid, parent_name, self.conf_hint(uplink)))
+            self.up(name)
+            return
+        if parent.master is not None:
+            master = self.model.get(parent.master)
+            kind = master.kind if master else "device"
+            fix = ("set wiring = trunk and trunk-bridge = %s in %s so access bridges are fed "
+                   "from %s.%d" % (parent.master, self.conf_hint(uplink), parent.master, vid)
+                   if kind == "bridge" else "use the %s %s as the uplink device in %s"
+                   % (kind, parent.master, self.conf_hint(uplink)))
+            raise Refused("%s: refusing to create %s on %s: %s is a port of %s %s, and a VLAN "
+                          "device on it would take VLAN %d's tagged frames before %s sees them "
+                          "(its guests would lose VLAN %d); %s"
+                          % (who, name, parent_name, parent_name, kind, parent.master, vid,
+                             parent.master, vid, fix))
+        for other in self.model.vlan_children(parent_name):
+            if other.vlan_id == vid:
+                raise Refused("%s: %s already carries VLAN %d as %s; the kernel allows one "
+                              "device per VLAN: delete %s or make the naming template in %s "
+                              "produce %s" % (who, parent_name, vid, other.name, other.name,
+                                              self.conf_hint(uplink), other.name))
+        self.emit(CreateVlan(name, parent_name, vid, addrgen))
+        self.up(name)
+
+    def bridge(self, name: str, mtu: int, who: str, uplink: Uplink) -> Link:
+        existing = self.model.get(name)
+        if existing is None:
+            self.emit(CreateBridge(name, mtu))
+        elif existing.kind != "bridge":
+            raise Refused("%s: %s exists but is a %s device, not a bridge; rename it or change "
+                          "the naming template in %s" % (who, name, existing.kind,
+                                                         self.conf_hint(uplink)))
+        link = self.model.get(name)
+        assert link is not None
+        return link
+
+    def enslave(self, port_name: str, bridge: str, who: str) -> None:
+        """Make `port_name` a port of `bridge` (mixing rule checked)."""
+        port = self.model.get(port_name)
+        assert port is not None
+        if port.master == bridge:
+            return
+        children = self.model.vlan_children(port_name)
+        if children:
+            vids = format_vlan_list(c.vlan_id or 0 for c in children)
+            raise Refused("%s: refusing to make %s a port of %s: %s has VLAN devices (%s), "
+                          "which would take VLAN %s's tagged frames before %s sees them; "
+                          "remove them first (virt-vlan removes its own when their guests stop)"
+                          % (who, port_name, bridge, port_name,
+                             ", ".join(c.name for c in children), vids, bridge))
+        self.emit(SetMaster(port_name, bridge))
+
+    def trunk(self, uplink: Uplink, who: str) -> str:
+        """Ensure the uplink's trunk bridge, with the uplink as port."""
+        bridge = uplink.trunk_bridge
+        nic = self.need(uplink.device, who, "uplink device",
+                        "fix device = in %s" % self.conf_hint(uplink))
+        if nic.master is not None and nic.master != bridge:
+            raise Refused("%s: uplink device %s is already a port of %s, not of the trunk bridge "
+                          "%s; set trunk-bridge = %s in %s to use it"
+                          % (who, nic.name, nic.master, bridge, nic.master,
+                             self.conf_hint(uplink)))
+        if nic.master is None:
+            host_addresses = bool(nic.addresses or self.model.routes_via(nic.name))
+            dynamic = [a for a in nic.addresses if a.dynamic]
+            if dynamic:
+                raise Refused("%s: %s holds %s from DHCP/SLAAC; moving it into %s would fight "
+                              "the client that manages it; make %s a port of bridge %s in the "
+                              "host's network config (the bridge holding the address), then "
+                              "virt-vlan adopts it" % (who, nic.name, dynamic[0].cidr, bridge,
+                                                       nic.name, bridge))
+            existing = self.model.get(bridge)
+            if existing is None:
+                # The bridge takes the uplink's MAC: neighbours keep their ARP
+                # entries for the host while its addresses move over.
+                self.emit(CreateBridge(bridge, nic.mtu, mac=nic.mac or None,
+                                       addrgen=host_addresses))
+            else:
+                self.bridge(bridge, nic.mtu, who, uplink)
+            self.enslave(nic.name, bridge, who)
+            self.up(bridge)
+            if host_addresses:
+                self.emit(MoveAddresses(nic.name, bridge, nic.addresses,
+                                        self.model.routes_via(nic.name)))
+        self.up(bridge)
+        for vid in uplink.host_vlans:
+            self.vlan_device(uplink.trunk_vlan(vid), bridge, vid, who, uplink, addrgen=True)
+        return bridge
+
+    def access_bridge(self, uplink: Uplink, vid: int, who: str) -> str:
+        """Ensure VLAN `vid`'s access bridge, fed by its VLAN device."""
+        name, feed = uplink.access_bridge(vid), uplink.feed(vid)
+        parent_name = uplink.feed_parent()
+        existing = self.model.get(name)
+        if existing is not None and existing.kind == "bridge":
+            strangers = [p.name for p in self.model.ports(name)
+                         if p.kind == "vlan" and p.name != feed]
+            if strangers:
+                raise Refused("%s: bridge %s is fed by %s, not by %s; virt-vlan will not mix "
+                              "two feeds in one bridge: remove %s from %s or change "
+                              "access-bridge in %s" % (who, name, strangers[0], feed,
+                                                       strangers[0], name, self.conf_hint(uplink)))
+        feed_link = self.model.get(feed)
+        if feed_link is not None and feed_link.master not in (None, name):
+            raise Refused("%s: %s is already a port of %s, so it cannot feed %s; remove it from "
+                          "%s or change access-bridge in %s" % (
+                              who, feed, feed_link.master, name, feed_link.master,
+                              self.conf_hint(uplink)))
+        self.vlan_device(feed, parent_name, vid, who, uplink)
+        feed_link = self.model.get(feed)
+        assert feed_link is not None
+        self.bridge(name, feed_link.mtu, who, uplink)
+        self.enslave(feed, name, who)
+        self.up(name)
+        return name
+
+    def port(self, port_name: str, bridge: str, who: str) -> None:
+        port = self.need(port_name, who, "port", "start the guest first (libvirt creates "
+                         "its tap) or name an existing tap/veth")
+        if port.kind not in PORT_KINDS:
+            raise Refused("%s: %s is a %s device, not a guest tap or veth; virt-vlan only "
+                          "wires guest ports" % (who, port_name, port.kind))
+        if port.managed:
+            raise Refused("%s: %s is a device virt-vlan created itself, not a guest port"
+                          % (who, port_name))
+        bridge_link = self.model.get(bridge)
+        assert bridge_link is not None
+        if port.mtu != bridge_link.mtu:
+            # Before enslaving: a port with a smaller MTU would pull the
+            # bridge's MTU down (br_mtu_auto_adjust) for every guest on it.
+            self.emit(SetMtu(port_name, bridge_link.mtu))
+        self.enslave(port_name, bridge, who)
+        self.up(port_name)
+
+    def want(self, want: Want) -> None:
+        who = want.who or (want.port or "request")
+        uplink = self.config.uplink(want.uplink, who)
+        if uplink.wiring == TRUNK:
+            self.trunk(uplink, who)
+        elif want.mode == TRUNK:
+            raise Refused("%s: trunk mode needs uplink %s wired as trunk, but it has wiring = "
+                          "access; set wiring = trunk in %s (its NIC then joins bridge %s)"
+                          % (who, uplink.name, self.conf_hint(uplink), uplink.trunk_bridge))
+        else:
+            self.need(uplink.device, who, "uplink device",
+                      "fix device = in %s" % self.conf_hint(uplink))
+        if want.mode == ACCESS:
+            target = self.access_bridge(uplink, want.vlans[0], who)
+        else:
+            target = uplink.trunk_bridge
+        if want.port is not None:
+            self.port(want.port, target, who)
+
+
+def plan(wants: Sequence[Want], config: Config, snap: Snapshot) -> Plan:
+    """Actions that wire every want onto `snap`; empty when already wired.
+
+    Raises Refused (nothing to apply) when any want is unsafe or impossible.
+    """
+    builder = _Builder(config, snap)
+    for want in wants:
+        builder.want(want)
+    return builder.plan()
+
+
+@lru_cache(maxsize=8)
+def _access_names(config: Config) -> Dict[str, Tuple[Uplink, int]]:
+    """Every access bridge name the config can produce -> (uplink, VLAN)."""
+    return {u.access_bridge(v): (u, v) for u in config.uplinks for v in u.allowed_vlans}
+
+
+@lru_cache(maxsize=8)
+def _feed_names(config: Config) -> Dict[str, Tuple[Uplink, int]]:
+    return {u.feed(v): (u, v) for u in config.uplinks for v in u.allowed_vlans}
+
+
+def plan_unplug(port: str, config: Config, snap: Snapshot,
+                in_use: FrozenSet[str] = frozenset()) -> Plan:
+    """Take `port` off its virt-vlan bridge, then clean up (plan_cleanup)."""
+    link = snap.get(port)
+    if link is None:
+        raise Refused("%s: no such port; nothing to unplug" % port)
+    if link.master is not None:
+        ours = set(_access_names(config)) | {u.trunk_bridge for u in config.uplinks
+                                            if u.wiring == TRUNK}
+        if link.master not in ours:
+            raise Refused("%s: it is a port of %s, which is not a virt-vlan bridge; leaving it "
+                          "alone (use 'ip link set dev %s nomaster' yourself)"
+                          % (port, link.master, port))
+        snap = Release(port).simulate(snap)
+        return Plan((Release(port),) + plan_cleanup(config, snap, in_use).actions)
+    return plan_cleanup(config, snap, in_use)
+
+
+def plan_cleanup(config: Config, snap: Snapshot, in_use: FrozenSet[str] = frozenset()) -> Plan:
+    """Delete our access bridges that no guest uses, and their feeds.
+
+    A bridge goes when it carries our mark, is an access bridge of the config,
+    has no port but its feed, is not in `in_use` (bridges reserved by guests
+    between libvirt's prepare and start, and by running virt-vlan networks),
+    and its uplink does not keep empty bridges. A marked feed goes with its
+    bridge, or when its bridge is gone and it has no master. Trunk bridges and
+    host VLANs are never removed automatically.
+    """
+    access, feeds = _access_names(config), _feed_names(config)
+    doomed: List[str] = []
+    for link in snap:
+        if not link.managed or link.kind != "bridge" or link.name not in access:
+            continue
+        uplink, vid = access[link.name]
+        feed = uplink.feed(vid)
+        guests = [p for p in snap.ports(link.name) if p.name != feed]
+        if not guests and link.name not in in_use and not uplink.keep_empty_bridges:
+            doomed.append(link.name)
+    for link in snap:
+        if not link.managed or link.kind != "vlan" or link.name not in feeds:
+            continue
+        uplink, vid = feeds[link.name]
+        if vid in uplink.host_vlans:
+            continue
+        bridge = uplink.access_bridge(vid)
+        if link.master in doomed or (link.master is None and snap.get(bridge) is None):
+            doomed.append(link.name)
+    return Plan(tuple(DeleteLink(name) for name in doomed))
+
+
+def describe(plan_: Plan) -> Optional[str]:
+    """The plan as `ip` commands, one per line; None when empty."""
+    return "\n".join(plan_.render()) if plan_ else None

@@ -1,0 +1,63 @@
+"""VLAN id lists: "5", "5,7", "100-110", shared by the config and the XML."""
+
+from typing import Iterable, Tuple
+
+# 802.1Q: 12-bit VID; 0 means "priority tag only" and 4095 is reserved, so a
+# VLAN device can only carry 1..4094.
+VLAN_MIN = 1
+VLAN_MAX = 4094
+
+
+class VlanSyntax(ValueError):
+    """Why a VLAN value is wrong; callers add where it was found."""
+
+
+def parse_vlan(text: str) -> int:
+    """One VLAN id, 1..4094, decimal digits only."""
+    word = text.strip()
+    if not word.isdigit() or not word.isascii():
+        raise VlanSyntax("%r is not a VLAN number (use 1-4094)" % text)
+    vid = int(word)
+    if vid == 0:
+        raise VlanSyntax("VLAN 0 is the 802.1p priority tag, not a VLAN (use 1-4094)")
+    if vid == 4095:
+        raise VlanSyntax("VLAN 4095 is reserved by 802.1Q (use 1-4094)")
+    if vid > VLAN_MAX:
+        raise VlanSyntax("VLAN %d is above 4094, the largest 802.1Q VLAN (use 1-4094)" % vid)
+    return vid
+
+
+def parse_vlan_list(text: str) -> Tuple[int, ...]:
+    """A comma-separated list of VLANs and inclusive ranges, sorted, unique."""
+    if not text.strip():
+        raise VlanSyntax("the VLAN list is empty (write e.g. 5,7,100-110)")
+    vids = set()
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            raise VlanSyntax("%r has an empty item (write e.g. 5,7,100-110)" % text)
+        if "-" in item:
+            low_text, _, high_text = item.partition("-")
+            if not low_text.strip() or not high_text.strip():
+                raise VlanSyntax("range %r needs both ends (write e.g. 100-110)" % item)
+            low, high = parse_vlan(low_text), parse_vlan(high_text)
+            if low > high:
+                raise VlanSyntax("range %r is reversed (write %d-%d)" % (item, high, low))
+            vids.update(range(low, high + 1))
+        else:
+            vids.add(parse_vlan(item))
+    return tuple(sorted(vids))
+
+
+def format_vlan_list(vids: Iterable[int]) -> str:
+    """The shortest list text for `vids`: (5, 7, 8, 9) -> "5,7-9"."""
+    out = []
+    ordered = sorted(vids)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else "%d-%d" % (ordered[i], ordered[j]))
+        i = j + 1
+    return ",".join(out)
