@@ -1,0 +1,414 @@
+"""The executor: turns a Plan into netlink requests, verifies, rolls back.
+
+This module (with its helper netlink.py) is the only one that talks to the
+kernel. The caller holds the host-wide lock (lock.host_lock) around
+read_snapshot -> plan -> apply, so no other virt-vlan process interleaves;
+other tools still can, which is why creation races and vanishing devices
+are handled here.
+"""
+
+import errno
+import ipaddress
+import logging
+import os
+from typing import Callable, Dict, List, Optional, Set, Tuple, Type
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from . import actions as act
+from .errors import ApplyError
+from .model import MANAGED_ALIAS, Address, Link, Route, Snapshot
+from .netlink import (IFA_F_NODAD, errno_text, family_number, link_alias, link_index,
+                      open_socket, proto_number, read, scope_number)
+
+log = logging.getLogger(__name__)
+
+# Test aid (tests/kernel): VIRT_VLAN_FAIL_AT=N fails the run before action N.
+FAIL_AT_ENV = "VIRT_VLAN_FAIL_AT"
+
+# IFLA_INET6_ADDR_GEN_MODE value IN6_ADDR_GEN_MODE_NONE (include/uapi/linux/if_link.h).
+_ADDR_GEN_NONE = {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", 1)]})]}
+# Action fields naming devices: all of them, and those the action changes.
+_DEVICE_FIELDS = ("name", "parent", "port", "bridge", "dev", "src", "dst")
+_CHANGED_FIELDS = ("name", "port", "dev", "src", "dst")
+_NO_NF_CALL = {"br_nf_call_iptables": 0, "br_nf_call_ip6tables": 0, "br_nf_call_arptables": 0}
+
+
+class _Failure(Exception):
+    """A failure whose message is already the one line the user sees."""
+
+
+def read_snapshot(netns: Optional[str] = None) -> Snapshot:
+    """All links (kind, master, VLAN id/parent, MTU, up, managed mark, MAC,
+    addresses without IPv6 link-local) and the routes that name a link as
+    output device (all tables but local; no proto-kernel, no IPv6 link-local
+    or multicast routes) of the host or of network namespace `netns`."""
+    with open_socket(netns) as ipr:
+        return read(ipr)
+
+
+def apply(plan: act.Plan, netns: Optional[str] = None,
+          before: Optional[Snapshot] = None) -> Snapshot:
+    """Execute `plan` in order, verify the result, return the re-read snapshot.
+
+    `before` is the snapshot the plan was made from (read now when None).
+    Either every action takes effect and the touched links then match
+    plan.simulate(before), or what this run changed is undone (in reverse
+    order, best effort) and ApplyError says which `ip` command failed, the
+    kernel's errno name and message, and how many changes were rolled back.
+    Devices another process created in a race (EEXIST with the same
+    kind/parent/VLAN id) are used as they are and never rolled back.
+
+    Test aid: with VIRT_VLAN_FAIL_AT=N in the environment, an injected failure
+    is raised before action N (0-based); it takes the normal rollback path.
+    """
+    fail_at = os.environ.get(FAIL_AT_ENV)
+    with open_socket(netns) as ipr:
+        run = _Executor(ipr, netns)
+        try:
+            model = before if before is not None else read(ipr)
+            for number, action in enumerate(plan):
+                run.step = str(action)
+                if fail_at is not None and fail_at.strip() == str(number):
+                    raise _Failure("injected failure before action %d (%s=%s)"
+                                   % (number, FAIL_AT_ENV, fail_at))
+                # Simulate first: an action that does not fit the model (a
+                # stale `before`) fails before it touches the kernel.
+                after = action.simulate(model)
+                run.execute(action, action.undo(model))
+                model = after
+            actual = read(ipr)
+            difference = _difference(plan, model, actual, run.adopted)
+            if difference:
+                raise _Failure("verification after apply failed: " + difference)
+            return actual
+        except BaseException as err:
+            message = run.describe(err)
+            summary = run.rollback()
+            if not isinstance(err, Exception):
+                raise  # KeyboardInterrupt, SystemExit: rolled back, keep going up
+            raise ApplyError("%s; %s" % (message, summary)) from err
+
+
+class _Executor:
+    """Runs actions on one socket and keeps the undo log of this run."""
+
+    def __init__(self, ipr, netns: Optional[str]) -> None:  # type: ignore[no-untyped-def]
+        self.ipr = ipr
+        self.netns = netns
+        self.step = ""  # the `ip` command in flight, named in error messages
+        self.undo_log: List[act.Action] = []
+        self.pending: Tuple[act.Action, ...] = ()  # undo of the action in flight
+        self.created: Set[str] = set()  # devices this run made (ours to delete)
+        self.adopted: Set[str] = set()  # made by someone else during the run
+        self.handlers: Dict[Type[act.Action], Callable[[act.Action], None]] = {
+            act.CreateBridge: self._create_bridge, act.CreateVlan: self._create_vlan,
+            act.SetMaster: self._set_master, act.Release: self._release,
+            act.SetMtu: self._set_mtu, act.SetUp: self._set_up, act.SetDown: self._set_down,
+            act.DeleteLink: self._delete, act.MoveAddresses: self._move}
+
+    # -- bookkeeping -----------------------------------------------------
+
+    def execute(self, action: act.Action, undo: Tuple[act.Action, ...]) -> None:
+        log.info("apply: %s", action)
+        self.pending = undo
+        handler = self.handlers.get(type(action))
+        if handler is None:
+            raise _Failure("virt-vlan bug: no executor for %r" % (action,))
+        try:
+            handler(action)
+        except NetlinkError as err:
+            if err.code == errno.ENODEV:
+                self._raise_vanished(action)
+            raise
+        # Single-request actions changed nothing if they raised; record now.
+        self.commit()
+
+    def commit(self) -> None:
+        """Record the in-flight action's undo (once): handlers call it as soon
+        as the kernel state changed, so a later partial failure is undone."""
+        self.undo_log.extend(self.pending)
+        self.pending = ()
+
+    def describe(self, err: BaseException) -> str:
+        if isinstance(err, _Failure):
+            return str(err)
+        if isinstance(err, (NetlinkError, OSError)):
+            return "`%s` failed: %s" % (self.step, errno_text(err))
+        return "`%s` failed: %s: %s" % (self.step, type(err).__name__, err)
+
+    def rollback(self) -> str:
+        """Undo recorded changes, newest first; never raises."""
+        undo, self.undo_log, self.pending = list(reversed(self.undo_log)), [], ()
+        failed = 0
+        for action in undo:
+            try:
+                log.info("rollback: %s", action)
+                self.handlers[type(action)](action)
+            except Exception as err:  # best effort: keep undoing the rest
+                failed += 1
+                log.error("rollback step `%s` failed: %s", self.step, errno_text(err))
+        self.pending = ()
+        done = len(undo) - failed
+        if failed:
+            return "rolled back %d of %d change(s), %d undo step(s) failed (see log)" % (
+                done, len(undo), failed)
+        return "rolled back %d change(s)" % done
+
+    def _need(self, name: str) -> int:
+        index = link_index(self.ipr, name)
+        if index is None:
+            raise _Failure("%s disappeared while virt-vlan was configuring it "
+                           "(another tool deleted it?)" % name)
+        return index
+
+    def _raise_vanished(self, action: act.Action) -> None:
+        for field in _DEVICE_FIELDS:
+            name = getattr(action, field, None)
+            if isinstance(name, str) and link_index(self.ipr, name) is None:
+                self._need(name)
+
+    def _set(self, step: str, name: str, **attrs: object) -> None:
+        self.step = step
+        self.ipr.link("set", index=self._need(name), **attrs)
+
+    # -- creation --------------------------------------------------------
+
+    def _create(self, action: act.Action, name: str, attrs: Dict[str, object],
+                fits: Callable[[Link], bool], wanted: str) -> bool:
+        """RTM_NEWLINK with NLM_F_EXCL; False when an equal device already exists."""
+        self.step = action.render()[0]
+        try:
+            self.ipr.link("add", ifname=name, **attrs)
+        except NetlinkError as err:
+            if err.code != errno.EEXIST:
+                raise
+            # Someone created it after our snapshot (or a VLAN with this
+            # parent and id exists under another name: also EEXIST).
+            snap = read(self.ipr)
+            there = snap.get(name)
+            if there is not None and fits(there):
+                log.info("%s already exists (made by another process); using it, "
+                         "not marking or deleting it", name)
+                self.adopted.add(name)
+                self.pending = ()
+                return False
+            raise _Failure("cannot create %s: %s; rename or delete it, or wait for "
+                           "the tool that made it" % (wanted, _occupant(snap, name, action)))
+        self.created.add(name)
+        self.commit()  # DeleteLink from here on, even if marking fails below
+        return True
+
+    def _mark(self, name: str, addrgen: bool) -> None:
+        # The kernel ignores IFLA_IFALIAS and rejects IFLA_AF_SPEC in
+        # RTM_NEWLINK (no inet6_dev before register), so both are separate
+        # requests, made while the device is still down: addrconf generates
+        # the link-local address on NETDEV_UP using the mode set by then.
+        self._set("ip link set dev %s alias %s" % (name, MANAGED_ALIAS), name,
+                  ifalias=MANAGED_ALIAS)
+        if not addrgen:
+            self._addrgen_none(name)
+
+    def _addrgen_none(self, name: str) -> None:
+        try:
+            self._set("ip link set dev %s addrgenmode none" % name, name,
+                      IFLA_AF_SPEC=_ADDR_GEN_NONE)
+        except NetlinkError as err:
+            if err.code == errno.EAFNOSUPPORT:
+                # No inet6_dev: IPv6 is disabled, or MTU < 1280. Such a device
+                # gets no link-local address anyway.
+                log.debug("%s has no IPv6 state; addrgenmode left alone", name)
+                return
+            path = "/proc/sys/net/ipv6/conf/%s/addr_gen_mode" % name
+            if self.netns is not None or not os.path.exists(path):
+                raise  # /proc/sys/net is our own namespace's, not the target's
+            log.debug("netlink addrgenmode failed (%s); writing %s", errno_text(err), path)
+            with open(path, "w") as sysctl:
+                sysctl.write("1\n")
+
+    def _create_bridge(self, action: act.Action) -> None:
+        assert isinstance(action, act.CreateBridge)
+        attrs: Dict[str, object] = {"kind": "bridge", "mtu": action.mtu,
+                                    "br_stp_state": 0, "br_forward_delay": 0}
+        if action.mac:
+            attrs["address"] = action.mac
+        fits = lambda link: link.kind == "bridge"  # noqa: E731
+        wanted = "bridge %s" % action.name
+        try:
+            created = self._create(action, action.name, dict(attrs, **_NO_NF_CALL), fits, wanted)
+        except NetlinkError as err:
+            # nf_call_* exist only with CONFIG_BRIDGE_NETFILTER (ignored without
+            # it); a kernel that refuses them still gets a working bridge.
+            if err.code not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ERANGE):
+                raise
+            log.debug("kernel refused nf_call_* for %s (%s); retrying without",
+                      action.name, errno_text(err))
+            created = self._create(action, action.name, attrs, fits, wanted)
+        if created:
+            self._mark(action.name, action.addrgen)
+
+    def _create_vlan(self, action: act.Action) -> None:
+        assert isinstance(action, act.CreateVlan)
+        self.step = action.render()[0]
+        attrs = {"kind": "vlan", "link": self._need(action.parent), "vlan_id": action.vlan_id}
+        fits = lambda link: (link.kind == "vlan" and link.parent == action.parent  # noqa: E731
+                             and link.vlan_id == action.vlan_id)
+        wanted = "VLAN %d on %s as %s" % (action.vlan_id, action.parent, action.name)
+        if self._create(action, action.name, attrs, fits, wanted):
+            self._mark(action.name, False)
+
+    # -- single-request changes ------------------------------------------
+
+    def _set_master(self, action: act.Action) -> None:
+        assert isinstance(action, act.SetMaster)
+        self._set(str(action), action.port, master=self._need(action.bridge))
+
+    def _release(self, action: act.Action) -> None:
+        assert isinstance(action, act.Release)
+        self._set(str(action), action.port, master=0)
+
+    def _set_mtu(self, action: act.Action) -> None:
+        assert isinstance(action, act.SetMtu)
+        self._set(str(action), action.dev, mtu=action.mtu)
+
+    def _set_up(self, action: act.Action) -> None:
+        assert isinstance(action, act.SetUp)
+        self._set(str(action), action.dev, state="up")
+
+    def _set_down(self, action: act.Action) -> None:
+        assert isinstance(action, act.SetDown)
+        self._set(str(action), action.dev, state="down")
+
+    def _delete(self, action: act.Action) -> None:
+        assert isinstance(action, act.DeleteLink)
+        self.step = str(action)
+        index = link_index(self.ipr, action.name)
+        if index is None:
+            log.debug("%s is already gone; nothing to delete", action.name)
+            return
+        # Second line of defence behind the planner: only devices carrying
+        # our mark (or made by this very run) are ever deleted.
+        if action.name not in self.created and link_alias(self.ipr, index) != MANAGED_ALIAS:
+            raise _Failure("refusing to delete %s: it has no %r alias, so virt-vlan did not "
+                           "create it" % (action.name, MANAGED_ALIAS))
+        try:
+            self.ipr.link("del", index=index)
+        except NetlinkError as err:
+            if err.code != errno.ENODEV:
+                raise
+            log.debug("%s vanished before we deleted it", action.name)
+
+    # -- address moves -----------------------------------------------------
+
+    def _move(self, action: act.Action) -> None:
+        """Add to dst, replace routes onto dst, then delete from src: at every
+        moment the host owns its addresses and has a route to its gateway."""
+        assert isinstance(action, act.MoveAddresses)
+        self.commit()  # several requests: undo whatever part of it happens
+        for addr in action.addresses:
+            self._address("add", addr, action.dst, errno.EEXIST)
+        for route in action.routes:
+            self._route(route, action.dst)
+        for addr in action.addresses:
+            self._address("del", addr, action.src, errno.EADDRNOTAVAIL)
+
+    def _address(self, command: str, addr: Address, dev: str, harmless: int) -> None:
+        self.step = "ip addr %s %s dev %s" % (command, addr.cidr, dev)
+        attrs: Dict[str, object] = {"index": self._need(dev), "address": addr.local,
+                                    "prefixlen": addr.prefixlen,
+                                    "family": family_number(addr.family)}
+        if command == "add":
+            attrs["scope"] = scope_number(addr.scope)
+            if addr.family == "inet" and addr.prefixlen < 31:
+                # What `brd +` sets; without it the kernel adds no broadcast
+                # route and subnet-directed broadcasts stop being received.
+                network = ipaddress.ip_network(addr.cidr, strict=False)
+                attrs["broadcast"] = str(network.broadcast_address)
+            if addr.family == "inet6":
+                # Same address, same L2 segment, same MAC: DAD already passed;
+                # repeating it would leave the address tentative (unusable as
+                # a source) for a second.
+                attrs["flags"] = IFA_F_NODAD
+        try:
+            self.ipr.addr(command, **attrs)
+        except NetlinkError as err:
+            if err.code != harmless:
+                raise
+            log.debug("%s: already done (%s)", self.step, errno_text(err))
+
+    def _route(self, route: Route, dev: str) -> None:
+        self.step = route.render(dev)
+        attrs: Dict[str, object] = {"family": family_number(route.family),
+                                    "oif": self._need(dev), "table": route.table,
+                                    "proto": proto_number(route.proto),
+                                    "scope": scope_number(route.scope), "type": "unicast"}
+        if route.dst == "default":
+            attrs["dst_len"] = 0
+        else:
+            network = ipaddress.ip_network(route.dst, strict=False)
+            attrs["dst"], attrs["dst_len"] = str(network.network_address), network.prefixlen
+        if route.gateway:
+            attrs["gateway"] = route.gateway
+        if route.metric is not None:
+            attrs["priority"] = route.metric
+        if route.prefsrc:
+            attrs["prefsrc"] = route.prefsrc
+        # NLM_F_REPLACE: the route with this dst/metric/table is rewritten in
+        # place, never absent for a moment (delete+add would be).
+        self.ipr.route("replace", **attrs)
+
+
+def _occupant(snap: Snapshot, name: str, action: act.Action) -> str:
+    there = snap.get(name)
+    if there is not None:
+        what = "%s already exists as a %s device" % (name, there.kind)
+        if there.kind == "vlan":
+            what += " (VLAN %s on %s)" % (there.vlan_id, there.parent)
+        return what
+    if isinstance(action, act.CreateVlan):
+        for other in snap.vlan_children(action.parent):
+            if other.vlan_id == action.vlan_id:
+                return "VLAN %d on %s already exists as %s" % (
+                    action.vlan_id, action.parent, other.name)
+    return "the kernel says it exists (EEXIST) but no %s is visible" % name
+
+
+def _touched(plan: act.Plan) -> List[str]:
+    names: List[str] = []
+    for action in plan:
+        for field in _CHANGED_FIELDS:
+            value = getattr(action, field, None)
+            if isinstance(value, str) and value not in names:
+                names.append(value)
+    return names
+
+
+def _addr_keys(link: Optional[Link]) -> Set[Tuple[str, str, int]]:
+    return {(a.family, a.local, a.prefixlen) for a in link.addresses} if link else set()
+
+
+def _difference(plan: act.Plan, expected: Snapshot, actual: Snapshot, adopted: Set[str]) -> Optional[str]:
+    """First way the touched links of `actual` differ from `expected`, or None."""
+    for name in _touched(plan):
+        want, got = expected.get(name), actual.get(name)
+        if want is None or got is None:
+            if want is not got:
+                return "%s %s" % (name, "is missing" if got is None else "still exists")
+            continue
+        fields = ["kind", "master", "vlan_id", "parent", "mtu", "up"]
+        if name not in adopted:  # another tool's device keeps its own alias
+            fields.append("managed")
+        for field in fields:
+            if getattr(want, field) != getattr(got, field):
+                return "%s has %s=%r, expected %r" % (name, field, getattr(got, field),
+                                                      getattr(want, field))
+    for action in plan:
+        if not isinstance(action, act.MoveAddresses):
+            continue
+        moved = {(a.family, a.local, a.prefixlen) for a in action.addresses}
+        for name in (action.src, action.dst):
+            want, got = _addr_keys(expected.get(name)) & moved, _addr_keys(actual.get(name)) & moved
+            if want != got:
+                return "%s has addresses %s, expected %s" % (
+                    name, sorted(k[1] for k in got) or "none", sorted(k[1] for k in want) or "none")
+    return None

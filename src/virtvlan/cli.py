@@ -1,0 +1,219 @@
+"""The `virt-vlan` command: plug/unplug ports by hand, check input, install hooks.
+
+Exit status: 0 done, 1 refused or failed (one line on stderr), 2 bad usage.
+Dry runs print the equivalent `ip` commands on stdout and change nothing.
+"""
+
+import argparse
+import logging
+import sys
+from typing import List, NoReturn, Optional
+
+from . import __version__
+from .config import Config, describe, load, missing_config_error
+from .errors import InputError, VirtVlanError
+from .model import ACCESS, TRUNK, Want
+from .vlans import VlanSyntax, parse_vlan, parse_vlan_list
+
+log = logging.getLogger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line instead of argparse's usage block: what, and where to look.
+        self.exit(2, "virt-vlan: %s (see 'virt-vlan %s--help')\n"
+                  % (message, (self.prog.split(" ", 1)[1] + " ") if " " in self.prog else ""))
+
+
+def _config(path: Optional[str], who: str) -> Config:
+    config = load(path)
+    if config is None:
+        raise missing_config_error(path, who)
+    return config
+
+
+def _print_plan(lines: "tuple[str, ...]") -> None:
+    print("\n".join(lines) if lines else "# nothing to change")
+
+
+def cmd_plug(args: argparse.Namespace) -> int:
+    from . import engine
+
+    who = "plug %s" % args.port
+    try:
+        if args.access is not None:
+            want = Want(uplink="", mode=ACCESS, vlans=(parse_vlan(args.access),),
+                        port=args.port, who=who)
+        else:
+            want = Want(uplink="", mode=TRUNK, vlans=parse_vlan_list(args.trunk),
+                        port=args.port, who=who)
+    except VlanSyntax as err:
+        raise InputError("%s: %s; fix the VLAN argument" % (who, err)) from err
+    config = _config(args.config, who)
+    uplink = config.uplink(args.uplink, who)
+    denied = [v for v in want.vlans if v not in uplink.allowed_vlans]
+    if denied:
+        raise InputError("%s: VLAN %d not allowed on uplink %s; add it to allowed-vlans in "
+                         "[uplink %s] of %s" % (who, denied[0], uplink.name, uplink.name,
+                                                config.path))
+    want = Want(uplink=uplink.name, mode=want.mode, vlans=want.vlans, port=want.port, who=who)
+    result = engine.wire([want], config, why=who, dry_run=args.dry_run)
+    if args.dry_run:
+        _print_plan(result.render())
+    return 0
+
+
+def cmd_unplug(args: argparse.Namespace) -> int:
+    from . import engine
+
+    who = "unplug %s" % args.port
+    config = _config(args.config, who)
+    result = engine.release(config, why=who, port=args.port, dry_run=args.dry_run)
+    if args.dry_run:
+        _print_plan(result.render())
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from . import engine
+
+    config = _config(args.config, "cleanup")
+    result = engine.release(config, why="cleanup", dry_run=args.dry_run)
+    if args.dry_run:
+        _print_plan(result.render())
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config(args.config, "check-config")
+    print(describe(config))
+    return 0
+
+
+def cmd_check_domain(args: argparse.Namespace) -> int:
+    from .metadata import parse_domain, wants
+
+    try:
+        with open(args.file, "rb") as handle:
+            xml = handle.read()
+    except OSError as err:
+        raise InputError("check-domain: cannot read %s: %s" % (args.file, err.strerror)) from err
+    domain = parse_domain(xml)
+    if not domain.tagged:
+        print("domain %s: no virt-vlan metadata (untagged; the hook leaves it alone)"
+              % domain.name)
+        return 0
+    config = _config(args.config, "domain %s" % domain.name)
+    for want, spec in zip(wants(domain, config), domain.specs):
+        uplink = config.uplink(want.uplink, want.who)
+        target = (uplink.access_bridge(want.vlans[0]) if want.mode == ACCESS
+                  else uplink.trunk_bridge)
+        print("domain %s, interface %s: %s VLAN %s on uplink %s -> bridge %s"
+              % (domain.name, spec.mac, spec.mode, ",".join(map(str, want.vlans)),
+                 uplink.name, target))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import apply
+    from .model import MANAGED_ALIAS
+
+    snap = apply.read_snapshot()
+    bridges = [l for l in snap if l.kind == "bridge"]
+    shown = 0
+    for bridge in bridges:
+        ports = snap.ports(bridge.name)
+        if not bridge.managed and not any(p.managed for p in ports):
+            continue
+        shown += 1
+        mark = "managed" if bridge.managed else "adopted"
+        print("%s (%s, mtu %d)" % (bridge.name, mark, bridge.mtu))
+        for port in ports:
+            what = ("VLAN %s on %s" % (port.vlan_id, port.parent) if port.kind == "vlan"
+                    else port.kind)
+            print("  %-15s %s%s" % (port.name, what,
+                                    ", managed" if port.managed else ""))
+    if not shown:
+        print("no virt-vlan bridges on this host (devices are marked with alias %r)"
+              % MANAGED_ALIAS)
+    return 0
+
+
+def cmd_install_hooks(args: argparse.Namespace) -> int:
+    from .install import install
+
+    for line in install(args.hooks_dir, dry_run=args.dry_run):
+        print(line)
+    return 0
+
+
+def cmd_uninstall_hooks(args: argparse.Namespace) -> int:
+    from .install import uninstall
+
+    for line in uninstall(args.hooks_dir, dry_run=args.dry_run):
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="virt-vlan", description="Wire libvirt guest taps onto VLANs.")
+    parser.add_argument("--version", action="version", version="virt-vlan " + __version__)
+    parser.add_argument("--config", help="host config (default $VIRT_VLAN_CONFIG or "
+                        "/etc/virt-vlan/virt-vlan.conf)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each change")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("plug", help="wire an existing tap/veth as the hooks would")
+    p.add_argument("port")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--access", metavar="V", help="guest sees VLAN V untagged")
+    mode.add_argument("--trunk", metavar="LIST", help="guest sees these VLANs tagged (5,7,100-110)")
+    p.add_argument("--uplink", help="uplink name from the config (default: its default)")
+    p.add_argument("--dry-run", action="store_true", help="print ip commands, change nothing")
+    p.set_defaults(func=cmd_plug)
+
+    p = sub.add_parser("unplug", help="take a port off its VLAN bridge and clean up")
+    p.add_argument("port")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_unplug)
+
+    p = sub.add_parser("cleanup", help="delete virt-vlan bridges and feeds nobody uses")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_cleanup)
+
+    p = sub.add_parser("check-config", help="load the host config and summarize it")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("check-domain", help="validate a domain XML file's VLAN metadata")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_domain)
+
+    p = sub.add_parser("status", help="show virt-vlan bridges and their ports")
+    p.set_defaults(func=cmd_status)
+
+    for name, func, text in (("install-hooks", cmd_install_hooks, "install libvirt hook drop-ins"),
+                             ("uninstall-hooks", cmd_uninstall_hooks, "remove our drop-ins")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--hooks-dir", default="/etc/libvirt/hooks")
+        p.add_argument("--dry-run", action="store_true")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="virt-vlan: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args))
+    except VirtVlanError as err:
+        print("virt-vlan: %s" % err, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("virt-vlan: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

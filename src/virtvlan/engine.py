@@ -1,0 +1,84 @@
+"""Plan-and-apply under the host lock: the one path the CLI and hooks share.
+
+Each call takes the lock, reads a fresh snapshot, plans, and (unless a dry
+run) applies with verification and rollback. The snapshot is read under the
+lock so that concurrent hooks plan against what the previous one left.
+"""
+
+import logging
+from typing import FrozenSet, Iterable, Optional, Sequence
+
+from . import state
+from .actions import Plan
+from .config import Config, Uplink
+from .lock import host_lock
+from .model import ACCESS, Want
+from .plan import plan, plan_cleanup, plan_unplug
+
+log = logging.getLogger(__name__)
+
+
+def target_bridges(wants: Iterable[Want], config: Config) -> FrozenSet[str]:
+    """The bridges the wants' ports join (access bridge or trunk bridge)."""
+    names = set()
+    for want in wants:
+        uplink: Uplink = config.uplink(want.uplink, want.who)
+        names.add(uplink.access_bridge(want.vlans[0]) if want.mode == ACCESS
+                  else uplink.trunk_bridge)
+    return frozenset(names)
+
+
+def _apply(result: Plan, why: str) -> None:
+    from . import apply  # the only pyroute2 importer; not needed for dry runs
+
+    if not result:
+        log.info("%s: nothing to change", why)
+        return
+    for line in result.render():
+        log.info("%s: %s", why, line)
+    apply.apply(result)
+
+
+def _snapshot():  # type: ignore[no-untyped-def]
+    from . import apply
+
+    return apply.read_snapshot()
+
+
+def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
+         reserve_key: Optional[str] = None) -> Plan:
+    """Make every want true. With `reserve_key`, also reserve the target
+    bridges under that key (see state.py) in the same locked section."""
+    with host_lock(config.lock_timeout):
+        result = plan(wants, config, _snapshot())
+        if dry_run:
+            return result
+        if reserve_key is not None:
+            state.reserve(reserve_key, target_bridges(wants, config))
+        try:
+            _apply(result, why)
+        except Exception:
+            if reserve_key is not None:
+                state.unreserve(reserve_key)
+            raise
+        return result
+
+
+def check(wants: Sequence[Want], config: Config) -> Plan:
+    """Plan without the lock and without applying: can this host serve them?"""
+    return plan(wants, config, _snapshot())
+
+
+def release(config: Config, why: str, port: Optional[str] = None,
+            reserve_key: Optional[str] = None, dry_run: bool = False) -> Plan:
+    """Drop `reserve_key`, unplug `port` if given, delete what nobody uses."""
+    with host_lock(config.lock_timeout):
+        if reserve_key is not None and not dry_run:
+            state.unreserve(reserve_key)
+        snap = _snapshot()
+        in_use = state.reserved()
+        result = (plan_unplug(port, config, snap, in_use) if port is not None
+                  else plan_cleanup(config, snap, in_use))
+        if not dry_run:
+            _apply(result, why)
+        return result

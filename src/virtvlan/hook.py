@@ -1,0 +1,124 @@
+"""libvirt hook logic for the `qemu` and `network` drivers.
+
+libvirt runs `<hooks>/qemu.d/virt-vlan DOMAIN OP SUBOP EXTRA` with the domain
+XML on stdin (network: the network XML inside <hookData>). The drop-ins in
+hooks/ filter out untagged documents before importing this module. Contract:
+- exit 0 and print nothing when there is nothing to do, for unknown ops, and
+  for ops whose failure libvirt ignores (stopped, release: we log instead);
+- on a refusal, exit 1 with one line "virt-vlan: ..." on stderr: libvirt puts
+  it into the error of `virsh start` / `virsh net-start`;
+- never call back into libvirt (the daemon waits for us: deadlock);
+- never write to stdout: for migrate/restore libvirt would read it as the new
+  domain XML, and empty output means "unchanged".
+"""
+
+import logging
+import logging.handlers
+import os
+import sys
+from dataclasses import replace
+from typing import List, Sequence
+
+from .errors import VirtVlanError
+
+log = logging.getLogger(__name__)
+
+# Ops that build or re-assert wiring; a refusal there must stop the guest.
+QEMU_WIRE_OPS = {"prepare", "start", "reconnect", "attach"}
+QEMU_CHECK_OPS = {"migrate", "restore"}
+QEMU_RELEASE_OPS = {"release"}
+
+
+def _setup_logging() -> None:
+    """Log what we change to syslog/journal; stderr is kept for refusals."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    root.setLevel(logging.INFO)
+    if os.path.exists("/dev/log"):
+        handler: logging.Handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter("virt-vlan[%(process)d]: %(message)s"))
+    else:
+        handler = logging.NullHandler()
+    root.addHandler(handler)
+
+
+def _config(who: str):  # type: ignore[no-untyped-def]
+    from .config import load, missing_config_error
+
+    config = load()
+    if config is None:
+        raise missing_config_error(None, who)
+    return config
+
+
+def _qemu(args: Sequence[str], xml: bytes) -> int:
+    from . import engine
+    from .metadata import parse_domain, wants
+
+    op = args[1] if len(args) > 1 else ""
+    if op not in QEMU_WIRE_OPS | QEMU_CHECK_OPS | QEMU_RELEASE_OPS:
+        return 0
+    domain = parse_domain(xml)
+    if not domain.tagged:
+        return 0
+    who = "domain %s" % domain.name
+    key = "domain-%s" % (domain.uuid or domain.name)
+    config = _config(who)
+    if op in QEMU_RELEASE_OPS:
+        engine.release(config, why="%s %s" % (who, op), reserve_key=key)
+        return 0
+    wanted = wants(domain, config)
+    if op in QEMU_CHECK_OPS:
+        # Plan only, against this host, for ports that do not exist yet.
+        engine.check([replace(w, port=None) for w in wanted], config)
+        return 0
+    if op == "prepare":
+        # Taps do not exist yet: build bridges and feeds, and hold them.
+        wanted = tuple(replace(w, port=None) for w in wanted)
+        engine.wire(wanted, config, why="%s %s" % (who, op), reserve_key=key)
+        return 0
+    missing = [w.who for w in wanted if w.port is None]
+    for who_missing in missing:
+        log.warning("%s: no <target dev> in the XML at %s; its tap is left where libvirt put it",
+                    who_missing, op)
+    engine.wire(wanted, config, why="%s %s" % (who, op), reserve_key=key)
+    return 0
+
+
+def _network(args: Sequence[str], xml: bytes) -> int:
+    from . import engine
+    from .metadata import network_want, parse_network
+
+    op = args[1] if len(args) > 1 else ""
+    if op not in ("start", "stopped"):
+        return 0
+    network = parse_network(xml)
+    if network.vlan is None:
+        return 0
+    who = "network %s" % network.name
+    key = "network-%s" % network.name
+    config = _config(who)
+    if op == "stopped":
+        engine.release(config, why="%s stopped" % who, reserve_key=key)
+        return 0
+    engine.wire([network_want(network, config)], config, why="%s start" % who, reserve_key=key)
+    return 0
+
+
+def run(driver: str, args: List[str], xml: bytes) -> int:
+    """Entry from the drop-in, for a document that mentions our namespace."""
+    _setup_logging()
+    op = args[1] if len(args) > 1 else ""
+    must_succeed = op in QEMU_WIRE_OPS | QEMU_CHECK_OPS | {"start"}
+    try:
+        return _qemu(args, xml) if driver == "qemu" else _network(args, xml)
+    except VirtVlanError as err:
+        log.error("%s %s refused: %s", driver, " ".join(args[:2]), err)
+        print("virt-vlan: %s" % err, file=sys.stderr)
+        return 1 if must_succeed else 0
+    except Exception as err:  # a bug of ours: say so; fail only where wiring is at stake
+        log.exception("%s %s: internal error", driver, " ".join(args[:2]))
+        print("virt-vlan: internal error during %s %s: %s: %s (please report this bug)"
+              % (driver, op, type(err).__name__, err), file=sys.stderr)
+        return 1 if must_succeed else 0
