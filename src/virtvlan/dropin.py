@@ -12,8 +12,24 @@ import os
 import sys
 
 
+# The operations virt-vlan acts on (hook.py); for any other the drop-in
+# exits before loading anything: started/stopped come on every guest start
+# and stop and need no work from us.
+OPS = {"qemu": {"prepare", "start", "reconnect", "attach", "release", "migrate", "restore"},
+       "network": {"start", "stopped"}}
+
+
 def main() -> int:
+    # Read stdin even when we have nothing to do, so libvirt's write of the
+    # XML never meets a closed pipe.
     xml = sys.stdin.buffer.read()
+    # Installed as <hooks>/qemu.d/virt-vlan or network.d/virt-vlan; in the
+    # repository as hooks/qemu and hooks/network.
+    here = os.path.basename(sys.argv[0])
+    driver = here if here in OPS else \
+        os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))[:-2]
+    if len(sys.argv) < 3 or sys.argv[2] not in OPS.get(driver, ()):
+        return 0
     if b"urn:virt-vlan:1" not in xml:
         return 0
     import site
@@ -21,11 +37,6 @@ def main() -> int:
     site.main()
     from virtvlan.hook import run
 
-    # Installed as <hooks>/qemu.d/virt-vlan or network.d/virt-vlan; in the
-    # repository as hooks/qemu and hooks/network.
-    here = os.path.basename(sys.argv[0])
-    driver = here if here in ("qemu", "network") else \
-        os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))[:-2]
     return run(driver, sys.argv[1:], xml)
 
 

@@ -1,0 +1,78 @@
+"""CLI behaviour that needs no kernel: usage errors, input checks, check-domain."""
+
+import pytest
+
+from virtvlan.cli import main
+
+DOMAIN = """<domain type='kvm'><name>vm1</name>
+<devices><interface type='bridge'><mac address='52:54:00:AA:00:01'/>
+<source bridge='br05'/></interface></devices>
+<metadata><vv:vlan xmlns:vv='urn:virt-vlan:1'>
+<vv:interface mac='52:54:00:aa:00:01' mode='access' vlan='5'/></vv:vlan></metadata>
+</domain>"""
+
+
+@pytest.fixture
+def conf(tmp_path):
+    path = tmp_path / "vv.conf"
+    path.write_text("[uplink eth0]\nallowed-vlans = 5,7\n")
+    return str(path)
+
+
+def _err_lines(capsys):
+    return capsys.readouterr().err.splitlines()
+
+
+def test_usage_error_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["plug", "vnet0"])
+    assert done.value.code == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1
+    assert lines[0].startswith("virt-vlan: one of the arguments --access --trunk is required")
+
+
+def test_access_and_trunk_are_exclusive(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["plug", "vnet0", "--access", "5", "--trunk", "5,7"])
+    assert done.value.code == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--access", "0"], "plug vnet0: VLAN 0 is the 802.1p priority tag"),
+    (["--access", "x"], "plug vnet0: 'x' is not a VLAN number"),
+    (["--trunk", "7-5"], "plug vnet0: range '7-5' is reversed (write 5-7)"),
+    (["--access", "9"], "plug vnet0: VLAN 9 not allowed on uplink eth0"),
+    (["--access", "5", "--uplink", "eth9"], "plug vnet0: unknown uplink 'eth9'"),
+])
+def test_plug_bad_input_exit_1_one_line(conf, capsys, args, message):
+    assert main(["--config", conf, "plug", "vnet0"] + args) == 1
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("virt-vlan: " + message)
+
+
+def test_plug_without_config_says_how_to_write_it(tmp_path, capsys):
+    assert main(["--config", str(tmp_path / "none.conf"), "plug", "vnet0", "--access", "5"]) == 1
+    (line,) = _err_lines(capsys)
+    assert "none.conf does not exist; write it with at least '[uplink eth0]'" in line
+
+
+def test_check_domain(tmp_path, conf, capsys):
+    xml = tmp_path / "vm1.xml"
+    xml.write_text(DOMAIN)
+    assert main(["--config", conf, "check-domain", str(xml)]) == 0
+    assert capsys.readouterr().out == (
+        "domain vm1, interface 52:54:00:aa:00:01: access VLAN 5 on uplink eth0 -> bridge br05\n")
+    xml.write_text(DOMAIN.replace("vlan='5'", "vlan='7' uplink='eth1'"))
+    assert main(["--config", conf, "check-domain", str(xml)]) == 1
+    (line,) = _err_lines(capsys)
+    assert line.startswith("virt-vlan: domain vm1, interface 52:54:00:aa:00:01: unknown uplink "
+                           "'eth1'")
+
+
+def test_check_config_bad_file_names_line(tmp_path, capsys):
+    path = tmp_path / "vv.conf"
+    path.write_text("[uplink eth0]\nallowed-vlans = 5\nwirring = trunk\n")
+    assert main(["--config", str(path), "check-config"]) == 1
+    (line,) = _err_lines(capsys)
+    assert line.startswith("virt-vlan: config %s:3: unknown key 'wirring'" % path)

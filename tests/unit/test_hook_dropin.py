@@ -1,0 +1,104 @@
+"""The drop-in's fast path and its agreement with hook.py (no kernel needed)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from virtvlan import NAMESPACE, hook, install
+
+DROPIN = os.path.join(os.path.dirname(install.__file__), "dropin.py")
+TAGGED = (b'<domain><name>vm1</name><devices><interface type="bridge">'
+          b'<mac address="52:54:00:00:00:01"/></interface></devices><metadata>'
+          b'<vv:vlan xmlns:vv="urn:virt-vlan:1"><vv:interface mac="52:54:00:00:00:01" '
+          b'mode="access" vlan="5"/></vv:vlan></metadata></domain>')
+UNTAGGED = b"<domain><name>plain</name></domain>"
+
+
+def _load_dropin():
+    namespace = {"__name__": "dropin"}
+    with open(DROPIN, encoding="utf-8") as handle:
+        exec(compile(handle.read(), DROPIN, "exec"), namespace)
+    return namespace
+
+
+def _run(path, args, xml, env=None):
+    return subprocess.run([path] + args, input=xml, capture_output=True, env=env, timeout=60)
+
+
+@pytest.fixture
+def installed(tmp_path):
+    install.install(str(tmp_path / "hooks"), apparmor_dir=str(tmp_path / "apparmor"))
+    return str(tmp_path / "hooks" / "qemu.d" / "virt-vlan")
+
+
+def test_dropin_namespace_literal_is_the_contract_namespace():
+    with open(DROPIN, encoding="utf-8") as handle:
+        assert ('b"%s"' % NAMESPACE) in handle.read()
+
+
+def test_dropin_acts_on_exactly_the_ops_hook_handles():
+    ops = _load_dropin()["OPS"]
+    assert ops["qemu"] == hook.QEMU_WIRE_OPS | hook.QEMU_CHECK_OPS | hook.QEMU_RELEASE_OPS
+    assert ops["network"] == {"start", "stopped"}
+
+
+def test_untagged_domain_never_imports_the_package(tmp_path):
+    # An interpreter that cannot import virtvlan at all: if the fast path
+    # imported anything of ours, the hook would fail instead of exiting 0.
+    base = getattr(sys, "_base_executable", sys.executable)
+    hooks = tmp_path / "hooks"
+    path = hooks / "qemu.d" / "virt-vlan"
+    path.parent.mkdir(parents=True)
+    path.write_text(install.dropin_text(base))
+    path.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin"}
+    for op in ("prepare", "start", "started", "stopped", "release", "migrate"):
+        done = _run(str(path), ["plain", op, "begin", "-"], UNTAGGED, env)
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"", b""), op
+    # ...and the same interpreter does reach the import for a tagged domain.
+    done = _run(str(path), ["vm1", "prepare", "begin", "-"], TAGGED, env)
+    assert done.returncode == 1 and b"virtvlan" in done.stderr
+
+
+def test_ignored_ops_exit_before_parsing(installed):
+    for op in ("started", "stopped", "unknown-op"):
+        done = _run(installed, ["vm1", op, "begin", "-"], b"<not-xml urn:virt-vlan:1")
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"", b""), op
+
+
+def test_tagged_domain_without_config_fails_start_with_one_line(installed, tmp_path):
+    env = dict(os.environ, VIRT_VLAN_CONFIG=str(tmp_path / "absent.conf"))
+    done = _run(installed, ["vm1", "prepare", "begin", "-"], TAGGED, env)
+    assert done.returncode == 1 and done.stdout == b""
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("virt-vlan: domain vm1 asks for VLANs but ")
+    assert "absent.conf does not exist" in lines[0]
+
+
+def test_bad_metadata_fails_prepare_and_release_never_fails(installed, tmp_path):
+    conf = tmp_path / "vv.conf"
+    conf.write_text("[uplink eth0]\nallowed-vlans = 5\n")
+    env = dict(os.environ, VIRT_VLAN_CONFIG=str(conf))
+    bad = TAGGED.replace(b'vlan="5"', b'vlan="4095"')
+    done = _run(installed, ["vm1", "prepare", "begin", "-"], bad, env)
+    assert done.returncode == 1
+    assert done.stderr.decode().strip() == (
+        "virt-vlan: domain vm1, interface 52:54:00:00:00:01: vlan='4095': "
+        "VLAN 4095 is reserved by 802.1Q (use 1-4094)")
+    # libvirt ignores release failures, and a refusal there must not block
+    # the guest's teardown: we log and exit 0.
+    done = _run(installed, ["vm1", "release", "end", "-"], bad, env)
+    assert done.returncode == 0 and done.stdout == b""
+
+
+def test_migrate_prints_nothing_on_stdout(installed, tmp_path):
+    conf = tmp_path / "vv.conf"
+    conf.write_text("[uplink eth0]\nallowed-vlans = 7\n")
+    env = dict(os.environ, VIRT_VLAN_CONFIG=str(conf))
+    done = _run(installed, ["vm1", "migrate", "begin", "-"], TAGGED, env)
+    # VLAN 5 is not allowed here: the migration must fail early, with a reason.
+    assert done.returncode == 1 and done.stdout == b""
+    assert "VLAN 5 not allowed on uplink eth0" in done.stderr.decode()
