@@ -146,6 +146,10 @@ def parse(text: str, path: str) -> Config:
     for header, line, values in sections:
         words = header.split()
         if header == "global":
+            if "global" in seen:
+                raise InputError("config %s:%d: [global] is listed twice (first at line %d); "
+                                 "merge the two sections" % (path, line, seen["global"]))
+            seen["global"] = line
             _check_keys(values, GLOBAL_KEYS, path, "[global]")
             global_values = values
         elif len(words) == 2 and words[0] == "uplink":
@@ -168,9 +172,10 @@ def parse(text: str, path: str) -> Config:
     default = uplinks[0].name if uplinks else None
     if "default-uplink" in global_values:
         default, line = global_values["default-uplink"]
-        if default not in seen:
+        names = [u.name for u in uplinks]
+        if default not in names:
             raise InputError("config %s:%d: default-uplink = %s names no [uplink] section; "
-                             "use one of: %s" % (path, line, default, ", ".join(seen) or "none"))
+                             "use one of: %s" % (path, line, default, ", ".join(names) or "none"))
     lock_timeout = 30.0
     if "lock-timeout" in global_values:
         value, line = global_values["lock-timeout"]
@@ -221,7 +226,14 @@ def _check_keys(values: Dict[str, Tuple[str, int]], allowed: set, path: str, sec
 
 def _template(key: str, value: str, line: int, path: str, section: str) -> str:
     try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        parts = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(value)
+                 if f is not None]
+        fields = {f for f, _, _ in parts}
+        for f, spec, conv in parts:
+            if spec or conv:
+                # "{vlan:{x}}" or "{n!r}" would fail or vary at format time.
+                raise ValueError("{%s%s%s} has a format spec; write {%s}"
+                                 % (f, "!" + conv if conv else "", ":" + spec if spec else "", f))
     except ValueError as err:
         raise InputError("config %s:%d: %s = %s in %s is not a valid template (%s); use "
                          "placeholders like {vlan}" % (path, line, key, value, section, err)) from err
@@ -266,6 +278,13 @@ def _uplink(name: str, position: int, line: int, values: Dict[str, Tuple[str, in
         raise InputError("config %s:%d: host-vlans in %s applies to wiring = trunk only; on "
                          "access wiring configure the host's VLAN devices in the host's "
                          "network config" % (path, get("host-vlans")[1], section))
+    both = sorted(set(vlan_lists["host-vlans"]) & set(vlan_lists["allowed-vlans"]))
+    if both:
+        raise InputError("config %s:%d: VLAN %d in %s is in both host-vlans and allowed-vlans; "
+                         "the host's %s device cannot also feed guests' bridge: remove it from "
+                         "one list (for a host address on a guest VLAN, put it on that VLAN's "
+                         "bridge and set keep-empty-bridges = yes)"
+                         % (path, get("host-vlans")[1], both[0], section, "VLAN"))
     keep_text, where = get("keep-empty-bridges")
     if keep_text.lower() not in _BOOL:
         raise InputError("config %s:%d: keep-empty-bridges = %s in %s; use yes or no"

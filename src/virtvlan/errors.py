@@ -6,7 +6,15 @@ so that it can be shown as-is by virsh, the CLI and the journal.
 
 
 class VirtVlanError(Exception):
-    """Base class: anything virt-vlan refuses or fails to do."""
+    """Base class: anything virt-vlan refuses or fails to do.
+
+    The message is folded onto one line: values quoted from hostile input
+    (an XML attribute with a newline, lxml's error text) must not break the
+    one-line contract that virsh and the journal rely on.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
 
 
 class InputError(VirtVlanError):

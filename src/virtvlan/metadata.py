@@ -96,6 +96,10 @@ def _parse(xml: bytes, what: str):  # type: ignore[no-untyped-def]
     if len(xml) > MAX_XML_BYTES:
         raise InputError("%s: XML is %d bytes, more than the %d accepted; this is not a "
                          "libvirt document" % (what, len(xml), MAX_XML_BYTES))
+    if b"<!DOCTYPE" in xml or b"<!ENTITY" in xml:
+        # Refused before libxml2 sees it: entity tricks (billion laughs, XXE)
+        # get one fixed answer whatever libxml2's own limits are.
+        raise InputError("%s: XML has a DOCTYPE; libvirt never writes one, remove it" % what)
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
                              dtd_validation=False, huge_tree=False, remove_comments=True,
                              remove_pis=True)
@@ -106,6 +110,12 @@ def _parse(xml: bytes, what: str):  # type: ignore[no-untyped-def]
     if root.getroottree().docinfo.doctype:
         raise InputError("%s: XML has a DOCTYPE; libvirt never writes one, remove it" % what)
     return root
+
+
+def _q(value: Optional[str]) -> str:
+    """repr() of an input value, cut short: errors quote hostile input."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:36] + "...'"
 
 
 def _text(root, path: str) -> Optional[str]:  # type: ignore[no-untyped-def]
@@ -145,6 +155,11 @@ def parse_domain(xml: bytes) -> Domain:
                         source_bridge=source.get("bridge") if source is not None else None,
                         source_network=source.get("network") if source is not None else None))
     specs = []
+    for el in dom.iterfind("metadata/*"):
+        if isinstance(el.tag, str) and el.tag.startswith(_NS) and el.tag != _NS + "vlan":
+            raise InputError("domain %s: <metadata> has <%s> in the virt-vlan namespace; the "
+                             "element is <vv:vlan xmlns:vv='%s'>" % (name, el.tag.replace(_NS, "vv:"),
+                                                                     NAMESPACE))
     containers = dom.findall("metadata/%svlan" % _NS)
     if len(containers) > 1:
         raise InputError("domain %s: <metadata> has %d <vlan xmlns='%s'> elements; merge them "
@@ -180,13 +195,13 @@ def _spec(domain: str, el, index: int) -> VlanSpec:  # type: ignore[no-untyped-d
                          "the guest NIC" % who)
     mac = _mac(raw_mac)
     if mac is None:
-        raise InputError("%s: mac=%r is not a MAC address; write six hex pairs like "
-                         "52:54:00:11:22:33" % (who, raw_mac))
+        raise InputError("%s: mac=%s is not a MAC address; write six hex pairs like "
+                         "52:54:00:11:22:33" % (who, _q(raw_mac)))
     who = "domain %s, interface %s" % (domain, mac)
     mode = el.get("mode")
     if mode not in MODES:
-        raise InputError("%s: mode=%r; use mode='access' (one untagged VLAN) or mode='trunk' "
-                         "(tagged VLANs)" % (who, mode))
+        raise InputError("%s: mode=%s; use mode='access' (one untagged VLAN) or mode='trunk' "
+                         "(tagged VLANs)" % (who, _q(mode)))
     for attr in el.keys():
         if attr not in INTERFACE_ATTRS[mode]:
             if attr == "vlans":
@@ -195,8 +210,8 @@ def _spec(domain: str, el, index: int) -> VlanSpec:  # type: ignore[no-untyped-d
                 fix = "a trunk interface takes a list: use vlans='5,7', or mode='access'"
             else:
                 fix = "allowed: " + ", ".join(sorted(INTERFACE_ATTRS[mode]))
-            raise InputError("%s: unknown attribute %s=%r for mode %s; %s"
-                             % (who, attr, el.get(attr), mode, fix))
+            raise InputError("%s: unknown attribute %s=%s for mode %s; %s"
+                             % (who, attr, _q(el.get(attr)), mode, fix))
     key = "vlan" if mode == ACCESS else "vlans"
     value = el.get(key)
     if value is None:
@@ -205,7 +220,7 @@ def _spec(domain: str, el, index: int) -> VlanSpec:  # type: ignore[no-untyped-d
     try:
         vlans = (parse_vlan(value),) if mode == ACCESS else parse_vlan_list(value)
     except VlanSyntax as err:
-        raise InputError("%s: %s=%r: %s" % (who, key, value, err)) from err
+        raise InputError("%s: %s=%s: %s" % (who, key, _q(value), err)) from err
     uplink = el.get("uplink")
     if uplink is not None and not uplink.strip():
         raise InputError("%s: uplink='' is empty; name an uplink of the host config or "
@@ -233,8 +248,8 @@ def parse_network(xml: bytes) -> Network:
     el = specs[0]
     for attr in el.keys():
         if attr not in NETWORK_ATTRS:
-            raise InputError("%s: unknown attribute %s=%r on <vv:network>; allowed: %s"
-                             % (who, attr, el.get(attr), ", ".join(sorted(NETWORK_ATTRS))))
+            raise InputError("%s: unknown attribute %s=%s on <vv:network>; allowed: %s"
+                             % (who, attr, _q(el.get(attr)), ", ".join(sorted(NETWORK_ATTRS))))
     value = el.get("vlan")
     if value is None:
         raise InputError("%s: <vv:network> needs vlan='5' (the VLAN its guests see "
@@ -242,7 +257,7 @@ def parse_network(xml: bytes) -> Network:
     try:
         vlan = parse_vlan(value)
     except VlanSyntax as err:
-        raise InputError("%s: vlan=%r: %s" % (who, value, err)) from err
+        raise InputError("%s: vlan=%s: %s" % (who, _q(value), err)) from err
     if forward != "bridge" or not bridge:
         raise InputError("%s: virt-vlan networks need <forward mode='bridge'/> and <bridge "
                          "name='...'/> (found forward %s, bridge %s); see "

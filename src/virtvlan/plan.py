@@ -200,8 +200,9 @@ class _Builder:
         port = self.need(port_name, who, "port", "start the guest first (libvirt creates "
                          "its tap) or name an existing tap/veth")
         if port.kind not in PORT_KINDS:
-            raise Refused("%s: %s is a %s device, not a guest tap or veth; virt-vlan only "
-                          "wires guest ports" % (who, port_name, port.kind))
+            what = "a host NIC" if port.kind == "device" else "a %s device" % port.kind
+            raise Refused("%s: %s is %s, not a guest tap or veth; virt-vlan only "
+                          "wires guest ports" % (who, port_name, what))
         if port.managed:
             raise Refused("%s: %s is a device virt-vlan created itself, not a guest port"
                           % (who, port_name))
@@ -217,6 +218,11 @@ class _Builder:
     def want(self, want: Want) -> None:
         who = want.who or (want.port or "request")
         uplink = self.config.uplink(want.uplink, who)
+        denied = [v for v in want.vlans if v not in uplink.allowed_vlans]
+        if denied:
+            # The parsers check this already; the planner is the last line.
+            raise Refused("%s: VLAN %s not allowed on uplink %s; add it to allowed-vlans in %s"
+                          % (who, format_vlan_list(denied), uplink.name, self.conf_hint(uplink)))
         if uplink.wiring == TRUNK:
             self.trunk(uplink, who)
         elif want.mode == TRUNK:
@@ -275,25 +281,27 @@ def plan_unplug(port: str, config: Config, snap: Snapshot,
 
 
 def plan_cleanup(config: Config, snap: Snapshot, in_use: FrozenSet[str] = frozenset()) -> Plan:
-    """Delete our access bridges that no guest uses, and their feeds.
+    """Delete what virt-vlan made for VLANs that no guest uses any more.
 
-    A bridge goes when it carries our mark, is an access bridge of the config,
-    has no port but its feed, is not in `in_use` (bridges reserved by guests
-    between libvirt's prepare and start, and by running virt-vlan networks),
-    and its uplink does not keep empty bridges. A marked feed goes with its
-    bridge, or when its bridge is gone and it has no master. Trunk bridges and
-    host VLANs are never removed automatically.
+    An access bridge of the config is idle when its only port is its feed,
+    it is not in `in_use` (bridges reserved by guests between libvirt's
+    prepare and start, and by running virt-vlan networks), and its uplink
+    does not keep empty bridges. An idle bridge is deleted if it carries our
+    mark; an admin's idle bridge stays, but a feed we added to it goes, so
+    the host is as before. A marked feed also goes when its bridge is gone
+    and it has no master. Trunk bridges and host VLANs are never removed.
     """
     access, feeds = _access_names(config), _feed_names(config)
-    doomed: List[str] = []
+    idle = set()
     for link in snap:
-        if not link.managed or link.kind != "bridge" or link.name not in access:
+        if link.kind != "bridge" or link.name not in access:
             continue
         uplink, vid = access[link.name]
         feed = uplink.feed(vid)
         guests = [p for p in snap.ports(link.name) if p.name != feed]
         if not guests and link.name not in in_use and not uplink.keep_empty_bridges:
-            doomed.append(link.name)
+            idle.add(link.name)
+    doomed = [link.name for link in snap if link.managed and link.name in idle]
     for link in snap:
         if not link.managed or link.kind != "vlan" or link.name not in feeds:
             continue
@@ -301,7 +309,7 @@ def plan_cleanup(config: Config, snap: Snapshot, in_use: FrozenSet[str] = frozen
         if vid in uplink.host_vlans:
             continue
         bridge = uplink.access_bridge(vid)
-        if link.master in doomed or (link.master is None and snap.get(bridge) is None):
+        if link.master in idle or (link.master is None and snap.get(bridge) is None):
             doomed.append(link.name)
     return Plan(tuple(DeleteLink(name) for name in doomed))
 

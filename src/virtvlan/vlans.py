@@ -17,6 +17,10 @@ def parse_vlan(text: str) -> int:
     word = text.strip()
     if not word.isdigit() or not word.isascii():
         raise VlanSyntax("%r is not a VLAN number (use 1-4094)" % text)
+    if len(word) > 4:
+        # Also keeps int() away from CPython's digit limit on hostile input.
+        raise VlanSyntax("VLAN %s is above 4094, the largest 802.1Q VLAN (use 1-4094)"
+                         % (word if len(word) <= 8 else word[:8] + "..."))
     vid = int(word)
     if vid == 0:
         raise VlanSyntax("VLAN 0 is the 802.1p priority tag, not a VLAN (use 1-4094)")

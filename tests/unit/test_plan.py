@@ -1,0 +1,677 @@
+"""plan.py and actions.py on hand-made snapshots: plans, refusals, cleanup.
+
+Configs come from conftest.py:
+  access_config: [uplink eth0], access wiring -> eth0.<V> feeds br0<V>
+  trunk_config:  [uplink eth1], trunk wiring  -> eth1 in br0, br0.<V> feeds br0<V>
+  mixed_config:  eth0 access (br0<V>, eth0.<V>) + eth1 trunk (br1, br1.<V>, br1<V>),
+                 host-vlans = 10 on eth1
+Every refusal is pinned by its full message.
+"""
+
+from dataclasses import replace
+
+import pytest
+
+from virtvlan.actions import (CreateBridge, CreateVlan, DeleteLink, MoveAddresses, Plan, Release,
+                              SetDown, SetMaster, SetMtu, SetUp)
+from virtvlan.errors import InputError, Refused
+from virtvlan.model import Address, Link, Route, Snapshot, Want
+from virtvlan.plan import describe, plan, plan_cleanup, plan_unplug
+
+WHO = "domain vm1, interface 52:54:00:00:00:01"
+ACCESS_HINT = "[uplink eth0] of test.conf"
+TRUNK_HINT = "[uplink eth1] of test.conf"
+
+ETH0 = Link("eth0", index=2, mac="52:54:00:aa:00:00")
+ETH1 = Link("eth1", index=3, mac="52:54:00:aa:00:01")
+VNET0 = Link("vnet0", kind="tun", index=20)
+VNET1 = Link("vnet1", kind="tun", index=21)
+ADDR4 = Address("inet", "192.0.2.10", 24)
+ADDR6 = Address("inet6", "2001:db8::10", 64)
+DEFAULT4 = Route("inet", "default", "eth1", gateway="192.0.2.1")
+
+BRIDGE_OPTS = ("type bridge stp_state 0 forward_delay 0 nf_call_iptables 0 nf_call_ip6tables 0 "
+               "nf_call_arptables 0")
+
+
+def access(vlan, port="vnet0", uplink="eth0"):
+    return Want(uplink=uplink, mode="access", vlans=(vlan,), port=port, who=WHO)
+
+
+def trunk(*vlans, port="vnet0", uplink="eth1"):
+    return Want(uplink=uplink, mode="trunk", vlans=vlans, port=port, who=WHO)
+
+
+def host(*links, routes=()):
+    return Snapshot(links=links, routes=routes)
+
+
+def refusal(wants, config, snap):
+    with pytest.raises(Refused) as info:
+        plan(wants, config, snap)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def wired(wants, config, snap):
+    """The snapshot after applying the plan for `wants`."""
+    return plan(wants, config, snap).simulate(snap)
+
+
+# --- access wiring ------------------------------------------------------------
+
+
+def test_access_creates_feed_then_bridge_then_enslaves_then_ups(access_config):
+    result = plan([access(5)], access_config, host(ETH0, VNET0))
+    assert result.actions == (
+        CreateVlan("eth0.5", "eth0", 5),
+        CreateBridge("br05", 1500),
+        SetMaster("eth0.5", "br05"),
+        SetMaster("vnet0", "br05"),
+        SetUp("eth0.5"),
+        SetUp("br05"),
+    )
+
+
+def test_access_plan_renders_as_ip_commands(access_config):
+    assert plan([access(5)], access_config, host(ETH0, VNET0)).render() == (
+        "ip link add link eth0 name eth0.5 type vlan id 5",
+        "ip link set dev eth0.5 alias virt-vlan:managed",
+        "ip link set dev eth0.5 addrgenmode none",
+        "ip link add name br05 mtu 1500 " + BRIDGE_OPTS,
+        "ip link set dev br05 alias virt-vlan:managed",
+        "ip link set dev br05 addrgenmode none",
+        "ip link set dev eth0.5 master br05",
+        "ip link set dev vnet0 master br05",
+        "ip link set dev eth0.5 up",
+        "ip link set dev br05 up",
+    )
+
+
+def test_prepare_without_port_builds_only_the_bridge(access_config):
+    result = plan([access(5, port=None)], access_config, host(ETH0))
+    assert SetMaster("vnet0", "br05") not in result.actions
+    assert [type(a) for a in result.actions] == [CreateVlan, CreateBridge, SetMaster, SetUp, SetUp]
+
+
+def test_already_wired_host_gives_an_empty_plan(access_config):
+    snap = wired([access(5)], access_config, host(ETH0, VNET0))
+    result = plan([access(5)], access_config, snap)
+    assert not result
+    assert describe(result) is None
+
+
+def test_down_tap_is_brought_up(access_config):
+    result = plan([access(5)], access_config, host(ETH0, replace(VNET0, up=False)))
+    assert result.actions[-1] == SetUp("vnet0")
+
+
+def test_two_guests_on_one_vlan_share_the_bridge(access_config):
+    result = plan([access(5), access(5, port="vnet1")], access_config, host(ETH0, VNET0, VNET1))
+    bridges = [a for a in result.actions if isinstance(a, CreateBridge)]
+    assert bridges == [CreateBridge("br05", 1500)]
+    assert SetMaster("vnet1", "br05") in result.actions
+
+
+def test_two_vlans_get_two_feeds_and_bridges(access_config):
+    result = plan([access(5), access(7, port="vnet1")], access_config, host(ETH0, VNET0, VNET1))
+    creates = [a for a in result.actions if isinstance(a, (CreateVlan, CreateBridge))]
+    assert creates == [CreateVlan("eth0.5", "eth0", 5), CreateBridge("br05", 1500),
+                       CreateVlan("eth0.7", "eth0", 7), CreateBridge("br07", 1500)]
+
+
+def test_admin_made_feed_and_bridge_are_adopted(access_config):
+    snap = host(ETH0, Link("eth0.5", kind="vlan", parent="eth0", vlan_id=5, master="br05"),
+                Link("br05", kind="bridge"), VNET0)
+    assert plan([access(5)], access_config, snap).actions == (SetMaster("vnet0", "br05"),)
+
+
+def test_admin_made_feed_alone_is_adopted(access_config):
+    snap = host(ETH0, Link("eth0.5", kind="vlan", parent="eth0", vlan_id=5, up=False), VNET0)
+    assert plan([access(5)], access_config, snap).actions == (
+        CreateBridge("br05", 1500), SetMaster("eth0.5", "br05"), SetMaster("vnet0", "br05"),
+        SetUp("eth0.5"), SetUp("br05"))
+
+
+def test_bridge_mtu_follows_the_uplink(access_config):
+    snap = host(replace(ETH0, mtu=9000), replace(VNET0, mtu=9000))
+    assert CreateBridge("br05", 9000) in plan([access(5)], access_config, snap).actions
+
+
+def test_tap_with_other_mtu_gets_set_mtu_before_set_master(access_config):
+    snap = host(replace(ETH0, mtu=9000), VNET0)
+    actions = plan([access(5)], access_config, snap).actions
+    assert actions.index(SetMtu("vnet0", 9000)) < actions.index(SetMaster("vnet0", "br05"))
+
+
+def test_tap_with_bigger_mtu_is_lowered_to_the_bridge(access_config):
+    actions = plan([access(5)], access_config, host(ETH0, replace(VNET0, mtu=9000))).actions
+    assert SetMtu("vnet0", 1500) in actions
+
+
+def test_veth_is_accepted_as_port(access_config):
+    snap = host(ETH0, Link("veth-g1", kind="veth"))
+    assert SetMaster("veth-g1", "br05") in plan([access(5, port="veth-g1")], access_config,
+                                                snap).actions
+
+
+def test_tap_on_another_virt_vlan_bridge_is_moved(access_config):
+    snap = wired([access(5)], access_config, host(ETH0, VNET0))
+    actions = plan([access(7)], access_config, snap).actions
+    assert SetMaster("vnet0", "br07") in actions
+
+
+# --- trunk wiring -------------------------------------------------------------
+
+
+def test_trunk_creates_bridge_with_uplink_mac_and_moves_addresses(trunk_config):
+    eth1 = replace(ETH1, addresses=(ADDR4,))
+    result = plan([trunk(5, 7)], trunk_config, host(eth1, VNET0, routes=(DEFAULT4,)))
+    assert result.actions == (
+        CreateBridge("br0", 1500, mac="52:54:00:aa:00:01", addrgen=True),
+        SetMaster("eth1", "br0"),
+        SetMaster("vnet0", "br0"),
+        SetUp("br0"),
+        MoveAddresses("eth1", "br0", (ADDR4,), (DEFAULT4,)),
+    )
+
+
+def test_trunk_plan_renders_address_move_in_safe_order(trunk_config):
+    eth1 = replace(ETH1, addresses=(ADDR4, ADDR6))
+    lines = plan([trunk(5)], trunk_config, host(eth1, VNET0, routes=(DEFAULT4,))).render()
+    assert lines[0] == "ip link add name br0 mtu 1500 address 52:54:00:aa:00:01 " + BRIDGE_OPTS
+    # The bridge carries host addresses: it keeps IPv6 link-local generation.
+    assert lines[1] == "ip link set dev br0 alias virt-vlan:managed"
+    assert lines[2] == "ip link set dev eth1 master br0"
+    assert lines[-5:] == (
+        "ip addr add 192.0.2.10/24 dev br0",
+        "ip addr add 2001:db8::10/64 dev br0",
+        "ip -4 route replace default via 192.0.2.1 dev br0 proto static",
+        "ip addr del 192.0.2.10/24 dev eth1",
+        "ip addr del 2001:db8::10/64 dev eth1",
+    )
+
+
+def test_trunk_without_host_addresses_moves_nothing(trunk_config):
+    result = plan([trunk(5)], trunk_config, host(ETH1, VNET0))
+    assert result.actions[0] == CreateBridge("br0", 1500, mac="52:54:00:aa:00:01", addrgen=False)
+    assert not any(isinstance(a, MoveAddresses) for a in result.actions)
+
+
+def test_trunk_route_alone_counts_as_host_address(trunk_config):
+    result = plan([trunk(5)], trunk_config, host(ETH1, VNET0, routes=(DEFAULT4,)))
+    assert MoveAddresses("eth1", "br0", (), (DEFAULT4,)) in result.actions
+
+
+def test_trunk_bridge_mtu_is_the_uplink_mtu(trunk_config):
+    result = plan([trunk(5)], trunk_config, host(replace(ETH1, mtu=9000), VNET0))
+    assert result.actions[0].mtu == 9000
+    assert SetMtu("vnet0", 9000) in result.actions
+
+
+def test_access_guest_on_trunk_wiring_is_fed_from_the_trunk_bridge(trunk_config):
+    result = plan([access(5, uplink="eth1")], trunk_config, host(ETH1, VNET0))
+    assert result.actions == (
+        CreateBridge("br0", 1500, mac="52:54:00:aa:00:01"),
+        CreateVlan("br0.5", "br0", 5),
+        CreateBridge("br05", 1500),
+        SetMaster("eth1", "br0"),
+        SetMaster("br0.5", "br05"),
+        SetMaster("vnet0", "br05"),
+        SetUp("br0"),
+        SetUp("br0.5"),
+        SetUp("br05"),
+    )
+
+
+def test_existing_trunk_bridge_with_the_uplink_is_adopted(trunk_config):
+    snap = host(replace(ETH1, master="br0"), Link("br0", kind="bridge", addresses=(ADDR4,)),
+                VNET0, routes=(replace(DEFAULT4, dev="br0"),))
+    assert plan([trunk(5)], trunk_config, snap).actions == (SetMaster("vnet0", "br0"),)
+
+
+def test_existing_trunk_bridge_without_the_uplink_gets_it(trunk_config):
+    snap = host(replace(ETH1, addresses=(ADDR4,)), Link("br0", kind="bridge"), VNET0)
+    assert plan([trunk(5)], trunk_config, snap).actions == (
+        SetMaster("eth1", "br0"), SetMaster("vnet0", "br0"),
+        MoveAddresses("eth1", "br0", (ADDR4,), ()))
+
+
+def test_dhcp_address_is_fine_once_the_uplink_is_in_the_trunk_bridge(trunk_config):
+    snap = host(replace(ETH1, master="br0"),
+                Link("br0", kind="bridge", addresses=(replace(ADDR4, dynamic=True),)), VNET0)
+    assert plan([trunk(5)], trunk_config, snap).actions == (SetMaster("vnet0", "br0"),)
+
+
+def test_host_vlans_are_created_on_the_trunk_bridge_with_link_local(mixed_config):
+    result = plan([trunk(5)], mixed_config, host(ETH0, ETH1, VNET0))
+    assert CreateVlan("br1.10", "br1", 10, addrgen=True) in result.actions
+    assert SetUp("br1.10") in result.actions
+    assert CreateVlan("br1.10", "br1", 10, addrgen=True).render() == (
+        "ip link add link br1 name br1.10 type vlan id 10",
+        "ip link set dev br1.10 alias virt-vlan:managed")
+
+
+def test_trunk_plan_is_idempotent(mixed_config):
+    snap = host(ETH0, replace(ETH1, addresses=(ADDR4, ADDR6)), VNET0, VNET1, routes=(DEFAULT4,))
+    wants = [trunk(5, 100), access(7, port="vnet1")]
+    assert not plan(wants, mixed_config, wired(wants, mixed_config, snap))
+
+
+# --- refusals -----------------------------------------------------------------
+
+
+def test_refuses_vlan_device_on_a_bridge_port(access_config):
+    snap = host(replace(ETH0, master="br0"), Link("br0", kind="bridge"), VNET0)
+    assert refusal([access(5)], access_config, snap) == (
+        WHO + ": refusing to create eth0.5 on eth0: eth0 is a port of bridge br0, and a VLAN "
+        "device on it would take VLAN 5's tagged frames before br0 sees them (its guests would "
+        "lose VLAN 5); set wiring = trunk and trunk-bridge = br0 in " + ACCESS_HINT +
+        " so access bridges are fed from br0.5")
+
+
+def test_refuses_vlan_device_on_a_bond_port(access_config):
+    snap = host(replace(ETH0, master="bond0"), Link("bond0", kind="bond"), VNET0)
+    assert refusal([access(5)], access_config, snap) == (
+        WHO + ": refusing to create eth0.5 on eth0: eth0 is a port of bond bond0, and a VLAN "
+        "device on it would take VLAN 5's tagged frames before bond0 sees them (its guests "
+        "would lose VLAN 5); use the bond bond0 as the uplink device in " + ACCESS_HINT)
+
+
+def test_refuses_to_enslave_a_device_with_vlan_devices(trunk_config):
+    snap = host(ETH1, Link("eth1.100", kind="vlan", parent="eth1", vlan_id=100),
+                Link("eth1.200", kind="vlan", parent="eth1", vlan_id=200), VNET0)
+    assert refusal([trunk(5)], trunk_config, snap) == (
+        WHO + ": refusing to make eth1 a port of br0: eth1 has VLAN devices (eth1.100, "
+        "eth1.200), which would take VLAN 100,200's tagged frames before br0 sees them; remove "
+        "them first (virt-vlan removes its own when their guests stop)")
+
+
+def test_refuses_to_enslave_a_port_with_vlan_devices(access_config):
+    snap = host(ETH0, VNET0, Link("vnet0.9", kind="vlan", parent="vnet0", vlan_id=9))
+    assert "refusing to make vnet0 a port of br05: vnet0 has VLAN devices (vnet0.9)" in refusal(
+        [access(5)], access_config, snap)
+
+
+def test_refuses_trunk_guest_on_access_wiring(access_config):
+    assert refusal([trunk(5, 7, uplink="eth0")], access_config, host(ETH0, VNET0)) == (
+        WHO + ": trunk mode needs uplink eth0 wired as trunk, but it has wiring = access; set "
+        "wiring = trunk in " + ACCESS_HINT + " (its NIC then joins bridge br0)")
+
+
+def test_refuses_feed_name_taken_by_another_kind(access_config):
+    snap = host(ETH0, Link("eth0.5", kind="dummy"), VNET0)
+    assert refusal([access(5)], access_config, snap) == (
+        WHO + ": eth0.5 exists but is a dummy device, not VLAN 5 on eth0; delete or rename it, "
+        "or change the naming template in " + ACCESS_HINT)
+
+
+def test_refuses_feed_name_with_wrong_vlan_id(access_config):
+    snap = host(ETH0, Link("eth0.5", kind="vlan", parent="eth0", vlan_id=6), VNET0)
+    assert refusal([access(5)], access_config, snap) == (
+        WHO + ": eth0.5 exists but is VLAN 6 on eth0, not VLAN 5 on eth0; delete or rename it, "
+        "or change the naming template in " + ACCESS_HINT)
+
+
+def test_refuses_feed_name_with_wrong_parent(access_config):
+    snap = host(ETH0, ETH1, Link("eth0.5", kind="vlan", parent="eth1", vlan_id=5), VNET0)
+    assert refusal([access(5)], access_config, snap) == (
+        WHO + ": eth0.5 exists but is VLAN 5 on eth1, not VLAN 5 on eth0; delete or rename it, "
+        "or change the naming template in " + ACCESS_HINT)
+
+
+def test_refuses_bridge_name_taken_by_another_kind(access_config):
+    snap = host(ETH0, Link("br05", kind="dummy"), VNET0)
+    assert refusal([access(5)], access_config, snap) == (
+        WHO + ": br05 exists but is a dummy device, not a bridge; rename it or change the naming "
+        "template in " + ACCESS_HINT)
+
+
+def test_refuses_trunk_bridge_name_taken_by_another_kind(trunk_config):
+    snap = host(ETH1, Link("br0", kind="dummy"), VNET0)
+    assert refusal([trunk(5)], trunk_config, snap) == (
+        WHO + ": br0 exists but is a dummy device, not a bridge; rename it or change the naming "
+        "template in " + TRUNK_HINT)
+
+
+def test_refuses_second_vlan_device_for_the_same_vlan(access_config):
+    snap = host(ETH0, Link("vlan5", kind="vlan", parent="eth0", vlan_id=5), VNET0)
+    assert refusal([access(5)], access_config, snap) == (
+        WHO + ": eth0 already carries VLAN 5 as vlan5; the kernel allows one device per VLAN: "
+        "delete vlan5 or make the naming template in " + ACCESS_HINT + " produce vlan5")
+
+
+def test_refuses_bridge_fed_by_a_foreign_vlan_device(access_config):
+    snap = host(ETH0, ETH1, Link("br05", kind="bridge"),
+                Link("eth1.5", kind="vlan", parent="eth1", vlan_id=5, master="br05"), VNET0)
+    assert refusal([access(5)], access_config, snap) == (
+        WHO + ": bridge br05 is fed by eth1.5, not by eth0.5; virt-vlan will not mix two feeds "
+        "in one bridge: remove eth1.5 from br05 or change access-bridge in " + ACCESS_HINT)
+
+
+def test_refuses_feed_that_is_a_port_of_another_bridge(access_config):
+    snap = host(ETH0, Link("eth0.5", kind="vlan", parent="eth0", vlan_id=5, master="brlab"),
+                Link("brlab", kind="bridge"), VNET0)
+    assert refusal([access(5)], access_config, snap) == (
+        WHO + ": eth0.5 is already a port of brlab, so it cannot feed br05; remove it from brlab "
+        "or change access-bridge in " + ACCESS_HINT)
+
+
+def test_refuses_missing_access_uplink(access_config):
+    assert refusal([access(5)], access_config, host(VNET0)) == (
+        WHO + ": uplink device eth0 does not exist on this host; fix device = in " + ACCESS_HINT)
+
+
+def test_refuses_missing_trunk_uplink(trunk_config):
+    assert refusal([trunk(5)], trunk_config, host(VNET0)) == (
+        WHO + ": uplink device eth1 does not exist on this host; fix device = in " + TRUNK_HINT)
+
+
+def test_refuses_trunk_uplink_in_another_bridge(trunk_config):
+    snap = host(replace(ETH1, master="brlan"), Link("brlan", kind="bridge"), VNET0)
+    assert refusal([trunk(5)], trunk_config, snap) == (
+        WHO + ": uplink device eth1 is already a port of brlan, not of the trunk bridge br0; set "
+        "trunk-bridge = brlan in " + TRUNK_HINT + " to use it")
+
+
+def test_refuses_to_move_a_dhcp_address(trunk_config):
+    eth1 = replace(ETH1, addresses=(ADDR4, replace(ADDR6, dynamic=True)))
+    assert refusal([trunk(5)], trunk_config, host(eth1, VNET0)) == (
+        WHO + ": eth1 holds 2001:db8::10/64 from DHCP/SLAAC; moving it into br0 would fight the "
+        "client that manages it; make eth1 a port of bridge br0 in the host's network config "
+        "(the bridge holding the address), then virt-vlan adopts it")
+
+
+def test_refuses_a_physical_nic_as_port(access_config):
+    snap = host(ETH0, Link("eth2"))
+    assert refusal([access(5, port="eth2")], access_config, snap) == (
+        WHO + ": eth2 is a host NIC, not a guest tap or veth; virt-vlan only wires guest "
+        "ports")
+
+
+@pytest.mark.parametrize("kind", ["bridge", "vlan", "bond", "dummy", "macvtap"])
+def test_refuses_other_kinds_as_port(access_config, kind):
+    snap = host(ETH0, Link("x0", kind=kind))
+    assert refusal([access(5, port="x0")], access_config, snap) == (
+        WHO + ": x0 is a %s device, not a guest tap or veth; virt-vlan only wires guest ports"
+        % kind)
+
+
+def test_refuses_a_managed_device_as_port(access_config):
+    snap = host(ETH0, Link("vv-veth", kind="veth", managed=True))
+    assert refusal([access(5, port="vv-veth")], access_config, snap) == (
+        WHO + ": vv-veth is a device virt-vlan created itself, not a guest port")
+
+
+def test_refuses_missing_port(access_config):
+    assert refusal([access(5)], access_config, host(ETH0)) == (
+        WHO + ": port vnet0 does not exist on this host; start the guest first (libvirt creates "
+        "its tap) or name an existing tap/veth")
+
+
+def test_one_refused_want_refuses_the_whole_plan(access_config):
+    snap = host(ETH0, VNET0, Link("eth2"))
+    with pytest.raises(Refused):
+        plan([access(5), access(7, port="eth2")], access_config, snap)
+
+
+def test_unknown_uplink_in_a_want_is_an_input_error(access_config):
+    with pytest.raises(InputError, match=r"unknown uplink 'eth9'"):
+        plan([access(5, uplink="eth9")], access_config, host(ETH0, VNET0))
+
+
+def test_want_without_who_names_the_port(access_config):
+    want = Want(uplink="eth0", mode="trunk", vlans=(5,), port="vnet0")
+    assert refusal([want], access_config, host(ETH0, VNET0)).startswith(
+        "vnet0: trunk mode needs uplink eth0")
+
+
+# --- unplug and cleanup -------------------------------------------------------
+
+
+def test_unplug_releases_then_deletes_bridge_before_feed(access_config):
+    snap = wired([access(5)], access_config, host(ETH0, VNET0))
+    assert plan_unplug("vnet0", access_config, snap).actions == (
+        Release("vnet0"), DeleteLink("br05"), DeleteLink("eth0.5"))
+
+
+def test_unplug_renders_as_ip_commands(access_config):
+    snap = wired([access(5)], access_config, host(ETH0, VNET0))
+    assert plan_unplug("vnet0", access_config, snap).render() == (
+        "ip link set dev vnet0 nomaster", "ip link del dev br05", "ip link del dev eth0.5")
+
+
+def test_unplug_leaves_admin_made_feed_and_bridge(access_config):
+    snap = host(ETH0, Link("eth0.5", kind="vlan", parent="eth0", vlan_id=5, master="br05"),
+                Link("br05", kind="bridge"), replace(VNET0, master="br05"))
+    assert plan_unplug("vnet0", access_config, snap).actions == (Release("vnet0"),)
+
+
+def test_unplug_deletes_our_bridge_but_leaves_admin_feed(access_config):
+    snap = wired([access(5)], access_config,
+                 host(ETH0, Link("eth0.5", kind="vlan", parent="eth0", vlan_id=5), VNET0))
+    assert plan_unplug("vnet0", access_config, snap).actions == (Release("vnet0"),
+                                                                 DeleteLink("br05"))
+
+
+def test_unplug_deletes_our_feed_from_an_admin_bridge_but_not_the_bridge(access_config):
+    snap = wired([access(5)], access_config, host(ETH0, Link("br05", kind="bridge"), VNET0))
+    assert plan_unplug("vnet0", access_config, snap).actions == (Release("vnet0"),
+                                                                 DeleteLink("eth0.5"))
+
+
+def test_cleanup_keeps_our_feed_in_an_admin_bridge_in_use(access_config):
+    snap = host(ETH0, Link("br05", kind="bridge"),
+                Link("eth0.5", kind="vlan", parent="eth0", vlan_id=5, master="br05", managed=True))
+    assert not plan_cleanup(access_config, snap, in_use=frozenset({"br05"}))
+
+
+def test_unplug_keeps_a_bridge_with_another_guest(access_config):
+    snap = wired([access(5), access(5, port="vnet1")], access_config, host(ETH0, VNET0, VNET1))
+    assert plan_unplug("vnet0", access_config, snap).actions == (Release("vnet0"),)
+
+
+def test_unplug_keeps_a_bridge_in_use(access_config):
+    snap = wired([access(5)], access_config, host(ETH0, VNET0))
+    assert plan_unplug("vnet0", access_config, snap, in_use=frozenset({"br05"})).actions == (
+        Release("vnet0"),)
+
+
+def test_unplug_keeps_bridges_when_keep_empty_bridges(make_config):
+    conf = make_config("[uplink eth0]\nallowed-vlans = 5\nkeep-empty-bridges = yes\n")
+    snap = wired([access(5)], conf, host(ETH0, VNET0))
+    assert plan_unplug("vnet0", conf, snap).actions == (Release("vnet0"),)
+
+
+def test_unplug_from_trunk_keeps_trunk_bridge_and_host_vlans(mixed_config):
+    snap = wired([trunk(5)], mixed_config, host(ETH0, ETH1, VNET0))
+    assert snap.get("br1").managed and snap.get("br1.10").managed
+    assert plan_unplug("vnet0", mixed_config, snap).actions == (Release("vnet0"),)
+
+
+def test_unplug_access_guest_on_trunk_wiring_deletes_its_bridge_and_feed_only(trunk_config):
+    snap = wired([access(5, uplink="eth1")], trunk_config, host(ETH1, VNET0))
+    assert plan_unplug("vnet0", trunk_config, snap).actions == (
+        Release("vnet0"), DeleteLink("br05"), DeleteLink("br0.5"))
+
+
+def test_unplug_refuses_a_port_of_a_foreign_bridge(access_config):
+    snap = host(ETH0, Link("virbr0", kind="bridge"), replace(VNET0, master="virbr0"))
+    with pytest.raises(Refused) as info:
+        plan_unplug("vnet0", access_config, snap)
+    assert str(info.value) == ("vnet0: it is a port of virbr0, which is not a virt-vlan bridge; "
+                               "leaving it alone (use 'ip link set dev vnet0 nomaster' yourself)")
+
+
+def test_unplug_of_a_missing_port(access_config):
+    with pytest.raises(Refused) as info:
+        plan_unplug("vnet0", access_config, host(ETH0))
+    assert str(info.value) == "vnet0: no such port; nothing to unplug"
+
+
+def test_unplug_of_a_released_port_only_cleans_up(access_config):
+    snap = wired([access(5)], access_config, host(ETH0, VNET0))
+    snap = Release("vnet0").simulate(snap)
+    assert plan_unplug("vnet0", access_config, snap).actions == (DeleteLink("br05"),
+                                                                 DeleteLink("eth0.5"))
+
+
+def test_cleanup_deletes_only_managed_devices(access_config):
+    snap = host(ETH0,
+                Link("br05", kind="bridge", managed=True),
+                Link("eth0.5", kind="vlan", parent="eth0", vlan_id=5, master="br05", managed=True),
+                Link("br07", kind="bridge"),
+                Link("eth0.7", kind="vlan", parent="eth0", vlan_id=7, master="br07"))
+    assert plan_cleanup(access_config, snap).actions == (DeleteLink("br05"), DeleteLink("eth0.5"))
+
+
+def test_cleanup_deletes_an_orphan_managed_feed(access_config):
+    snap = host(ETH0, Link("eth0.5", kind="vlan", parent="eth0", vlan_id=5, managed=True))
+    assert plan_cleanup(access_config, snap).actions == (DeleteLink("eth0.5"),)
+
+
+def test_cleanup_ignores_managed_bridges_the_config_cannot_name(access_config):
+    snap = host(ETH0, Link("br09", kind="bridge", managed=True))
+    assert not plan_cleanup(access_config, snap)
+
+
+def test_cleanup_never_deletes_a_managed_trunk_bridge(trunk_config):
+    snap = host(replace(ETH1, master="br0"), Link("br0", kind="bridge", managed=True))
+    assert not plan_cleanup(trunk_config, snap)
+
+
+# --- actions: render ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("action, lines", [
+    (CreateBridge("br05", 1500),
+     ("ip link add name br05 mtu 1500 " + BRIDGE_OPTS,
+      "ip link set dev br05 alias virt-vlan:managed",
+      "ip link set dev br05 addrgenmode none")),
+    (CreateBridge("br0", 9000, mac="52:54:00:aa:00:01", addrgen=True),
+     ("ip link add name br0 mtu 9000 address 52:54:00:aa:00:01 " + BRIDGE_OPTS,
+      "ip link set dev br0 alias virt-vlan:managed")),
+    (CreateVlan("eth0.5", "eth0", 5),
+     ("ip link add link eth0 name eth0.5 type vlan id 5",
+      "ip link set dev eth0.5 alias virt-vlan:managed",
+      "ip link set dev eth0.5 addrgenmode none")),
+    (CreateVlan("br0.10", "br0", 10, addrgen=True),
+     ("ip link add link br0 name br0.10 type vlan id 10",
+      "ip link set dev br0.10 alias virt-vlan:managed")),
+    (SetMaster("vnet0", "br05"), ("ip link set dev vnet0 master br05",)),
+    (Release("vnet0"), ("ip link set dev vnet0 nomaster",)),
+    (SetMtu("vnet0", 9000), ("ip link set dev vnet0 mtu 9000",)),
+    (SetUp("br05"), ("ip link set dev br05 up",)),
+    (SetDown("br05"), ("ip link set dev br05 down",)),
+    (DeleteLink("br05"), ("ip link del dev br05",)),
+    (MoveAddresses("eth1", "br0", (ADDR4, ADDR6), (DEFAULT4,)),
+     ("ip addr add 192.0.2.10/24 dev br0",
+      "ip addr add 2001:db8::10/64 dev br0",
+      "ip -4 route replace default via 192.0.2.1 dev br0 proto static",
+      "ip addr del 192.0.2.10/24 dev eth1",
+      "ip addr del 2001:db8::10/64 dev eth1")),
+], ids=lambda v: type(v).__name__ if not isinstance(v, tuple) else "")
+def test_action_render(action, lines):
+    assert action.render() == lines
+    assert str(action) == "; ".join(lines)
+
+
+@pytest.mark.parametrize("route, text", [
+    (Route("inet", "default", "eth1", gateway="192.0.2.1"),
+     "ip -4 route replace default via 192.0.2.1 dev br0 proto static"),
+    (Route("inet", "198.51.100.0/24", "eth1", gateway="192.0.2.254", metric=100, table=100,
+           proto="boot", scope="universe"),
+     "ip -4 route replace 198.51.100.0/24 via 192.0.2.254 dev br0 metric 100 table 100"),
+    (Route("inet", "192.0.2.0/24", "eth1", proto="kernel", scope="link", prefsrc="192.0.2.10"),
+     "ip -4 route replace 192.0.2.0/24 dev br0 proto kernel scope link src 192.0.2.10"),
+    (Route("inet6", "default", "eth1", gateway="fe80::1", metric=1024, proto="ra"),
+     "ip -6 route replace default via fe80::1 dev br0 metric 1024 proto ra"),
+])
+def test_route_render_on_new_device(route, text):
+    assert route.render("br0") == text
+
+
+def test_route_render_on_its_own_device():
+    assert DEFAULT4.render() == "ip -4 route replace default via 192.0.2.1 dev eth1 proto static"
+
+
+# --- actions: undo ------------------------------------------------------------
+
+
+BEFORE = host(ETH0, Link("br05", kind="bridge"), Link("brlab", kind="bridge"),
+              replace(VNET0, master="brlab", mtu=1400, up=False), VNET1,
+              replace(ETH1, addresses=(ADDR4,)), routes=(DEFAULT4,))
+
+
+@pytest.mark.parametrize("action, undo", [
+    (CreateBridge("br07", 1500), (DeleteLink("br07"),)),
+    (CreateVlan("eth0.7", "eth0", 7), (DeleteLink("eth0.7"),)),
+    (SetMaster("vnet1", "br05"), (Release("vnet1"),)),
+    (SetMaster("vnet0", "br05"), (SetMaster("vnet0", "brlab"),)),
+    (SetMaster("vnet0", "brlab"), ()),
+    (Release("vnet0"), (SetMaster("vnet0", "brlab"),)),
+    (Release("vnet1"), ()),
+    (SetMtu("vnet0", 1500), (SetMtu("vnet0", 1400),)),
+    (SetMtu("vnet0", 1400), ()),
+    (SetUp("vnet0"), (SetDown("vnet0"),)),
+    (SetUp("vnet1"), ()),
+    (SetDown("vnet1"), (SetUp("vnet1"),)),
+    (SetDown("vnet0"), ()),
+    (DeleteLink("br05"), ()),
+    (MoveAddresses("eth1", "br05", (ADDR4,), (DEFAULT4,)),
+     (MoveAddresses("br05", "eth1", (ADDR4,), (replace(DEFAULT4, dev="br05"),)),)),
+], ids=lambda v: str(v) if not isinstance(v, tuple) else "")
+def test_action_undo(action, undo):
+    assert action.undo(BEFORE) == undo
+
+
+@pytest.mark.parametrize("action", [
+    CreateBridge("br07", 1500),
+    CreateVlan("eth0.7", "eth0", 7),
+    SetMaster("vnet1", "br05"),
+    SetMaster("vnet0", "br05"),
+    Release("vnet0"),
+    SetMtu("vnet0", 1500),
+    SetUp("vnet0"),
+    SetDown("vnet1"),
+], ids=str)
+def test_undo_restores_the_snapshot(action):
+    after = action.simulate(BEFORE)
+    assert after != BEFORE
+    assert Plan(action.undo(BEFORE)).simulate(after) == BEFORE
+
+
+def test_move_addresses_undo_moves_addresses_and_routes_back():
+    move = MoveAddresses("eth1", "br05", (ADDR4,), (DEFAULT4,))
+    after = move.simulate(BEFORE)
+    assert after.get("br05").addresses == (ADDR4,)
+    assert after.routes == (replace(DEFAULT4, dev="br05"),)
+    assert Plan(move.undo(BEFORE)).simulate(after) == BEFORE
+
+
+@pytest.mark.parametrize("action", [SetMaster("ghost", "br05"), Release("ghost"),
+                                    SetMtu("ghost", 1500), SetUp("ghost"), SetDown("ghost")],
+                         ids=str)
+def test_undo_of_an_action_on_an_unknown_link_is_empty(action):
+    assert action.undo(BEFORE) == ()
+
+
+# --- plan and snapshot model --------------------------------------------------
+
+
+def test_plan_container():
+    result = Plan((SetUp("br05"), SetUp("eth0.5")))
+    assert bool(result) and len(result) == 2
+    assert list(result) == [SetUp("br05"), SetUp("eth0.5")]
+    assert describe(result) == "ip link set dev br05 up\nip link set dev eth0.5 up"
+    assert not Plan()
+
+
+def test_deleting_a_device_deletes_its_vlan_children_and_frees_ports():
+    snap = host(ETH0, Link("eth0.5", kind="vlan", parent="eth0", vlan_id=5, master="br05"),
+                Link("br05", kind="bridge"), replace(VNET0, master="br05"))
+    after = DeleteLink("eth0").simulate(snap)
+    assert [link.name for link in after] == ["br05", "vnet0"]
+    assert after.get("vnet0").master == "br05"
+    assert DeleteLink("br05").simulate(snap).get("vnet0").master is None
