@@ -74,7 +74,11 @@ def apply(plan: act.Plan, netns: Optional[str] = None,
                                    % (number, FAIL_AT_ENV, fail_at))
                 # Simulate first: an action that does not fit the model (a
                 # stale `before`) fails before it touches the kernel.
-                after = action.simulate(model)
+                try:
+                    after = action.simulate(model)
+                except (KeyError, AssertionError) as err:
+                    raise _Failure("cannot run `%s`: the snapshot it was planned from lacks "
+                                   "%s (stale snapshot or planner bug)" % (action, err)) from err
                 run.execute(action, action.undo(model))
                 model = after
             actual = read(ipr)
@@ -147,7 +151,7 @@ class _Executor:
                 self.handlers[type(action)](action)
             except Exception as err:  # best effort: keep undoing the rest
                 failed += 1
-                log.error("rollback step `%s` failed: %s", self.step, errno_text(err))
+                log.error("rollback: `%s` failed: %s", action, errno_text(err))
         self.pending = ()
         done = len(undo) - failed
         if failed:
@@ -255,7 +259,7 @@ class _Executor:
                              and link.vlan_id == action.vlan_id)
         wanted = "VLAN %d on %s as %s" % (action.vlan_id, action.parent, action.name)
         if self._create(action, action.name, attrs, fits, wanted):
-            self._mark(action.name, False)
+            self._mark(action.name, action.addrgen)
 
     # -- single-request changes ------------------------------------------
 
@@ -305,16 +309,22 @@ class _Executor:
         moment the host owns its addresses and has a route to its gateway."""
         assert isinstance(action, act.MoveAddresses)
         self.commit()  # several requests: undo whatever part of it happens
+        self.step = str(action)
+        # Indexes resolved once: fewer round trips, a shorter window in which
+        # replies may leave by the old device (an ENODEV later is still
+        # reported as a vanished device by execute()).
+        src, dst = self._need(action.src), self._need(action.dst)
         for addr in action.addresses:
-            self._address("add", addr, action.dst, errno.EEXIST)
+            self._address("add", addr, action.dst, dst, errno.EEXIST)
         for route in action.routes:
-            self._route(route, action.dst)
+            self._route(route, action.dst, dst)
         for addr in action.addresses:
-            self._address("del", addr, action.src, errno.EADDRNOTAVAIL)
+            self._address("del", addr, action.src, src, errno.EADDRNOTAVAIL)
 
-    def _address(self, command: str, addr: Address, dev: str, harmless: int) -> None:
+    def _address(self, command: str, addr: Address, dev: str, index: int,
+                 harmless: int) -> None:
         self.step = "ip addr %s %s dev %s" % (command, addr.cidr, dev)
-        attrs: Dict[str, object] = {"index": self._need(dev), "address": addr.local,
+        attrs: Dict[str, object] = {"index": index, "address": addr.local,
                                     "prefixlen": addr.prefixlen,
                                     "family": family_number(addr.family)}
         if command == "add":
@@ -336,10 +346,10 @@ class _Executor:
                 raise
             log.debug("%s: already done (%s)", self.step, errno_text(err))
 
-    def _route(self, route: Route, dev: str) -> None:
+    def _route(self, route: Route, dev: str, index: int) -> None:
         self.step = route.render(dev)
         attrs: Dict[str, object] = {"family": family_number(route.family),
-                                    "oif": self._need(dev), "table": route.table,
+                                    "oif": index, "table": route.table,
                                     "proto": proto_number(route.proto),
                                     "scope": scope_number(route.scope), "type": "unicast"}
         if route.dst == "default":
@@ -387,7 +397,12 @@ def _addr_keys(link: Optional[Link]) -> Set[Tuple[str, str, int]]:
     return {(a.family, a.local, a.prefixlen) for a in link.addresses} if link else set()
 
 
-def _difference(plan: act.Plan, expected: Snapshot, actual: Snapshot, adopted: Set[str]) -> Optional[str]:
+def _cidrs(keys: Set[Tuple[str, str, int]]) -> str:
+    return " ".join(sorted("%s/%d" % (key[1], key[2]) for key in keys)) or "none"
+
+
+def _difference(plan: act.Plan, expected: Snapshot, actual: Snapshot,
+                adopted: Set[str]) -> Optional[str]:
     """First way the touched links of `actual` differ from `expected`, or None."""
     for name in _touched(plan):
         want, got = expected.get(name), actual.get(name)
@@ -407,8 +422,9 @@ def _difference(plan: act.Plan, expected: Snapshot, actual: Snapshot, adopted: S
             continue
         moved = {(a.family, a.local, a.prefixlen) for a in action.addresses}
         for name in (action.src, action.dst):
-            want, got = _addr_keys(expected.get(name)) & moved, _addr_keys(actual.get(name)) & moved
-            if want != got:
+            wanted = _addr_keys(expected.get(name)) & moved
+            there = _addr_keys(actual.get(name)) & moved
+            if wanted != there:
                 return "%s has addresses %s, expected %s" % (
-                    name, sorted(k[1] for k in got) or "none", sorted(k[1] for k in want) or "none")
+                    name, _cidrs(there), _cidrs(wanted))
     return None

@@ -12,7 +12,7 @@ from . import state
 from .actions import Plan
 from .config import Config, Uplink
 from .lock import host_lock
-from .model import ACCESS, Want
+from .model import ACCESS, Snapshot, Want
 from .plan import plan, plan_cleanup, plan_unplug
 
 log = logging.getLogger(__name__)
@@ -28,18 +28,19 @@ def target_bridges(wants: Iterable[Want], config: Config) -> FrozenSet[str]:
     return frozenset(names)
 
 
-def _apply(result: Plan, why: str) -> None:
-    from . import apply  # the only pyroute2 importer; not needed for dry runs
-
+def _apply(result: Plan, why: str, before: Snapshot) -> None:
+    """Apply `result`, planned from `before` (undo and verification use it)."""
     if not result:
         log.info("%s: nothing to change", why)
         return
+    from . import apply  # the only pyroute2 importer; not needed for dry runs
+
     for line in result.render():
         log.info("%s: %s", why, line)
-    apply.apply(result)
+    apply.apply(result, before=before)
 
 
-def _snapshot():  # type: ignore[no-untyped-def]
+def _snapshot() -> Snapshot:
     from . import apply
 
     return apply.read_snapshot()
@@ -50,13 +51,14 @@ def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
     """Make every want true. With `reserve_key`, also reserve the target
     bridges under that key (see state.py) in the same locked section."""
     with host_lock(config.lock_timeout):
-        result = plan(wants, config, _snapshot())
+        snap = _snapshot()
+        result = plan(wants, config, snap)
         if dry_run:
             return result
         if reserve_key is not None:
             state.reserve(reserve_key, target_bridges(wants, config))
         try:
-            _apply(result, why)
+            _apply(result, why, snap)
         except Exception:
             if reserve_key is not None:
                 state.unreserve(reserve_key)
@@ -80,5 +82,5 @@ def release(config: Config, why: str, port: Optional[str] = None,
         result = (plan_unplug(port, config, snap, in_use) if port is not None
                   else plan_cleanup(config, snap, in_use))
         if not dry_run:
-            _apply(result, why)
+            _apply(result, why, snap)
         return result

@@ -47,7 +47,7 @@ def host_lock(timeout: float, path: str = DEFAULT_PATH) -> Iterator[None]:
         _acquire(fd, path, timeout)
         try:
             os.ftruncate(fd, 0)
-            line = "%d %s\n" % (os.getpid(), " ".join(sys.argv[:4]))
+            line = "%d %s\n" % (os.getpid(), _one_line(" ".join(sys.argv[:4])))
             os.pwrite(fd, line.encode("utf-8", "replace"), 0)
             log.debug("acquired %s", path)
             yield
@@ -105,8 +105,14 @@ def _cmdline(pid: int) -> Optional[str]:
     """The running command of `pid`, "" for a kernel thread/zombie, None if gone."""
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as proc:
-            return proc.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+            return _one_line(proc.read().replace(b"\0", b" ").decode("utf-8", "replace"))
     except FileNotFoundError:
         return None
     except OSError:
         return ""
+
+
+def _one_line(command: str, limit: int = 200) -> str:
+    """Error messages are one line: fold whitespace, cap the length."""
+    text = " ".join(command.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

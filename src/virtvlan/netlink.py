@@ -36,7 +36,7 @@ PROTOS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 8: "g
           187: "isis", 188: "ospf", 189: "rip", 192: "eigrp"}
 # Address dumps call scope 0 "global", route dumps "universe" (as `ip` does).
 ADDR_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
-ROUTE_SCOPES = dict(ADDR_SCOPES, **{0: "universe"})
+ROUTE_SCOPES = {**ADDR_SCOPES, 0: "universe"}
 FAMILIES = {AF_INET: "inet", AF_INET6: "inet6"}
 
 _LINK_LOCAL6 = ipaddress.ip_network("fe80::/10")
@@ -108,7 +108,8 @@ def link_alias(ipr: IPRoute, index: int) -> Optional[str]:
     return ipr.link("get", index=index)[0].get_attr("IFLA_IFALIAS")
 
 
-def _link(msg, names: Dict[int, str], addresses: Tuple[Address, ...]) -> Link:  # type: ignore[no-untyped-def]
+def _link(msg, names: Dict[int, str],  # type: ignore[no-untyped-def]
+          addresses: Tuple[Address, ...]) -> Link:
     info = msg.get_attr("IFLA_LINKINFO")
     kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
     vlan_id = parent = None
