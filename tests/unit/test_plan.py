@@ -170,10 +170,12 @@ def test_trunk_creates_bridge_with_uplink_mac_and_moves_addresses(trunk_config):
     result = plan([trunk(5, 7)], trunk_config, host(eth1, VNET0, routes=(DEFAULT4,)))
     assert result.actions == (
         CreateBridge("br0", 1500, mac="52:54:00:aa:00:01", addrgen=True),
-        SetMaster("eth1", "br0"),
-        SetMaster("vnet0", "br0"),
+        # The uplink moves first, onto a bridge that is already up, and its
+        # addresses follow at once: no window where host traffic is dropped.
         SetUp("br0"),
+        SetMaster("eth1", "br0"),
         MoveAddresses("eth1", "br0", (ADDR4,), (DEFAULT4,)),
+        SetMaster("vnet0", "br0"),
     )
 
 
@@ -183,13 +185,15 @@ def test_trunk_plan_renders_address_move_in_safe_order(trunk_config):
     assert lines[0] == "ip link add name br0 mtu 1500 address 52:54:00:aa:00:01 " + BRIDGE_OPTS
     # The bridge carries host addresses: it keeps IPv6 link-local generation.
     assert lines[1] == "ip link set dev br0 alias virt-vlan:managed"
-    assert lines[2] == "ip link set dev eth1 master br0"
-    assert lines[-5:] == (
+    assert lines[2:10] == (
+        "ip link set dev br0 up",
+        "ip link set dev eth1 master br0",
         "ip addr add 192.0.2.10/24 dev br0",
         "ip addr add 2001:db8::10/64 dev br0",
         "ip -4 route replace default via 192.0.2.1 dev br0 proto static",
         "ip addr del 192.0.2.10/24 dev eth1",
         "ip addr del 2001:db8::10/64 dev eth1",
+        "ip link set dev vnet0 master br0",
     )
 
 
@@ -214,12 +218,12 @@ def test_access_guest_on_trunk_wiring_is_fed_from_the_trunk_bridge(trunk_config)
     result = plan([access(5, uplink="eth1")], trunk_config, host(ETH1, VNET0))
     assert result.actions == (
         CreateBridge("br0", 1500, mac="52:54:00:aa:00:01"),
+        SetUp("br0"),
+        SetMaster("eth1", "br0"),
         CreateVlan("br0.5", "br0", 5),
         CreateBridge("br05", 1500),
-        SetMaster("eth1", "br0"),
         SetMaster("br0.5", "br05"),
         SetMaster("vnet0", "br05"),
-        SetUp("br0"),
         SetUp("br0.5"),
         SetUp("br05"),
     )
@@ -234,8 +238,8 @@ def test_existing_trunk_bridge_with_the_uplink_is_adopted(trunk_config):
 def test_existing_trunk_bridge_without_the_uplink_gets_it(trunk_config):
     snap = host(replace(ETH1, addresses=(ADDR4,)), Link("br0", kind="bridge"), VNET0)
     assert plan([trunk(5)], trunk_config, snap).actions == (
-        SetMaster("eth1", "br0"), SetMaster("vnet0", "br0"),
-        MoveAddresses("eth1", "br0", (ADDR4,), ()))
+        SetMaster("eth1", "br0"), MoveAddresses("eth1", "br0", (ADDR4,), ()),
+        SetMaster("vnet0", "br0"))
 
 
 def test_dhcp_address_is_fine_once_the_uplink_is_in_the_trunk_bridge(trunk_config):
