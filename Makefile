@@ -4,7 +4,7 @@
 PY      := .venv/bin/python
 RESULTS := .cache/results
 
-.PHONY: test setup unit vmtests demo bench clean
+.PHONY: test setup unit vmtests e2e demo bench clean
 
 test: setup unit vmtests
 
@@ -14,15 +14,24 @@ setup:
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
-# Every test that needs 802.1Q or libvirtd runs in one VM boot. The junit
-# report is checked afterwards: a skipped or missing real-kernel test fails
-# the suite rather than passing it.
+# Every test that needs 802.1Q runs in one VM boot. The junit report is
+# checked afterwards: a skipped or missing real-kernel test fails the suite
+# rather than passing it.
 vmtests: setup
 	@mkdir -p $(RESULTS)
 	@rm -f $(RESULTS)/vm-junit.xml
-	tests/vm/run $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider \
-	    --junitxml=$(RESULTS)/vm-junit.xml tests/kernel tests/e2e
+	tests/vm/run $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider -rfE \
+	    --junitxml=$(RESULTS)/vm-junit.xml tests/kernel
 	$(PY) tests/vm/check-junit $(RESULTS)/vm-junit.xml
+
+# The libvirt end-to-end tests (real libvirtd in the VM). Not yet part of
+# `make test`: see the open issue on libvirt hooks.
+e2e: setup
+	@mkdir -p $(RESULTS)
+	@rm -f $(RESULTS)/e2e-junit.xml
+	tests/vm/run $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider -rfE \
+	    --junitxml=$(RESULTS)/e2e-junit.xml tests/e2e
+	$(PY) tests/vm/check-junit $(RESULTS)/e2e-junit.xml
 
 demo: setup
 	tests/vm/run $(CURDIR)/tests/demo/run

@@ -229,7 +229,8 @@ class MoveAddresses(Action):
     routes: Tuple[Route, ...] = ()
 
     def render(self) -> Tuple[str, ...]:
-        lines = ["ip addr add %s dev %s" % (a.cidr, self.dst) for a in self.addresses]
+        lines = ["ip addr add %s%s dev %s" % (a.cidr, " brd " + a.broadcast if a.broadcast else "",
+                                              self.dst) for a in self.addresses]
         lines += [r.render(self.dst) for r in self.routes]
         lines += ["ip addr del %s dev %s" % (a.cidr, self.src) for a in self.addresses]
         return tuple(lines)

@@ -329,11 +329,10 @@ class _Executor:
                                     "family": family_number(addr.family)}
         if command == "add":
             attrs["scope"] = scope_number(addr.scope)
-            if addr.family == "inet" and addr.prefixlen < 31:
-                # What `brd +` sets; without it the kernel adds no broadcast
-                # route and subnet-directed broadcasts stop being received.
-                network = ipaddress.ip_network(addr.cidr, strict=False)
-                attrs["broadcast"] = str(network.broadcast_address)
+            if addr.broadcast:
+                # Exactly what the address had: a move (and its rollback)
+                # must leave it as it was, with or without a broadcast.
+                attrs["broadcast"] = addr.broadcast
             if addr.family == "inet6":
                 # Same address, same L2 segment, same MAC: DAD already passed;
                 # repeating it would leave the address tentative (unusable as

@@ -28,6 +28,7 @@ class Address:
     # Not IFA_F_PERMANENT: a DHCP client or SLAAC owns it and would fight a move.
     dynamic: bool = False
     scope: str = "global"
+    broadcast: Optional[str] = None  # IPv4 IFA_BROADCAST, kept as it was on a move
 
     @property
     def cidr(self) -> str:

@@ -142,7 +142,8 @@ def _address(msg) -> Optional[Address]:  # type: ignore[no-untyped-def]
     flags = msg["flags"] if flags is None else flags
     return Address(family=family, local=local, prefixlen=msg["prefixlen"],
                    dynamic=not flags & IFA_F_PERMANENT,
-                   scope=ADDR_SCOPES.get(msg["scope"], str(msg["scope"])))
+                   scope=ADDR_SCOPES.get(msg["scope"], str(msg["scope"])),
+                   broadcast=msg.get_attr("IFA_BROADCAST"))
 
 
 def _route(msg, names: Dict[int, str]) -> Optional[Route]:  # type: ignore[no-untyped-def]
