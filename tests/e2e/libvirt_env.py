@@ -1,0 +1,264 @@
+"""Helpers for the end-to-end tests: a real libvirtd, real qemu (TCG), real kernel.
+
+Everything here observes the host with tools independent of virt-vlan:
+`ip -json -d link show` for the kernel, `virsh` for libvirt. Nothing in here
+imports the virtvlan package.
+"""
+
+import json
+import os
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+VIRT_VLAN = VENV_BIN / "virt-vlan"
+LIBVIRT_UP = REPO / "tests" / "vm" / "libvirt-up"
+LIBVIRTD_LOG = Path("/var/log/libvirt/libvirtd.log")
+LIBVIRTD_STDERR = Path("/var/log/libvirt/libvirtd.stderr")
+RESERVED_DIR = Path("/run/virt-vlan/reserved")
+MANAGED_ALIAS = "virt-vlan:managed"  # the contract in README ("Safety"), spelled out here
+NS = "urn:virt-vlan:1"
+URI = "qemu:///system"
+SWITCH_NS = "sw"
+
+USE_MAKE_TEST = ("the libvirt end-to-end tests run inside the test VM (real libvirtd, qemu and "
+                 "a kernel with 802.1Q): use `make test`, or `tests/vm/run "
+                 ".venv/bin/python -m pytest -q tests/e2e`")
+
+
+# --- processes ---------------------------------------------------------------------
+
+def run(args: Sequence[str], check: bool = True, timeout: float = 120,
+        input: Optional[str] = None) -> subprocess.CompletedProcess:
+    """Run a command; with check, fail the test with its output on error."""
+    try:
+        proc = subprocess.run([str(a) for a in args], capture_output=True, text=True,
+                              timeout=timeout, input=input)
+    except subprocess.TimeoutExpired:
+        pytest.fail("`%s` did not finish within %ss" % (" ".join(map(str, args)), timeout))
+    if check and proc.returncode != 0:
+        pytest.fail("`%s` exited %d:\n%s%s" % (" ".join(map(str, args)), proc.returncode,
+                                                 proc.stdout, proc.stderr))
+    return proc
+
+
+def virsh(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    return run(["virsh", "-q", "-c", URI, *args], check=check, timeout=timeout)
+
+
+def log_tail(lines: int = 40) -> str:
+    out = []
+    for path in (LIBVIRTD_LOG, LIBVIRTD_STDERR):
+        try:
+            text = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        out.append("--- last lines of %s ---\n%s" % (path, "\n".join(text[-lines:])))
+    return "\n".join(out) or "(no libvirtd log found)"
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    """Poll `predicate` until truthy; return its value, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+# --- the kernel, seen by iproute2 ----------------------------------------------------
+
+def ip(*args: str, netns: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
+    return run(["ip"] + (["-n", netns] if netns else []) + list(args), check=check)
+
+
+def links(netns: Optional[str] = None) -> Dict[str, dict]:
+    """`ip -json -d link show`: name -> the link's JSON object."""
+    out = ip("-json", "-d", "link", "show", netns=netns).stdout.strip()
+    return {link["ifname"]: link for link in (json.loads(out) if out else [])}
+
+
+def kind(link: dict) -> str:
+    return link.get("linkinfo", {}).get("info_kind", "device")
+
+
+def vlan_of(link: dict) -> Optional[int]:
+    info = link.get("linkinfo", {})
+    return info.get("info_data", {}).get("id") if info.get("info_kind") == "vlan" else None
+
+
+def ports(all_links: Dict[str, dict], bridge: str) -> List[str]:
+    return sorted(n for n, l in all_links.items() if l.get("master") == bridge)
+
+
+def managed(all_links: Dict[str, dict]) -> List[str]:
+    return sorted(n for n, l in all_links.items() if l.get("ifalias") == MANAGED_ALIAS)
+
+
+def topology(all_links: Optional[Dict[str, dict]] = None) -> Dict[str, tuple]:
+    """name -> (kind, master, VLAN id, lower device, alias): what a test
+    compares before/after to prove "nothing changed"."""
+    all_links = links() if all_links is None else all_links
+    return {n: (kind(l), l.get("master"), vlan_of(l), l.get("link"), l.get("ifalias"))
+            for n, l in all_links.items()}
+
+
+def reservations() -> List[str]:
+    try:
+        return sorted(p.name for p in RESERVED_DIR.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def assert_access_bridge(all_links: Dict[str, dict], bridge: str, feed: str, parent: str,
+                         vlan: int) -> None:
+    """`bridge` is a bridge whose only VLAN port is `feed` = VLAN `vlan` on `parent`."""
+    assert bridge in all_links, "bridge %s does not exist; links: %s" % (bridge, sorted(all_links))
+    assert kind(all_links[bridge]) == "bridge", "%s is a %s" % (bridge, kind(all_links[bridge]))
+    assert feed in all_links, "feed %s of %s does not exist" % (feed, bridge)
+    f = all_links[feed]
+    assert kind(f) == "vlan" and vlan_of(f) == vlan, "%s is %s VLAN %s" % (feed, kind(f), vlan_of(f))
+    assert f.get("link") == parent, "%s sits on %s, not on %s" % (feed, f.get("link"), parent)
+    assert f.get("master") == bridge, "%s is a port of %s, not of %s" % (feed, f.get("master"), bridge)
+    feeds = [p for p in ports(all_links, bridge) if kind(all_links[p]) == "vlan"]
+    assert feeds == [feed], "bridge %s has VLAN ports %s, expected only %s" % (bridge, feeds, feed)
+    assert "UP" in f.get("flags", []), "%s is not up" % feed
+    assert "UP" in all_links[bridge].get("flags", []), "%s is not up" % bridge
+
+
+# --- uplinks: veth pairs into the switch namespace ---------------------------------------
+
+def ensure_switch() -> None:
+    if SWITCH_NS not in run(["ip", "netns", "list"]).stdout.split():
+        ip("netns", "add", SWITCH_NS)
+        ip("link", "set", "lo", "up", netns=SWITCH_NS)
+
+
+def add_uplink(device: str, switch_port: str) -> None:
+    """A veth `device` on the host whose peer `switch_port` sits in namespace sw."""
+    ensure_switch()
+    if device not in links():
+        ip("link", "add", device, "type", "veth", "peer", "name", switch_port,
+           "netns", SWITCH_NS)
+    ip("link", "set", device, "up")
+    ip("link", "set", switch_port, "up", netns=SWITCH_NS)
+
+
+# --- guests -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Nic:
+    mac: str
+    source_bridge: Optional[str] = None  # <interface type='bridge'>
+    source_network: Optional[str] = None  # <interface type='network'>
+
+
+def vv_access(mac: str, vlan, uplink: Optional[str] = None, **extra: str) -> str:
+    attrs = {"mac": mac, "mode": "access", "vlan": str(vlan)}
+    if uplink is not None:
+        attrs["uplink"] = uplink
+    attrs.update(extra)
+    return vv_interface(**attrs)
+
+
+def vv_trunk(mac: str, vlans: str, uplink: Optional[str] = None) -> str:
+    attrs = {"mac": mac, "mode": "trunk", "vlans": vlans}
+    if uplink is not None:
+        attrs["uplink"] = uplink
+    return vv_interface(**attrs)
+
+
+def vv_interface(**attrs: str) -> str:
+    return "<vv:interface %s/>" % " ".join("%s='%s'" % (k, v) for k, v in attrs.items())
+
+
+def domain_xml(name: str, nics: Iterable[Nic], vv: Iterable[str] = ()) -> str:
+    """A tiny diskless qemu (TCG) guest; `vv` are <vv:interface/> elements."""
+    vv = list(vv)
+    metadata = ("  <metadata>\n    <vv:vlan xmlns:vv='%s'>\n%s    </vv:vlan>\n  </metadata>\n"
+                % (NS, "".join("      %s\n" % e for e in vv))) if vv else ""
+    ifaces = []
+    for nic in nics:
+        if nic.source_network:
+            head, source = "network", "<source network='%s'/>" % nic.source_network
+        else:
+            head, source = "bridge", "<source bridge='%s'/>" % nic.source_bridge
+        ifaces.append("    <interface type='%s'>\n      <mac address='%s'/>\n      %s\n"
+                      "      <model type='virtio'/>\n    </interface>\n" % (head, nic.mac, source))
+    return ("<domain type='qemu'>\n  <name>%s</name>\n%s"
+            "  <memory unit='MiB'>64</memory>\n  <vcpu>1</vcpu>\n"
+            "  <os><type arch='x86_64'>hvm</type></os>\n"
+            "  <devices>\n%s    <controller type='usb' model='none'/>\n"
+            "    <memballoon model='none'/>\n  </devices>\n</domain>\n"
+            % (name, metadata, "".join(ifaces)))
+
+
+def mac(n: int) -> str:
+    return "52:54:00:e2:%02x:%02x" % (n // 256, n % 256)
+
+
+class Guests:
+    """Defines and starts guests; `cleanup` destroys and undefines them all."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.names: List[str] = []
+
+    def define(self, name: str, nics: Iterable[Nic], vv: Iterable[str] = ()) -> str:
+        path = self.workdir / ("%s.xml" % name)
+        path.write_text(domain_xml(name, nics, vv))
+        self.names.append(name)
+        virsh("define", str(path))
+        return name
+
+    def start(self, name: str, check: bool = True) -> subprocess.CompletedProcess:
+        return virsh("start", "--paused", name, check=check, timeout=1800)
+
+    def start_many(self, names: Sequence[str]) -> List[subprocess.CompletedProcess]:
+        """`virsh start --paused` of all `names` at the same time."""
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            return list(pool.map(lambda n: self.start(n, check=False), names))
+
+    def destroy(self, name: str, check: bool = True) -> subprocess.CompletedProcess:
+        return virsh("destroy", name, check=check)
+
+    def destroy_many(self, names: Sequence[str]) -> List[subprocess.CompletedProcess]:
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            return list(pool.map(lambda n: self.destroy(n, check=False), names))
+
+    def cleanup(self) -> None:
+        for name in reversed(self.names):
+            virsh("destroy", name, check=False)
+            virsh("undefine", name, check=False)
+        self.names.clear()
+
+
+def state(name: str) -> str:
+    return virsh("domstate", name).stdout.strip()
+
+
+def taps(name: str) -> Dict[str, str]:
+    """MAC -> tap name of a running guest, from libvirt's live XML."""
+    out = virsh("domiflist", name).stdout
+    result = {}
+    for line in out.splitlines():
+        words = line.split()
+        # Interface  Type  Source  Model  MAC
+        if len(words) >= 5 and ":" in words[-1]:
+            result[words[-1].lower()] = words[0]
+    return result
+
+
+def tap(name: str) -> str:
+    (only,) = taps(name).values()
+    return only
