@@ -14,24 +14,25 @@ setup:
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
-# Every test that needs 802.1Q runs in one VM boot. The junit report is
-# checked afterwards: a skipped or missing real-kernel test fails the suite
-# rather than passing it.
-vmtests: setup
+# Runs pytest on $(1) in one boot of the test VM and checks its junit report
+# ($(2)): a skipped or missing real-kernel test fails the suite rather than
+# passing it.
+define vm_pytest
 	@mkdir -p $(RESULTS)
-	@rm -f $(RESULTS)/vm-junit.xml
+	@rm -f $(RESULTS)/$(2)
 	tests/vm/run $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider -rfE \
-	    --junitxml=$(RESULTS)/vm-junit.xml tests/kernel
-	$(PY) tests/vm/check-junit $(RESULTS)/vm-junit.xml
+	    --junitxml=$(RESULTS)/$(2) $(1)
+	$(PY) tests/vm/check-junit $(RESULTS)/$(2)
+endef
+
+# Every test that needs 802.1Q.
+vmtests: setup
+	$(call vm_pytest,tests/kernel,vm-junit.xml)
 
 # The libvirt end-to-end tests (real libvirtd in the VM). Not yet part of
 # `make test`: see the open issue on libvirt hooks.
 e2e: setup
-	@mkdir -p $(RESULTS)
-	@rm -f $(RESULTS)/e2e-junit.xml
-	tests/vm/run $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider -rfE \
-	    --junitxml=$(RESULTS)/e2e-junit.xml tests/e2e
-	$(PY) tests/vm/check-junit $(RESULTS)/e2e-junit.xml
+	$(call vm_pytest,tests/e2e,e2e-junit.xml)
 
 demo: setup
 	tests/vm/run $(CURDIR)/tests/demo/run
