@@ -13,7 +13,6 @@ hooks/ filter out untagged documents before importing this module. Contract:
 """
 
 import logging
-import logging.handlers
 import os
 import sys
 from dataclasses import replace
@@ -29,18 +28,39 @@ QEMU_CHECK_OPS = {"migrate", "restore"}
 QEMU_RELEASE_OPS = {"release"}
 
 
+class _Syslog(logging.Handler):
+    """Hands records to syslog(3), which journald also collects.
+
+    The C `syslog` module instead of logging.handlers.SysLogHandler: that
+    one imports socket, pickle and threading, milliseconds on every hook call.
+    """
+
+    PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4,
+                  logging.ERROR: 3, logging.CRITICAL: 2}  # syslog.LOG_*
+
+    def __init__(self) -> None:
+        super().__init__()
+        import syslog
+
+        self._syslog = syslog
+        syslog.openlog("virt-vlan", syslog.LOG_PID, syslog.LOG_DAEMON)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            priority = self.PRIORITIES.get(record.levelno, 6)
+            for line in self.format(record).splitlines() or [""]:
+                self._syslog.syslog(priority, line)
+        except Exception:  # logging must never break the hook
+            self.handleError(record)
+
+
 def _setup_logging() -> None:
     """Log what we change to syslog/journal; stderr is kept for refusals."""
     root = logging.getLogger()
     if root.handlers:
         return
     root.setLevel(logging.INFO)
-    if os.path.exists("/dev/log"):
-        handler: logging.Handler = logging.handlers.SysLogHandler(address="/dev/log")
-        handler.setFormatter(logging.Formatter("virt-vlan[%(process)d]: %(message)s"))
-    else:
-        handler = logging.NullHandler()
-    root.addHandler(handler)
+    root.addHandler(_Syslog() if os.path.exists("/dev/log") else logging.NullHandler())
 
 
 def _config(who: str):  # type: ignore[no-untyped-def]

@@ -102,3 +102,37 @@ def test_migrate_prints_nothing_on_stdout(installed, tmp_path):
     # VLAN 5 is not allowed here: the migration must fail early, with a reason.
     assert done.returncode == 1 and done.stdout == b""
     assert "VLAN 5 not allowed on uplink eth0" in done.stderr.decode()
+
+
+class _FakeSyslog:
+    """Stands in for the C `syslog` module: records what would reach syslog(3)."""
+
+    LOG_PID, LOG_DAEMON = 1, 24
+
+    def __init__(self) -> None:
+        self.lines = []
+
+    def openlog(self, *args) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def syslog(self, priority: int, line: str) -> None:
+        self.lines.append((priority, line))
+
+
+def test_syslog_handler_sends_one_entry_per_line_with_the_record_priority(monkeypatch):
+    import logging
+
+    fake = _FakeSyslog()
+    monkeypatch.setitem(sys.modules, "syslog", fake)
+    handler = hook._Syslog()
+    logger = logging.getLogger("virtvlan.test-syslog")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        logger.info("domain %s prepare: %s", "vm1", "ip link add name br05 type bridge")
+        logger.error("refused:\nsecond line")
+    finally:
+        logger.removeHandler(handler)
+    assert fake.lines == [(6, "domain vm1 prepare: ip link add name br05 type bridge"),
+                          (3, "refused:"), (3, "second line")]
