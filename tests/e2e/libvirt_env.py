@@ -6,7 +6,6 @@ imports the virtvlan package.
 """
 
 import json
-import os
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor

@@ -237,6 +237,8 @@ def test_ten_guests_started_concurrently(guests):
               if r.returncode != 0]
     assert not failed, "concurrent starts failed:\n" + "\n".join(failed)
     print("10 concurrent starts took %.0fs" % took)
+    paused = set(env.virsh("list", "--state-paused", "--name").stdout.split())
+    assert paused >= set(plan), "not running: %s" % sorted(set(plan) - paused)
 
     now = links()
     taps = {name: env.tap(name) for name in plan}
