@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple, Type
 from pyroute2.netlink.exceptions import NetlinkError
 
 from . import actions as act
+from . import rtnl
 from .errors import ApplyError
 from .model import MANAGED_ALIAS, Address, Link, Route, Snapshot
 from .netlink import (IFA_F_NODAD, errno_text, family_number, link_alias, link_index,
@@ -42,9 +43,11 @@ def read_snapshot(netns: Optional[str] = None) -> Snapshot:
     """All links (kind, master, VLAN id/parent, MTU, up, managed mark, MAC,
     addresses without IPv6 link-local) and the routes that name a link as
     output device (all tables but local; no proto-kernel, no IPv6 link-local
-    or multicast routes) of the host or of network namespace `netns`."""
-    with open_socket(netns) as ipr:
-        return read(ipr)
+    or multicast routes) of the host or of network namespace `netns`.
+
+    Read by rtnl, the stdlib reader engine.py calls directly so that reading
+    never imports pyroute2; equal to netlink.read() on a pyroute2 socket."""
+    return rtnl.read_snapshot(netns)
 
 
 def apply(plan: act.Plan, netns: Optional[str] = None,

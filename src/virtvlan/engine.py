@@ -41,9 +41,11 @@ def _apply(result: Plan, why: str, before: Snapshot) -> None:
 
 
 def _snapshot() -> Snapshot:
-    from . import apply
+    # rtnl, not apply: reading must not import pyroute2 (most hook calls
+    # plan nothing, and the import would be most of their run time).
+    from . import rtnl
 
-    return apply.read_snapshot()
+    return rtnl.read_snapshot()
 
 
 def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,

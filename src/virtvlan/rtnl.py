@@ -1,0 +1,326 @@
+"""Read-only rtnetlink: the host's Snapshot without importing pyroute2.
+
+Each libvirt hook call is a fresh process, and importing pyroute2 costs more
+than the whole warm path (where the plan is usually empty). So reading is
+four dumps on a stdlib socket (links, addresses, IPv4 and IPv6 routes);
+pyroute2 stays in apply.py for changes. read_snapshot() returns exactly what
+netlink.read() returns through pyroute2 (tests/kernel compare the two).
+Constants: linux/netlink.h, rtnetlink.h, if_link.h, if_addr.h.
+"""
+
+# _socket is the C module behind `socket`: importing socket.py (its enum
+# conversions, selectors) would add ~3 ms to every hook call, for nothing
+# this module uses.
+import _socket
+import errno
+import itertools
+import logging
+import os
+import struct
+from typing import Dict, List, Optional, Tuple
+
+from .errors import ApplyError
+from .model import MANAGED_ALIAS, Address, Link, Route, Snapshot
+
+log = logging.getLogger(__name__)
+
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
+RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_LINK_NETNSID = 18, 20, 37
+IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_VLAN_ID = 1, 2, 1
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC = 1, 4, 5, 6, 7
+RTA_TABLE, RTA_VIA, RTA_NH_ID = 15, 18, 30
+IFF_UP, IFA_F_PERMANENT = 0x1, 0x80
+RTN_UNICAST, RTPROT_KERNEL, RT_TABLE_LOCAL = 1, 2, 255
+CLONE_NEWNET = 0x40000000
+NETNS_RUN_DIR = "/run/netns"  # where `ip netns add` bind-mounts namespaces
+
+# The names `ip` prints and accepts (iproute2's rt_protos and rt_scopes);
+# netlink.py and apply.py map names back with these same tables. 17
+# (mrouted) has no name in rt_protos, so `ip` shows the number.
+PROTOS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 8: "gated",
+          9: "ra", 10: "mrt", 11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp",
+          15: "ntk", 16: "dhcp", 18: "keepalived", 42: "babel", 99: "openr", 186: "bgp",
+          187: "isis", 188: "ospf", 189: "rip", 192: "eigrp"}
+# Address dumps call scope 0 "global", route dumps "universe" (as `ip` does).
+ADDR_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
+ROUTE_SCOPES = {**ADDR_SCOPES, 0: "universe"}
+FAMILIES = {_socket.AF_INET: "inet", _socket.AF_INET6: "inet6"}
+
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
+_RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table proto scope type flags
+_BUFSIZE = 65536  # the kernel fills a dump datagram up to ~32 KiB
+_ATTEMPTS = 5
+
+
+def _u32(attrs: Dict[int, bytes], kind: int) -> Optional[int]:
+    return struct.unpack_from("=I", attrs[kind])[0] if kind in attrs else None
+
+
+def _ip(family: int, data: Optional[bytes]) -> Optional[str]:
+    return _socket.inet_ntop(family, data) if data else None  # compressed IPv6, as pyroute2
+
+
+def _text(data: bytes) -> str:
+    return data.strip(b"\0").decode("utf-8", "surrogateescape")
+
+
+def errno_name(code: int, text: Optional[str] = None) -> str:
+    """'EPERM (Operation not permitted)': never a bare number. `text`
+    replaces strerror (the kernel's extended ack, when there is one)."""
+    return "%s (%s)" % (errno.errorcode.get(code, "errno %d" % code), text or os.strerror(code))
+
+
+def _link_local6(data: bytes, prefixlen: int = 128) -> bool:
+    return prefixlen >= 10 and data[0] == 0xFE and data[1] & 0xC0 == 0x80  # in fe80::/10
+
+
+def attributes(data: bytes, offset: int = 0) -> Dict[int, bytes]:
+    """The rtattr chain from `offset` as {type: payload}. The first of a
+    repeated type wins, as with pyroute2's get_attr."""
+    attrs: Dict[int, bytes] = {}
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4:
+            break  # malformed; the kernel never sends this
+        # 0x3fff: without the NLA_F_NESTED / NLA_F_NET_BYTEORDER flag bits.
+        attrs.setdefault(kind & 0x3FFF, data[offset + 4:offset + length])
+        offset += (length + 3) & ~3  # attributes are 4-byte aligned (RTA_ALIGN)
+    return attrs
+
+
+def split_messages(data: bytes, seq: int, what: str) -> Tuple[List[bytes], bool, bool]:
+    """One received datagram as (payloads, done, interrupted).
+
+    Messages of other sequence numbers are skipped. NLMSG_ERROR, or an
+    NLMSG_DONE carrying a negative errno (a dump that failed midway), raise
+    ApplyError naming `what` and the errno by its name.
+    """
+    payloads: List[bytes] = []
+    offset, interrupted = 0, False
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, flags, mseq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size or offset + length > len(data):
+            raise ApplyError("malformed netlink reply while dumping %s" % what)
+        payload = data[offset + _NLMSGHDR.size:offset + length]
+        offset += (length + 3) & ~3
+        if mseq != seq:
+            log.debug("skipping netlink message type %s with seq %s, not %s", kind, mseq, seq)
+            continue
+        interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
+        if kind in (NLMSG_ERROR, NLMSG_DONE):
+            code = -struct.unpack_from("=i", payload)[0] if len(payload) >= 4 else 0
+            if code > 0:
+                raise ApplyError("netlink dump of %s failed: %s" % (what, errno_name(code)))
+            return payloads, True, interrupted
+        payloads.append(payload)
+    return payloads, False, interrupted
+
+
+def link_name(payload: bytes) -> Tuple[int, str]:
+    """(ifindex, name) of an RTM_NEWLINK payload."""
+    attrs = attributes(payload, _IFINFOMSG.size)
+    return _IFINFOMSG.unpack_from(payload)[2], _text(attrs.get(IFLA_IFNAME, b""))
+
+
+def parse_link(payload: bytes, names: Dict[int, str], addresses: Tuple[Address, ...]) -> Link:
+    """An RTM_NEWLINK payload as a Link; `names` maps ifindex to name."""
+    _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
+    attrs = attributes(payload, _IFINFOMSG.size)
+    info = attributes(attrs.get(IFLA_LINKINFO, b""))
+    kind = _text(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else "device"
+    vlan_id = parent = None
+    if kind == "vlan":
+        data = attributes(info.get(IFLA_INFO_DATA, b""))
+        vlan_id = struct.unpack_from("=H", data[IFLA_VLAN_ID])[0] if IFLA_VLAN_ID in data else None
+        # IFLA_LINK_NETNSID: the lower device lives in another namespace, so
+        # IFLA_LINK is an index there and means nothing here.
+        if IFLA_LINK_NETNSID not in attrs:
+            parent = names.get(_u32(attrs, IFLA_LINK))  # type: ignore[arg-type]
+    master = _u32(attrs, IFLA_MASTER)
+    # mac: every byte of IFLA_ADDRESS (dev->addr_len of them; absent when 0).
+    # pyroute2 agrees for Ethernet's 6 and reads 6 bytes whatever the length.
+    return Link(name=_text(attrs.get(IFLA_IFNAME, b"")), kind=kind or "device", index=index,
+                master=names.get(master) if master else None, vlan_id=vlan_id,
+                parent=parent, mtu=_u32(attrs, IFLA_MTU) or 0, up=bool(flags & IFF_UP),
+                managed=_text(attrs.get(IFLA_IFALIAS, b"")) == MANAGED_ALIAS,
+                mac=":".join("%02x" % byte for byte in attrs.get(IFLA_ADDRESS, b"")),
+                addresses=addresses)
+
+
+def parse_address(payload: bytes) -> Optional[Tuple[int, Address]]:
+    """(ifindex, Address) of an RTM_NEWADDR payload; None for other families
+    and IPv6 link-local addresses (per device, regenerated, never moved)."""
+    family, prefixlen, flags, scope, index = _IFADDRMSG.unpack_from(payload)
+    attrs = attributes(payload, _IFADDRMSG.size)
+    # IPv4 puts our own address in IFA_LOCAL (IFA_ADDRESS is the peer on
+    # point-to-point links); IPv6 only has IFA_ADDRESS unless a peer is set.
+    local = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+    if family not in FAMILIES or not local:
+        return None
+    if family == _socket.AF_INET6 and _link_local6(local):
+        return None
+    # IFA_FLAGS (32 bits) exists because ifa_flags (8 bits) ran out (Linux 3.14).
+    flags = _u32(attrs, IFA_FLAGS) if IFA_FLAGS in attrs else flags
+    return index, Address(family=FAMILIES[family], local=_socket.inet_ntop(family, local),
+                          prefixlen=prefixlen, dynamic=not flags & IFA_F_PERMANENT,
+                          scope=ADDR_SCOPES.get(scope, str(scope)),
+                          broadcast=_ip(family, attrs.get(IFA_BROADCAST)))
+
+
+def parse_route(payload: bytes, names: Dict[int, str]) -> Optional[Route]:
+    """An RTM_NEWROUTE payload as a Route, or None for a route that is not
+    re-homed with its device (the rules of netlink._route)."""
+    family, dst_len, src_len, _tos, rtm_table, proto, scope, kind, _flags = \
+        _RTMSG.unpack_from(payload)
+    attrs = attributes(payload, _RTMSG.size)
+    # rtm_table is 8 bits (RT_TABLE_COMPAT for larger ids): RTA_TABLE has the id.
+    table = _u32(attrs, RTA_TABLE) or rtm_table
+    oif = _u32(attrs, RTA_OIF)
+    if (family not in FAMILIES or table == RT_TABLE_LOCAL or proto == RTPROT_KERNEL
+            or kind != RTN_UNICAST or oif not in names):
+        # Kernel routes come back with their address; local-table and
+        # non-unicast routes are not re-homed; multipath routes have no
+        # RTA_OIF (one device per nexthop) and cannot be moved as one.
+        return None
+    if RTA_VIA in attrs or RTA_NH_ID in attrs or src_len:
+        log.debug("not modelling route %s/%s: nexthop object, RTA_VIA or source prefix",
+                  _ip(family, attrs.get(RTA_DST)), dst_len)
+        return None
+    dst = attrs.get(RTA_DST, b"")
+    if dst_len and family == _socket.AF_INET6 and (
+            _link_local6(dst, dst_len) or (dst_len >= 8 and dst[0] == 0xFF)):  # ff00::/8
+        return None
+    assert oif is not None
+    return Route(family=FAMILIES[family],
+                 dst="%s/%d" % (_ip(family, dst), dst_len) if dst_len else "default",
+                 dev=names[oif], gateway=_ip(family, attrs.get(RTA_GATEWAY)),
+                 metric=_u32(attrs, RTA_PRIORITY), table=table,
+                 proto=PROTOS.get(proto, str(proto)),
+                 scope=ROUTE_SCOPES.get(scope, str(scope)),
+                 prefsrc=_ip(family, attrs.get(RTA_PREFSRC)))
+
+
+def build_snapshot(links: List[bytes], addrs: List[bytes], routes: List[bytes]) -> Snapshot:
+    """The Snapshot from the payloads of RTM_NEWLINK/NEWADDR/NEWROUTE dumps."""
+    indexed = [link_name(payload) for payload in links]
+    names = dict(indexed)
+    by_index: Dict[int, List[Address]] = {}
+    for found in filter(None, map(parse_address, addrs)):
+        by_index.setdefault(found[0], []).append(found[1])
+    return Snapshot(
+        links=tuple(parse_link(payload, names, tuple(by_index.get(index, ())))
+                    for payload, (index, _name) in zip(links, indexed)),
+        routes=tuple(filter(None, (parse_route(payload, names) for payload in routes))))
+
+
+def _dump(sock: _socket.socket, seq: int, kind: int, header: bytes,
+          what: str) -> Tuple[List[bytes], bool]:
+    """(payloads, interrupted) of one dump request, read up to NLMSG_DONE."""
+    sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(header), kind, NLM_F_REQUEST | NLM_F_DUMP,
+                             seq, 0) + header)
+    payloads: List[bytes] = []
+    buf, interrupted, done = bytearray(_BUFSIZE), False, False
+    while not done:
+        # recv drops whatever part of a datagram does not fit, so peek first:
+        # with MSG_TRUNC netlink returns the datagram's full size. EINTR is
+        # retried by Python itself (PEP 475).
+        size = sock.recv_into(buf, 0, _socket.MSG_PEEK | _socket.MSG_TRUNC)
+        if size > len(buf):
+            buf = bytearray(size)
+        size = sock.recv_into(buf)
+        found, done, intr = split_messages(bytes(buf[:size]), seq, what)
+        payloads.extend(found)
+        interrupted = interrupted or intr  # read on: the rest must not stay queued
+    return payloads, interrupted
+
+
+def _read(sock: _socket.socket) -> Snapshot:
+    seq = itertools.count(1)
+    # Family 0 (AF_UNSPEC) dumps links and IPv4+IPv6 addresses. A route dump
+    # returns every table: without NETLINK_GET_STRICT_CHK the kernel ignores
+    # all of the request header but the family.
+    requests = ((RTM_GETLINK, _IFINFOMSG.pack(0, 0, 0, 0, 0), "links"),
+                (RTM_GETADDR, _IFADDRMSG.pack(0, 0, 0, 0, 0), "addresses"),
+                (RTM_GETROUTE, _RTMSG.pack(_socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), "routes"),
+                (RTM_GETROUTE, _RTMSG.pack(_socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), "routes"))
+    for attempt in range(1, _ATTEMPTS + 1):
+        dumps = [_dump(sock, next(seq), *request) for request in requests]
+        if not any(interrupted for _payloads, interrupted in dumps):
+            links, addrs, routes4, routes6 = (payloads for payloads, _intr in dumps)
+            return build_snapshot(links, addrs, routes4 + routes6)
+        # Names resolve indexes across dumps: repeat all, not just one.
+        log.debug("netlink dumps interrupted by a change (attempt %d)", attempt)
+    raise ApplyError("netlink dumps were interrupted by changes %d times in a row; "
+                     "retry when the network configuration settles" % _ATTEMPTS)
+
+
+def _open(netns_path: Optional[str] = None) -> _socket.socket:
+    """An rtnetlink socket, created in the namespace at `netns_path` if given.
+
+    setns() moves only the calling thread, and a socket keeps the namespace
+    it was created in: so a short-lived thread enters the namespace and
+    creates the socket, and the caller never leaves its own namespace.
+    """
+    if netns_path is None:
+        return _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 0)  # 0: NETLINK_ROUTE
+    import threading  # only named namespaces need it (import cost)
+
+    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    result: List[object] = []
+
+    def enter_and_open() -> None:
+        try:
+            if hasattr(os, "setns"):  # Python 3.12+
+                os.setns(fd, CLONE_NEWNET)  # type: ignore[attr-defined]
+            else:
+                import ctypes
+
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, os.strerror(code), netns_path)
+            result.append(_open())
+        except BaseException as err:  # re-raised in the caller's thread
+            result.append(err)
+
+    try:
+        thread = threading.Thread(target=enter_and_open, name="virt-vlan-setns", daemon=True)
+        thread.start()
+        thread.join()
+    finally:
+        os.close(fd)
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]  # type: ignore[return-value]
+
+
+def read_snapshot(netns: Optional[str] = None) -> Snapshot:
+    """All links (kind, master, VLAN id/parent, MTU, up, managed mark, MAC,
+    addresses without IPv6 link-local) and the routes that name a link as
+    output device (all tables but local; no proto-kernel, no IPv6 link-local
+    or multicast routes) of the host or of network namespace `netns` (a
+    name in /run/netns, or a path), which is never created. Equal to
+    netlink.read() on a pyroute2 socket; ApplyError on any failure."""
+    where = " in netns %s" % netns if netns else ""
+    try:
+        sock = _open(None if netns is None else
+                     netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns))
+    except OSError as err:
+        if netns is not None and err.errno == errno.ENOENT:
+            raise ApplyError("network namespace %s does not exist (see `ip netns list`)"
+                             % netns) from err
+        raise ApplyError("cannot open a netlink socket%s: %s"
+                         % (where, errno_name(err.errno or 0))) from err
+    try:
+        return _read(sock)
+    except OSError as err:
+        raise ApplyError("netlink dump%s failed: %s"
+                         % (where, errno_name(err.errno or 0))) from err
+    finally:
+        sock.close()
