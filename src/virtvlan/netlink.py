@@ -9,7 +9,6 @@ written against the API common to pyroute2 0.7.3 (Debian 12, RHEL 9) and
 import errno
 import ipaddress
 import logging
-import os
 from contextlib import contextmanager
 from socket import AF_INET, AF_INET6
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -19,25 +18,12 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from .errors import ApplyError
 from .model import MANAGED_ALIAS, Address, Link, Route, Snapshot
+from .rtnl import (ADDR_SCOPES, errno_name, FAMILIES, IFA_F_PERMANENT, IFF_UP, PROTOS, ROUTE_SCOPES,
+                   RT_TABLE_LOCAL, RTN_UNICAST, RTPROT_KERNEL)
 
 log = logging.getLogger(__name__)
 
-IFF_UP = 0x1
 IFA_F_NODAD = 0x02
-IFA_F_PERMANENT = 0x80
-RTN_UNICAST = 1
-RTPROT_KERNEL = 2
-RT_TABLE_LOCAL = 255
-
-# /etc/iproute2/rt_protos and rt_scopes: the names `ip` prints and accepts.
-PROTOS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 8: "gated",
-          9: "ra", 10: "mrt", 11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp",
-          15: "ntk", 16: "dhcp", 17: "keepalived", 18: "babel", 42: "openr", 186: "bgp",
-          187: "isis", 188: "ospf", 189: "rip", 192: "eigrp"}
-# Address dumps call scope 0 "global", route dumps "universe" (as `ip` does).
-ADDR_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
-ROUTE_SCOPES = {**ADDR_SCOPES, 0: "universe"}
-FAMILIES = {AF_INET: "inet", AF_INET6: "inet6"}
 
 _LINK_LOCAL6 = ipaddress.ip_network("fe80::/10")
 _MULTICAST6 = ipaddress.ip_network("ff00::/8")
@@ -69,8 +55,7 @@ def errno_text(err: BaseException) -> str:
     code = getattr(err, "code", None) or getattr(err, "errno", None)
     if not isinstance(code, int):
         return str(err)
-    text = err.args[1] if len(err.args) > 1 and err.args[1] else os.strerror(code)
-    return "%s (%s)" % (errno.errorcode.get(code, str(code)), text)
+    return errno_name(code, err.args[1] if len(err.args) > 1 else None)
 
 
 @contextmanager
