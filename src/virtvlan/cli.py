@@ -115,10 +115,10 @@ def cmd_check_domain(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from . import apply
+    from . import rtnl  # read-only: no pyroute2 import
     from .model import MANAGED_ALIAS
 
-    snap = apply.read_snapshot()
+    snap = rtnl.read_snapshot()
     bridges = [l for l in snap if l.kind == "bridge"]
     shown = 0
     for bridge in bridges:
