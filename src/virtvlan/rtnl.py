@@ -17,7 +17,8 @@ import itertools
 import logging
 import os
 import struct
-from typing import Dict, List, Optional, Tuple
+import time
+from typing import Dict, List, Optional, Set, Tuple
 
 from .errors import ApplyError
 from .model import MANAGED_ALIAS, Address, Link, Route, Snapshot
@@ -55,7 +56,10 @@ _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table proto scope type flags
 _BUFSIZE = 65536  # the kernel fills a dump datagram up to ~32 KiB
-_ATTEMPTS = 5
+# A dump that a change interrupted is repeated after a pause that doubles up
+# to _PAUSE_MAX, for at most _BUDGET seconds: a host starting many guests
+# adds and enslaves taps in bursts, and the hook holds the host lock meanwhile.
+_BUDGET, _PAUSE_FIRST, _PAUSE_MAX = 5.0, 0.001, 0.05
 
 
 def _u32(attrs: Dict[int, bytes], kind: int) -> Optional[int]:
@@ -240,6 +244,22 @@ def _dump(sock: _socket.socket, seq: int, kind: int, header: bytes,
     return payloads, interrupted
 
 
+def unknown_indexes(links: List[bytes], addrs: List[bytes], routes: List[bytes]) -> Set[int]:
+    """The ifindexes that addresses or routes name but the link dump lacks.
+
+    Each dump is consistent on its own (NLM_F_DUMP_INTR says when not), but
+    a device created between the link dump and a later one shows up there
+    only: the four dumps then disagree and must all be read again.
+    """
+    known = {link_name(payload)[0] for payload in links}
+    named = {_IFADDRMSG.unpack_from(payload)[4] for payload in addrs}
+    for payload in routes:
+        oif = _u32(attributes(payload, _RTMSG.size), RTA_OIF)
+        if oif is not None:
+            named.add(oif)
+    return named - known
+
+
 def _read(sock: _socket.socket) -> Snapshot:
     seq = itertools.count(1)
     # Family 0 (AF_UNSPEC) dumps links and IPv4+IPv6 addresses. A route dump
@@ -249,15 +269,34 @@ def _read(sock: _socket.socket) -> Snapshot:
                 (RTM_GETADDR, _IFADDRMSG.pack(0, 0, 0, 0, 0), "addresses"),
                 (RTM_GETROUTE, _RTMSG.pack(_socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), "routes"),
                 (RTM_GETROUTE, _RTMSG.pack(_socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), "routes"))
-    for attempt in range(1, _ATTEMPTS + 1):
-        dumps = [_dump(sock, next(seq), *request) for request in requests]
-        if not any(interrupted for _payloads, interrupted in dumps):
-            links, addrs, routes4, routes6 = (payloads for payloads, _intr in dumps)
+    deadline, pause, retries = time.monotonic() + _BUDGET, _PAUSE_FIRST, 0
+
+    def wait(why: str) -> None:
+        nonlocal pause, retries
+        retries += 1
+        if time.monotonic() > deadline:
+            raise ApplyError("netlink dumps kept changing under the read for %.0f s (%d retries, "
+                             "last: %s); retry when the network configuration settles"
+                             % (_BUDGET, retries, why))
+        log.debug("netlink read retry %d: %s", retries, why)
+        time.sleep(pause)
+        pause = min(pause * 2, _PAUSE_MAX)
+
+    while True:
+        dumps = []
+        # Only an interrupted dump is repeated: under steady churn, four
+        # uninterrupted dumps in a row are much rarer than one.
+        for request in requests:
+            payloads, interrupted = _dump(sock, next(seq), *request)
+            while interrupted:
+                wait("%s dump interrupted by a change" % request[2])
+                payloads, interrupted = _dump(sock, next(seq), *request)
+            dumps.append(payloads)
+        links, addrs, routes4, routes6 = dumps
+        unknown = unknown_indexes(links, addrs, routes4 + routes6)
+        if not unknown:
             return build_snapshot(links, addrs, routes4 + routes6)
-        # Names resolve indexes across dumps: repeat all, not just one.
-        log.debug("netlink dumps interrupted by a change (attempt %d)", attempt)
-    raise ApplyError("netlink dumps were interrupted by changes %d times in a row; "
-                     "retry when the network configuration settles" % _ATTEMPTS)
+        wait("ifindex %s appeared after the link dump" % ",".join(map(str, sorted(unknown))))
 
 
 def _open(netns_path: Optional[str] = None) -> _socket.socket:

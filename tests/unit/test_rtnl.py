@@ -6,6 +6,7 @@ the same code against a real kernel, pyroute2 and `ip -json`.
 """
 
 import errno
+import itertools
 import socket
 import struct
 import uuid
@@ -217,7 +218,15 @@ class FakeSocket:
         return len(datagram) if flags & socket.MSG_TRUNC else size
 
 
-def test_dump_retries_when_interrupted_and_reads_big_datagrams():
+@pytest.fixture
+def pauses(monkeypatch) -> List[float]:
+    """The pauses _read takes between retries (recorded, not slept)."""
+    taken: List[float] = []
+    monkeypatch.setattr(rtnl.time, "sleep", taken.append)
+    return taken
+
+
+def test_only_the_interrupted_dump_is_repeated_and_big_datagrams_are_read(pauses):
     def answer(kind: int, seq: int, attempt: int) -> List[bytes]:
         if kind != 18:
             return [done(seq)]
@@ -229,9 +238,56 @@ def test_dump_retries_when_interrupted_and_reads_big_datagrams():
 
     sock = FakeSocket(answer)
     snap = rtnl._read(sock)  # type: ignore[arg-type]
-    assert sock.requests == [18, 22, 26, 26] * 2  # the whole read, twice
+    assert sock.requests == [18, 18, 22, 26, 26]
+    assert pauses == [0.001]
     assert [l.name for l in snap][::1000] == ["d1", "d1001", "d2001"]
     assert len(snap.links) == 2999 and snap.links[-1].name == "d2999"
+
+
+def test_a_device_newer_than_the_link_dump_repeats_all_four(pauses):
+    def answer(kind: int, seq: int, attempt: int) -> List[bytes]:
+        if kind == 18:  # device 7 is created right after the first link dump
+            found = [link(i, "d%d" % i) for i in ([1] if attempt == 1 else [1, 7])]
+        elif kind == 22:
+            found = [addr(socket.AF_INET, 24, i, nla(2, ip("10.0.0.%d" % i))) for i in (1, 7)]
+        else:
+            found = []
+        return [b"".join(nlmsg(kind - 2, payload, seq=seq) for payload in found) + done(seq)]
+
+    sock = FakeSocket(answer)
+    snap = rtnl._read(sock)  # type: ignore[arg-type]
+    assert sock.requests == [18, 22, 26, 26] * 2
+    assert snap.get("d7").addresses == (Address("inet", "10.0.0.7", 24),)
+    assert pauses == [0.001]
+
+
+def test_unknown_indexes_of_addresses_and_routes():
+    links = [link(1, "lo"), link(2, "eth0")]
+    addrs = [addr(socket.AF_INET, 24, 2, nla(2, ip("10.0.0.1"))),
+             addr(socket.AF_INET, 24, 9, nla(2, ip("10.0.9.1")))]
+    routes = [route(socket.AF_INET, 0, nla(4, u32(5))),
+              route(socket.AF_INET, 8, nla(1, ip("10.0.0.0")))]  # multipath: no RTA_OIF
+    assert rtnl.unknown_indexes(links, addrs, routes) == {5, 9}
+    assert rtnl.unknown_indexes(links, addrs[:1], routes[1:]) == set()
+
+
+def test_endless_interruptions_give_up_after_the_budget(pauses, monkeypatch):
+    ticks = itertools.count()  # 0.2 s pass per look at the clock
+    monkeypatch.setattr(rtnl.time, "monotonic", lambda: next(ticks) * 0.2)
+
+    def answer(kind: int, seq: int, attempt: int) -> List[bytes]:
+        return [nlmsg(kind - 2, link(1, "lo"), seq=seq, flags=0x12) + done(seq)]
+
+    sock = FakeSocket(answer)
+    with pytest.raises(ApplyError, match=r"^netlink dumps kept changing under the read for 5 s "
+                                         r"\(26 retries, last: links dump interrupted by a "
+                                         r"change\); retry when the network configuration "
+                                         r"settles$"):
+        rtnl._read(sock)  # type: ignore[arg-type]
+    assert set(sock.requests) == {18}  # never got past an interrupted link dump
+    # The pause doubles from 1 ms and stops growing at 50 ms.
+    assert pauses[:7] == [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.05]
+    assert set(pauses[6:]) == {0.05} and len(pauses) == 25
 
 
 def test_missing_netns_is_named():
