@@ -168,16 +168,13 @@ def test_new_vlan_while_guests_run_loses_nothing(lab):
     assert reachable(g1, SW5)
     first = lab.links()
 
-    count = 60  # 6 s at 100 ms
-    pinger = Pinger(g1, SW5, count)
+    pinger = Pinger(g1, SW5)
     lab.children.append(pinger)
     time.sleep(1)
     lab.plug("vnet2", access=7)
-    assert pinger.running(), "plug took longer than the %d ms ping: no overlap to judge" % (
-        count * 100)
-    sent, received, summary = pinger.result()
-    assert (sent, received) == (count, count), (
-        "VLAN 5 lost packets while VLAN 7 was added: " + summary)
+    assert pinger.running(), "ping stopped during the plug"
+    sent, lost, summary = pinger.result()
+    assert sent >= 15 and not lost, "VLAN 5 lost packets while VLAN 7 was added: " + summary
 
     assert reachable(g2, SW7), "the new VLAN 7 guest cannot reach the switch"
     links = lab.links()
@@ -195,16 +192,15 @@ def test_trunk_wiring_an_addressed_uplink_keeps_the_host_reachable(lab):
     mac = lab.links()["eth0"]["address"]
     assert reachable(lab.sw, HOST_IP), "setup: switch cannot reach the host"
 
-    count = 60
-    pinger = Pinger(lab.sw, HOST_IP, count)
+    pinger = Pinger(lab.sw, HOST_IP)
     lab.children.append(pinger)
     time.sleep(1)
     started = time.monotonic()
     lab.plug("vnet1", trunk="5,7")
     took = time.monotonic() - started
-    assert pinger.running(), "plug took longer than the ping: no overlap to judge"
-    sent, received, summary = pinger.result()
-    assert sent == count and sent - received <= 1, (
+    assert pinger.running(), "ping stopped during the plug"
+    sent, lost, summary = pinger.result()
+    assert sent >= 15 and len(lost) <= 1, (
         "host unreachable during a %.2f s plug: %s" % (took, summary))
 
     links = lab.links()

@@ -336,28 +336,36 @@ def unreachable(ns: str, addr: str) -> bool:
 
 
 class Pinger:
-    """`ping -i 0.1 -c COUNT` in the background; .result() -> (sent, received)."""
+    """`ping -i 0.1` in the background, from before a change until .result()
+    stops it: the window covers the change however long it takes."""
 
-    def __init__(self, ns: str, addr: str, count: int) -> None:
+    def __init__(self, ns: str, addr: str) -> None:
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "ping", "-n", "-i", "0.1", "-c", str(count), "-W", "2",
-             addr], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            # `ip netns exec` execs ping, so SIGINT reaches ping itself.
+            ["ip", "netns", "exec", ns, "ping", "-n", "-i", "0.1", "-W", "2", addr],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def running(self) -> bool:
         return self.proc.poll() is None
 
-    def result(self, timeout: float = 120) -> Tuple[int, int, str]:
-        """(sent, received, summary naming the lost sequence numbers)."""
+    def result(self, settle: float = 1.0, timeout: float = 120) -> Tuple[int, List[int], str]:
+        """Stop the ping `settle` s from now: (sent, lost icmp_seq, summary).
+
+        The last request may still be in flight when SIGINT ends ping (which
+        then prints its statistics at once), so it never counts as lost.
+        """
+        time.sleep(settle)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
         out, _ = self.proc.communicate(timeout=timeout)
         match = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", out)
         if not match:
             pytest.fail("cannot read ping statistics from:\n%s" % out)
-        sent, received = int(match.group(1)), int(match.group(2))
+        sent = int(match.group(1))
         answered = {int(seq) for seq in re.findall(r"icmp_seq=(\d+) ttl=", out)}
-        lost = sorted(set(range(1, sent + 1)) - answered)
-        summary = "%d sent, %d received, lost icmp_seq %s (100 ms apart)" % (
-            sent, received, lost or "none")
-        return sent, received, summary
+        lost = sorted(set(range(1, sent)) - answered)
+        summary = "%d sent, lost icmp_seq %s (100 ms apart)" % (sent, lost or "none")
+        return sent, lost, summary
 
     def stop(self) -> None:
         if self.proc.poll() is None:
