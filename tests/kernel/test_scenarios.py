@@ -138,6 +138,22 @@ def test_trunk_wiring_access_and_trunk_guest_share_vlan_5(lab):
     assert unreachable(ga, SW7), "access guest on VLAN 5 reaches VLAN 7"
     assert unreachable(ga, "10.7.0.20"), "access guest on VLAN 5 reaches the trunk guest's VLAN 7"
 
+    # `virt-vlan status` (read through rtnl) against `ip -d -json link`.
+    expected = []
+    for name, link in links.items():
+        members = [port for port in links.values() if port.get("master") == name]
+        if kind(link) != "bridge" or not (managed(link) or any(map(managed, members))):
+            continue
+        expected.append("%s (%s, mtu %d)" % (name, "managed" if managed(link) else "adopted",
+                                             link["mtu"]))
+        for port in members:
+            parent, vid = vlan_of(port)
+            what = "VLAN %d on %s" % (vid, parent) if kind(port) == "vlan" else kind(port)
+            expected.append("  %-15s %s%s" % (port["ifname"], what or "device",
+                                              ", managed" if managed(port) else ""))
+    assert [line.split(" (")[0] for line in expected if line[0] != " "] == ["br0", "br05"]
+    assert lab.ok("status").out.splitlines() == expected
+
 
 # 4 ---------------------------------------------------------------------------
 

@@ -76,3 +76,35 @@ def test_check_config_bad_file_names_line(tmp_path, capsys):
     assert main(["--config", str(path), "check-config"]) == 1
     (line,) = _err_lines(capsys)
     assert line.startswith("virt-vlan: config %s:3: unknown key 'wirring'" % path)
+
+
+def test_status_shows_our_bridges_and_adopted_ones_only(capsys, monkeypatch):
+    from virtvlan import rtnl
+    from virtvlan.model import Link, Snapshot
+
+    snap = Snapshot(links=(
+        Link("eth0", index=2), Link("virbr0", "bridge", 3), Link("vnet9", "tun", 4, master="virbr0"),
+        Link("br05", "bridge", 5, mtu=9000, managed=True),
+        Link("eth0.5", "vlan", 6, master="br05", vlan_id=5, parent="eth0", managed=True),
+        Link("vnet1", "tun", 7, master="br05"),
+        Link("br07", "bridge", 8),  # an admin's bridge fed by our VLAN device
+        Link("eth0.7", "vlan", 9, master="br07", vlan_id=7, parent="eth0", managed=True)))
+    monkeypatch.setattr(rtnl, "read_snapshot", lambda netns=None: snap)
+    assert main(["status"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "br05 (managed, mtu 9000)",
+        "  eth0.5          VLAN 5 on eth0, managed",
+        "  vnet1           tun",
+        "br07 (adopted, mtu 1500)",
+        "  eth0.7          VLAN 7 on eth0, managed"]
+
+
+def test_status_without_our_bridges_says_how_they_are_marked(capsys, monkeypatch):
+    from virtvlan import rtnl
+    from virtvlan.model import Link, Snapshot
+
+    snap = Snapshot(links=(Link("virbr0", "bridge", 3), Link("vnet9", "tun", 4, master="virbr0")))
+    monkeypatch.setattr(rtnl, "read_snapshot", lambda netns=None: snap)
+    assert main(["status"]) == 0
+    assert capsys.readouterr().out == (
+        "no virt-vlan bridges on this host (devices are marked with alias 'virt-vlan:managed')\n")
