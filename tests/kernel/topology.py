@@ -335,7 +335,18 @@ def unreachable(ns: str, addr: str) -> bool:
     return not ping(ns, addr, count=3, wait=1)
 
 
-class Pinger:
+class _Background:
+    """A helper process that Lab.close() stops if the test has not."""
+
+    proc: subprocess.Popen
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Pinger(_Background):
     """`ping -i 0.1` in the background, from before a change until .result()
     stops it: the window covers the change however long it takes."""
 
@@ -367,13 +378,8 @@ class Pinger:
         summary = "%d sent, lost icmp_seq %s (100 ms apart)" % (sent, lost or "none")
         return sent, lost, summary
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
-
-class LinkMonitor:
+class LinkMonitor(_Background):
     """`ip -n NS monitor link`, with marker links to bracket a time window."""
 
     def __init__(self, ns: str) -> None:
@@ -414,11 +420,6 @@ class LinkMonitor:
     def between(self, start: int, end: int) -> List[str]:
         """Event lines after mark `start` and before mark `end`, minus markers."""
         return [line for line in self.lines[start:end] if "vvmark" not in line]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 # -- the lab ------------------------------------------------------------------
