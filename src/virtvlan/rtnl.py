@@ -251,7 +251,8 @@ def unknown_indexes(links: List[bytes], addrs: List[bytes], routes: List[bytes])
     a device created between the link dump and a later one shows up there
     only: the four dumps then disagree and must all be read again.
     """
-    known = {link_name(payload)[0] for payload in links}
+    # The index is in the ifinfomsg header: no attribute parsing (hot path).
+    known = {_IFINFOMSG.unpack_from(payload)[2] for payload in links}
     named = {_IFADDRMSG.unpack_from(payload)[4] for payload in addrs}
     for payload in routes:
         oif = _u32(attributes(payload, _RTMSG.size), RTA_OIF)
