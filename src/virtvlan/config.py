@@ -34,6 +34,8 @@ UPLINK_DEFAULTS = {
     "access-feed": "{device}.{vlan}",
     "keep-empty-bridges": "no",
     "host-vlans": "",
+    "trunk-filtering": "no",
+    "mtu": "",
 }
 UPLINK_KEYS = set(UPLINK_DEFAULTS) | {"allowed-vlans"}
 # Which placeholders each template may use.
@@ -64,6 +66,12 @@ class Uplink:
     keep_empty_bridges: bool
     host_vlans: Tuple[int, ...]
     where: str  # "file:line" of the section header, for messages
+    # Trunk wiring: turn VLAN filtering on for an adopted (admin-made) trunk
+    # bridge that runs without it. Bridges virt-vlan creates always filter.
+    trunk_filtering: bool = False
+    # MTU of the feeds, bridges and taps virt-vlan builds on this uplink;
+    # None: they inherit the uplink device's.
+    mtu: Optional[int] = None
 
     def _fill(self, template: str, vlan: int) -> str:
         return template.format(uplink=self.name, n=self.position, device=self.device,
@@ -289,6 +297,23 @@ def _uplink(name: str, position: int, line: int, values: Dict[str, Tuple[str, in
     if keep_text.lower() not in _BOOL:
         raise InputError("config %s:%d: keep-empty-bridges = %s in %s; use yes or no"
                          % (path, where, keep_text, section))
+    filtering_text, where = get("trunk-filtering")
+    if filtering_text.lower() not in _BOOL:
+        raise InputError("config %s:%d: trunk-filtering = %s in %s; use yes or no"
+                         % (path, where, filtering_text, section))
+    if _BOOL[filtering_text.lower()] and wiring != TRUNK:
+        raise InputError("config %s:%d: trunk-filtering in %s applies to wiring = trunk only; "
+                         "remove it or set wiring = trunk" % (path, where, section))
+    mtu_text, where = get("mtu")
+    mtu: Optional[int] = None
+    if mtu_text:
+        # 68: the IPv4 minimum (RFC 791); 65535: the largest MTU netlink carries
+        # for Ethernet-like devices in practice. Taps and bridges accept both.
+        if not mtu_text.isdigit() or not 68 <= int(mtu_text) <= 65535:
+            raise InputError("config %s:%d: mtu = %s in %s is not an MTU in 68-65535; write "
+                             "e.g. mtu = 1496 (or leave it out to inherit the NIC's)"
+                             % (path, where, mtu_text, section))
+        mtu = int(mtu_text)
 
     templates = {key: _template(key, get(key)[0], get(key)[1], path, section)
                  for key in TEMPLATE_FIELDS}
@@ -301,7 +326,8 @@ def _uplink(name: str, position: int, line: int, values: Dict[str, Tuple[str, in
         access_bridge_template=templates["access-bridge"],
         access_feed_template=templates["access-feed"],
         keep_empty_bridges=_BOOL[keep_text.lower()],
-        host_vlans=tuple(vlan_lists["host-vlans"]), where="%s:%d" % (path, line))
+        host_vlans=tuple(vlan_lists["host-vlans"]), where="%s:%d" % (path, line),
+        trunk_filtering=_BOOL[filtering_text.lower()], mtu=mtu)
     for key, made in (("device", device), ("trunk-bridge", bridge)):
         _check_name(made, key, get(key)[1], path, section)
     for vlan in sorted(uplink.allowed_vlans | set(uplink.host_vlans)):

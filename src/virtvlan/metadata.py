@@ -26,7 +26,7 @@ from .vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
 MAX_XML_BYTES = 4 * 1024 * 1024
 _NS = "{%s}" % NAMESPACE
 INTERFACE_ATTRS = {ACCESS: {"mac", "mode", "vlan", "uplink"},
-                   TRUNK: {"mac", "mode", "vlans", "uplink"}}
+                   TRUNK: {"mac", "mode", "vlans", "native", "uplink"}}
 NETWORK_ATTRS = {"vlan", "uplink"}
 
 
@@ -39,6 +39,9 @@ class Nic:
     target: Optional[str] = None  # the tap, once libvirt created it
     source_bridge: Optional[str] = None
     source_network: Optional[str] = None
+    # The <interface> carries libvirt's own <vlan> element (libvirt 11+
+    # programs bridge VLANs on the tap itself from it).
+    libvirt_vlan: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class VlanSpec:
     mode: str  # ACCESS or TRUNK
     vlans: Tuple[int, ...]  # one VLAN for access
     uplink: Optional[str] = None  # None: the config's default uplink
+    native: Optional[int] = None  # trunk only: the VLAN the guest sees untagged
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,8 @@ def parse_domain(xml: bytes) -> Domain:
         nics.append(Nic(mac=mac, type=iface.get("type", ""),
                         target=target.get("dev") if target is not None else None,
                         source_bridge=source.get("bridge") if source is not None else None,
-                        source_network=source.get("network") if source is not None else None))
+                        source_network=source.get("network") if source is not None else None,
+                        libvirt_vlan=iface.find("vlan") is not None))
     specs = []
     for el in dom.iterfind("metadata/*"):
         if isinstance(el.tag, str) and el.tag.startswith(_NS) and el.tag != _NS + "vlan":
@@ -183,6 +188,14 @@ def parse_domain(xml: bytes) -> Domain:
                 raise InputError("domain %s, interface %s: virt-vlan metadata names a MAC the "
                                  "domain has no <interface> for (its MACs: %s); fix the mac "
                                  "attribute" % (name, spec.mac, have))
+            nic = next(n for n in nics if n.mac == spec.mac)
+            if nic.libvirt_vlan:
+                # libvirt 11+ programs the tap's bridge VLANs from <vlan> at
+                # every attach and reattach: it would undo ours and we theirs.
+                raise InputError("domain %s, interface %s: the <interface> also has libvirt's "
+                                 "own <vlan> element, and libvirt would program the same tap; "
+                                 "remove <vlan> from the interface or its virt-vlan entry"
+                                 % (name, spec.mac))
             specs.append(spec)
     return Domain(name=name, uuid=uuid, nics=tuple(nics), specs=tuple(specs))
 
@@ -221,11 +234,21 @@ def _spec(domain: str, el, index: int) -> VlanSpec:  # type: ignore[no-untyped-d
         vlans = (parse_vlan(value),) if mode == ACCESS else parse_vlan_list(value)
     except VlanSyntax as err:
         raise InputError("%s: %s=%s: %s" % (who, key, _q(value), err)) from err
+    native = None
+    if el.get("native") is not None:
+        try:
+            native = parse_vlan(el.get("native"))
+        except VlanSyntax as err:
+            raise InputError("%s: native=%s: %s" % (who, _q(el.get("native")), err)) from err
+        if native in vlans:
+            raise InputError("%s: native='%d' is also in vlans='%s'; the native VLAN is the one "
+                             "the guest sees untagged, list it in native only"
+                             % (who, native, value))
     uplink = el.get("uplink")
     if uplink is not None and not uplink.strip():
         raise InputError("%s: uplink='' is empty; name an uplink of the host config or "
                          "leave the attribute out" % who)
-    return VlanSpec(mac=mac, mode=mode, vlans=vlans, uplink=uplink)
+    return VlanSpec(mac=mac, mode=mode, vlans=vlans, uplink=uplink, native=native)
 
 
 def parse_network(xml: bytes) -> Network:
@@ -274,7 +297,8 @@ def wants(domain: Domain, config: Config) -> Tuple[Want, ...]:
     for spec in domain.specs:
         who = "domain %s, interface %s" % (domain.name, spec.mac)
         uplink = config.uplink(spec.uplink, who)
-        denied = [v for v in spec.vlans if v not in uplink.allowed_vlans]
+        denied = [v for v in spec.vlans + ((spec.native,) if spec.native else ())
+                  if v not in uplink.allowed_vlans]
         if denied:
             raise InputError("%s: VLAN %s not allowed on uplink %s (allowed: %s); ask the host "
                              "admin to add it to allowed-vlans in [uplink %s] of %s"
@@ -282,7 +306,7 @@ def wants(domain: Domain, config: Config) -> Tuple[Want, ...]:
                                 format_vlan_list(uplink.allowed_vlans), uplink.name, config.path))
         nic = domain.nic(spec.mac)
         out.append(Want(uplink=uplink.name, mode=spec.mode, vlans=spec.vlans,
-                        port=nic.target if nic else None, who=who))
+                        port=nic.target if nic else None, who=who, native=spec.native))
     return tuple(out)
 
 

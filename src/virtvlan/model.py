@@ -6,7 +6,7 @@ structures from netlink.
 """
 
 from dataclasses import dataclass, field, replace
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, FrozenSet, Iterator, Optional, Tuple
 
 # Written into IFLA_IFALIAS of every device virt-vlan creates. The alias lives
 # in the kernel, so ownership survives our process and a host-side restart of
@@ -69,6 +69,26 @@ class Route:
 
 
 @dataclass(frozen=True)
+class PortVlans:
+    """The bridge VLAN entries of one bridge port, or of the bridge itself
+    (its `self` entries), as `bridge vlan show` lists them.
+
+    `tagged` and `untagged` are the VIDs the port is a member of, by how
+    frames of that VID leave it (egress tagged / untagged); `pvid` is the VID
+    untagged frames arriving on it are classified into (None: they are
+    dropped when the bridge filters).
+    """
+
+    tagged: FrozenSet[int] = frozenset()
+    untagged: FrozenSet[int] = frozenset()
+    pvid: Optional[int] = None
+
+    @property
+    def members(self) -> FrozenSet[int]:
+        return self.tagged | self.untagged
+
+
+@dataclass(frozen=True)
 class Link:
     """One network device, reduced to what planning needs.
 
@@ -88,6 +108,16 @@ class Link:
     managed: bool = False
     mac: str = ""
     addresses: Tuple[Address, ...] = ()
+    # Bridges only (IFLA_BR_*): whether the bridge enforces VLAN membership,
+    # the PVID it gives new ports (0: none), STP, and whether bridged frames
+    # go through iptables/ip6tables/arptables (br_netfilter).
+    vlan_filtering: bool = False
+    default_pvid: int = 1
+    stp: bool = False
+    nf_call: bool = False
+    # Bridge VLAN entries of a bridge port or of a bridge itself; None when
+    # they were not read (not a bridge or port, or a snapshot that did not ask).
+    vlans: Optional[PortVlans] = None
 
 
 @dataclass(frozen=True)
@@ -161,3 +191,6 @@ class Want:
     vlans: Tuple[int, ...]
     port: Optional[str] = None
     who: str = ""  # "domain vm1, interface 52:54:00:..", for messages
+    # Trunk only: the VLAN the guest sends and receives untagged (PVID of
+    # its tap); None: its untagged frames are dropped.
+    native: Optional[int] = None

@@ -11,7 +11,8 @@ from virtvlan import config
 from virtvlan.errors import InputError
 
 KNOWN_UPLINK_KEYS = ("access-bridge, access-feed, allowed-vlans, device, host-vlans, "
-                     "keep-empty-bridges, trunk-bridge, trunk-vlan-name, wiring")
+                     "keep-empty-bridges, mtu, trunk-bridge, trunk-filtering, trunk-vlan-name, "
+                     "wiring")
 
 
 def refused(make_config, text, message):

@@ -210,9 +210,12 @@ INTERFACE_ERRORS = {
     "unknown attribute": (access(priority="3"),
                           WHO1 + ": unknown attribute priority='3' for mode access; allowed: "
                           "mac, mode, uplink, vlan"),
-    "unknown attribute on trunk": (trunk(native="5"),
-                                   WHO1 + ": unknown attribute native='5' for mode trunk; "
-                                   "allowed: mac, mode, uplink, vlans"),
+    "unknown attribute on trunk": (trunk(pvid="5"),
+                                   WHO1 + ": unknown attribute pvid='5' for mode trunk; "
+                                   "allowed: mac, mode, native, uplink, vlans"),
+    "native also in vlans": (trunk(native="5"),
+                             WHO1 + ": native='5' is also in vlans='5,7'; the native VLAN is "
+                             "the one the guest sees untagged, list it in native only"),
     "access without vlan": (entry(mac=MAC1, mode="access"),
                             WHO1 + ": mode access needs vlan='...'; add e.g. vlan='5'"),
     "trunk without vlans": (entry(mac=MAC1, mode="trunk"),
