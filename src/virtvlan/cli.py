@@ -45,18 +45,28 @@ def cmd_plug(args: argparse.Namespace) -> int:
             want = Want(uplink="", mode=ACCESS, vlans=(parse_vlan(args.access),),
                         port=args.port, who=who)
         else:
+            native = parse_vlan(args.native) if args.native is not None else None
             want = Want(uplink="", mode=TRUNK, vlans=parse_vlan_list(args.trunk),
-                        port=args.port, who=who)
+                        port=args.port, who=who, native=native)
     except VlanSyntax as err:
         raise InputError("%s: %s; fix the VLAN argument" % (who, err)) from err
+    if args.native is not None and args.access is not None:
+        raise InputError("%s: --native goes with --trunk only (an access port's VLAN is "
+                         "already untagged); drop --native" % who)
+    if want.native is not None and want.native in want.vlans:
+        raise InputError("%s: --native %d is also in --trunk %s; the native VLAN is the one the "
+                         "guest sees untagged, give it in --native only"
+                         % (who, want.native, args.trunk))
     config = _config(args.config, who)
     uplink = config.uplink(args.uplink, who)
-    denied = [v for v in want.vlans if v not in uplink.allowed_vlans]
+    denied = [v for v in want.vlans + ((want.native,) if want.native else ())
+              if v not in uplink.allowed_vlans]
     if denied:
         raise InputError("%s: VLAN %d not allowed on uplink %s; add it to allowed-vlans in "
                          "[uplink %s] of %s" % (who, denied[0], uplink.name, uplink.name,
                                                 config.path))
-    want = Want(uplink=uplink.name, mode=want.mode, vlans=want.vlans, port=want.port, who=who)
+    want = Want(uplink=uplink.name, mode=want.mode, vlans=want.vlans, port=want.port, who=who,
+                native=want.native)
     result = engine.wire([want], config, why=who, dry_run=args.dry_run)
     if args.dry_run:
         _print_plan(result.render())
@@ -169,8 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--access", metavar="V", help="guest sees VLAN V untagged")
     mode.add_argument("--trunk", metavar="LIST", help="guest sees these VLANs tagged (5,7,100-110)")
+    p.add_argument("--native", metavar="V", help="with --trunk: the guest also sees VLAN V "
+                   "untagged (V must be allowed, not in LIST)")
     p.add_argument("--uplink", help="uplink name from the config (default: its default)")
-    p.add_argument("--dry-run", action="store_true", help="print ip commands, change nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print ip/bridge commands, change nothing")
     p.set_defaults(func=cmd_plug)
 
     p = sub.add_parser("unplug", help="take a port off its VLAN bridge and clean up")

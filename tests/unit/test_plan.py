@@ -12,8 +12,9 @@ from dataclasses import replace
 
 import pytest
 
-from virtvlan.actions import (CreateBridge, CreateVlan, DeleteLink, MoveAddresses, Plan, Release,
-                              SetDown, SetMaster, SetMtu, SetUp)
+from virtvlan.actions import (AddBridgeVlan, CreateBridge, CreateVlan, DelBridgeVlan, DeleteLink,
+                              MoveAddresses, Plan, Release, SetDown, SetMaster, SetMtu, SetUp,
+                              SetVlanFiltering)
 from virtvlan.errors import InputError, Refused
 from virtvlan.model import Address, Link, Route, Snapshot, Want
 from virtvlan.plan import describe, plan, plan_cleanup, plan_unplug
@@ -176,6 +177,15 @@ def test_trunk_creates_bridge_with_uplink_mac_and_moves_addresses(trunk_config):
         SetMaster("eth1", "br0"),
         MoveAddresses("eth1", "br0", (ADDR4,), (DEFAULT4,)),
         SetMaster("vnet0", "br0"),
+        # A bridge virt-vlan creates filters: the tap gets exactly its list
+        # (the default PVID goes), the uplink what is in use, and filtering
+        # is switched on last, once every entry is there.
+        DelBridgeVlan("vnet0", 1, 1),
+        AddBridgeVlan("vnet0", 5, 5),
+        AddBridgeVlan("vnet0", 7, 7),
+        AddBridgeVlan("eth1", 5, 5),
+        AddBridgeVlan("eth1", 7, 7),
+        SetVlanFiltering("br0"),
     )
 
 
@@ -226,6 +236,10 @@ def test_access_guest_on_trunk_wiring_is_fed_from_the_trunk_bridge(trunk_config)
         SetMaster("vnet0", "br05"),
         SetUp("br0.5"),
         SetUp("br05"),
+        # br0.5 needs VLAN 5 on the uplink and a tagged self entry.
+        AddBridgeVlan("eth1", 5, 5),
+        AddBridgeVlan("br0", 5, 5, self_=True),
+        SetVlanFiltering("br0"),
     )
 
 
@@ -491,13 +505,17 @@ def test_unplug_keeps_bridges_when_keep_empty_bridges(make_config):
 def test_unplug_from_trunk_keeps_trunk_bridge_and_host_vlans(mixed_config):
     snap = wired([trunk(5)], mixed_config, host(ETH0, ETH1, VNET0))
     assert snap.get("br1").managed and snap.get("br1.10").managed
-    assert plan_unplug("vnet0", mixed_config, snap).actions == (Release("vnet0"),)
+    # VLAN 5 leaves the uplink with its last user; host VLAN 10 stays.
+    assert snap.get("eth1").vlans.tagged == {5, 10}
+    assert plan_unplug("vnet0", mixed_config, snap).actions == (
+        Release("vnet0"), DelBridgeVlan("eth1", 5, 5))
 
 
 def test_unplug_access_guest_on_trunk_wiring_deletes_its_bridge_and_feed_only(trunk_config):
     snap = wired([access(5, uplink="eth1")], trunk_config, host(ETH1, VNET0))
     assert plan_unplug("vnet0", trunk_config, snap).actions == (
-        Release("vnet0"), DeleteLink("br05"), DeleteLink("br0.5"))
+        Release("vnet0"), DelBridgeVlan("eth1", 5, 5), DelBridgeVlan("br0", 5, 5, self_=True),
+        DeleteLink("br05"), DeleteLink("br0.5"))
 
 
 def test_unplug_refuses_a_port_of_a_foreign_bridge(access_config):
