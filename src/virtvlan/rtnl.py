@@ -373,7 +373,8 @@ def moved_ports(links: List[bytes], bridges: List[bytes]) -> Set[int]:
     moved = set()
     for payload in bridges:
         index, master, _vlans = parse_port_vlans(payload)
-        if master is not None and index in masters and masters[index] != master:
+        # A bridge's own message names itself as master (br_fill_ifinfo).
+        if master not in (None, index) and index in masters and masters[index] != master:
             moved.add(index)
     return moved
 

@@ -373,6 +373,6 @@ def test_snapshot_gives_tables_to_bridges_and_their_ports_only():
 def test_a_port_that_changed_bridge_between_dumps_is_noticed():
     links = [link(4, "br0", bridge_info()), link(8, "br1", bridge_info()),
              link(5, "vnet0", nla(10, u32(4)))]
-    assert rtnl.moved_ports(links, [bridge_msg(5, "vnet0", 4)]) == set()
+    assert rtnl.moved_ports(links, [bridge_msg(5, "vnet0", 4), bridge_msg(4, "br0", 4)]) == set()
     assert rtnl.moved_ports(links, [bridge_msg(5, "vnet0", 8)]) == {5}
     assert rtnl.unknown_indexes(links, [], [], (bridge_msg(9, "vnet9", 4),)) == {9}
