@@ -12,7 +12,7 @@ from typing import List, NoReturn, Optional
 from . import __version__
 from .config import Config, describe, load, missing_config_error
 from .errors import InputError, VirtVlanError
-from .model import ACCESS, TRUNK, Want
+from .model import ACCESS, TRUNK, PortVlans, Want
 from .vlans import VlanSyntax, parse_vlan, parse_vlan_list
 
 log = logging.getLogger(__name__)
@@ -124,25 +124,60 @@ def cmd_check_domain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vlan_words(vlans: "Optional[PortVlans]") -> str:
+    """'pvid 1, vlans 1,5-7, untagged 1' (members as ranges)."""
+    from .vlans import format_vlan_list
+
+    if vlans is None:
+        return "pvid none, vlans none"
+    words = "pvid %s, vlans %s" % ("none" if vlans.pvid is None else vlans.pvid,
+                                   format_vlan_list(vlans.members) or "none")
+    if vlans.untagged:
+        words += ", untagged %s" % format_vlan_list(vlans.untagged)
+    return words
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from . import rtnl  # read-only: no pyroute2 import
     from .model import MANAGED_ALIAS
 
     snap = rtnl.read_snapshot()
+    config = load(args.config)  # optional here: it only names the trunk bridges
+    trunk_uplinks = {u.trunk_bridge: u for u in (config.uplinks if config else ())
+                     if u.wiring == TRUNK}
     bridges = [l for l in snap if l.kind == "bridge"]
     shown = 0
     for bridge in bridges:
         ports = snap.ports(bridge.name)
-        if not bridge.managed and not any(p.managed for p in ports):
+        # A trunk bridge: the config says so, or VLAN devices sit on it.
+        trunk = bridge.name in trunk_uplinks or bool(snap.vlan_children(bridge.name))
+        if not bridge.managed and not any(p.managed for p in ports) and not (
+                bridge.name in trunk_uplinks):
             continue
         shown += 1
         mark = "managed" if bridge.managed else "adopted"
-        print("%s (%s, mtu %d)" % (bridge.name, mark, bridge.mtu))
+        if not trunk:
+            print("%s (%s, mtu %d)" % (bridge.name, mark, bridge.mtu))
+        else:
+            print("%s (%s, mtu %d, trunk, vlan_filtering %d, default_pvid %d)"
+                  % (bridge.name, mark, bridge.mtu, bridge.vlan_filtering, bridge.default_pvid))
+            if not bridge.vlan_filtering:
+                uplink = trunk_uplinks.get(bridge.name)
+                fix = ("virt-vlan switches it on at the next trunk plug" if bridge.managed or (
+                    uplink is not None and uplink.trunk_filtering) else
+                    "set trunk-filtering = yes in [uplink %s] to enforce them"
+                    % (uplink.name if uplink else "..."))
+                print("  warning: %s does not filter VLANs, so its trunk guests see every VLAN "
+                      "of the wire, not only their list; %s" % (bridge.name, fix))
         for port in ports:
             what = ("VLAN %s on %s" % (port.vlan_id, port.parent) if port.kind == "vlan"
                     else port.kind)
-            print("  %-15s %s%s" % (port.name, what,
-                                    ", managed" if port.managed else ""))
+            line = "  %-15s %s%s" % (port.name, what, ", managed" if port.managed else "")
+            if trunk:
+                line += ", " + _vlan_words(port.vlans)
+            print(line)
+        if trunk:
+            print("  %-15s %s" % ("%s (self)" % bridge.name, _vlan_words(bridge.vlans)))
     if not shown:
         print("no virt-vlan bridges on this host (devices are marked with alias %r)"
               % MANAGED_ALIAS)
