@@ -164,6 +164,11 @@ class SetMtu(Action):
         return ("ip link set dev %s mtu %d" % (self.dev, self.mtu),)
 
     def simulate(self, snap: Snapshot) -> Snapshot:
+        # Lowering a device's MTU lowers its VLAN devices' above it too
+        # (vlan_device_event, NETDEV_CHANGEMTU); raising it leaves them.
+        for child in snap.vlan_children(self.dev):
+            if child.mtu > self.mtu:
+                snap = snap.changed(child.name, mtu=self.mtu)
         return snap.changed(self.dev, mtu=self.mtu)
 
     def undo(self, before: Snapshot) -> Tuple[Action, ...]:

@@ -76,6 +76,27 @@ class _Builder:
             raise Refused("%s: %s %s does not exist on this host; %s" % (who, what, name, fix))
         return link
 
+    def fit_mtu(self, name: str, uplink: Uplink, who: str, what: str) -> None:
+        """Give `name` the uplink's configured MTU (key `mtu`): ours (or made
+        by this plan) are corrected, another tool's device is refused."""
+        link = self.model.get(name)
+        if uplink.mtu is None or link is None or link.mtu == uplink.mtu:
+            return
+        if not link.managed:
+            raise Refused("%s: %s %s has MTU %d, but mtu = %d in %s; virt-vlan does not change "
+                          "a device it did not create: set mtu = %d there or give %s MTU %d"
+                          % (who, what, name, link.mtu, uplink.mtu, self.conf_hint(uplink),
+                             link.mtu, name, uplink.mtu))
+        self.emit(SetMtu(name, uplink.mtu))
+
+    def check_uplink_mtu(self, uplink: Uplink, who: str) -> None:
+        nic = self.model.get(uplink.device)
+        if uplink.mtu is not None and nic is not None and uplink.mtu > nic.mtu:
+            raise Refused("%s: mtu = %d in %s exceeds the MTU %d of uplink device %s (tagged "
+                          "frames must fit it); lower mtu there or raise %s's MTU"
+                          % (who, uplink.mtu, self.conf_hint(uplink), nic.mtu, nic.name,
+                             nic.name))
+
     def up(self, name: str) -> None:
         link = self.model.get(name)
         if link is not None and not link.up:
@@ -187,6 +208,7 @@ class _Builder:
             if host_addresses:
                 self.emit(MoveAddresses(nic.name, bridge, nic.addresses,
                                         self.model.routes_via(nic.name)), _FIRST)
+        self.fit_mtu(bridge, uplink, who, "trunk bridge")
         self.up(bridge)
         for vid in uplink.host_vlans:
             self.vlan_device(uplink.trunk_vlan(vid), bridge, vid, who, uplink, addrgen=True)
@@ -212,9 +234,11 @@ class _Builder:
                               who, feed, feed_link.master, name, feed_link.master,
                               self.conf_hint(uplink)))
         self.vlan_device(feed, parent_name, vid, who, uplink)
+        self.fit_mtu(feed, uplink, who, "feed")
         feed_link = self.model.get(feed)
         assert feed_link is not None
         self.bridge(name, feed_link.mtu, who, uplink)
+        self.fit_mtu(name, uplink, who, "access bridge")
         self.enslave(feed, name, who)
         self.up(name)
         return name
@@ -374,6 +398,7 @@ class _Builder:
                           % (who, format_vlan_list(denied), uplink.name, self.conf_hint(uplink)))
         if want.port is not None:
             self.plugged.add(want.port)
+        self.check_uplink_mtu(uplink, who)
         if uplink.wiring == TRUNK:
             self.trunk(uplink, who)
             self.trunks[uplink.trunk_bridge] = uplink

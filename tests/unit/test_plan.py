@@ -894,3 +894,61 @@ def test_bridge_vlan_undo_restores_the_table(action):
     for undo in action.undo(before):
         after = undo.simulate(after)
     assert after == before
+
+
+# --- uplink mtu ----------------------------------------------------------------
+
+def mtu_config(make_config, wiring="access", mtu=1496):
+    return make_config("""\
+        [uplink eth0]
+        wiring = %s
+        allowed-vlans = 5,7
+        mtu = %d
+        """ % (wiring, mtu))
+
+
+def test_access_feed_bridge_and_tap_get_the_uplink_mtu(make_config):
+    config = mtu_config(make_config)
+    result = plan([access(5)], config, host(ETH0, VNET0))
+    assert SetMtu("eth0.5", 1496) in result.actions
+    assert CreateBridge("br05", 1496) in result.actions
+    assert SetMtu("vnet0", 1496) in result.actions
+    done = result.simulate(host(ETH0, VNET0))
+    assert [done.get(n).mtu for n in ("eth0", "eth0.5", "br05", "vnet0")] == [1500, 1496, 1496,
+                                                                            1496]
+    assert not plan([access(5)], config, done)
+
+
+def test_trunk_bridge_feed_and_tap_get_the_uplink_mtu(make_config):
+    config = mtu_config(make_config, "trunk")
+    snap = host(replace(ETH0, mtu=1500), VNET0, VNET1)
+    result = plan([trunk(5, uplink="eth0"), access(7, port="vnet1")], config, snap)
+    # The bridge is created with the NIC's MTU (enslaving it would raise it
+    # again) and then set: an MTU set by hand sticks (BROPT_MTU_SET_BY_USER).
+    assert result.actions.index(SetMtu("br0", 1496)) > result.actions.index(
+        SetMaster("eth0", "br0"))
+    done = result.simulate(snap)
+    assert [done.get(n).mtu for n in ("eth0", "br0", "br0.7", "br07", "vnet0", "vnet1")] == [
+        1500, 1496, 1496, 1496, 1496, 1496]
+    assert not plan([trunk(5, uplink="eth0"), access(7, port="vnet1")], config, done)
+
+
+def test_mtu_above_the_uplink_device_is_refused(make_config):
+    config = mtu_config(make_config, mtu=9000)
+    assert refusal([access(5)], config, host(ETH0, VNET0)) == (
+        WHO + ": mtu = 9000 in [uplink eth0] of test.conf exceeds the MTU 1500 of uplink device "
+        "eth0 (tagged frames must fit it); lower mtu there or raise eth0's MTU")
+
+
+def test_adopted_bridge_with_another_mtu_is_refused_and_ours_is_corrected(make_config):
+    config = mtu_config(make_config)
+    feed = Link("eth0.5", kind="vlan", parent="eth0", vlan_id=5, master="br05", managed=True,
+                mtu=1500)
+    theirs = host(ETH0, feed, Link("br05", kind="bridge", mtu=1500), VNET0)
+    assert refusal([access(5)], config, theirs) == (
+        WHO + ": access bridge br05 has MTU 1500, but mtu = 1496 in [uplink eth0] of test.conf; "
+        "virt-vlan does not change a device it did not create: set mtu = 1500 there or give "
+        "br05 MTU 1496")
+    ours = host(ETH0, feed, Link("br05", kind="bridge", mtu=1500, managed=True), VNET0)
+    result = plan([access(5)], config, ours)
+    assert SetMtu("eth0.5", 1496) in result.actions and SetMtu("br05", 1496) in result.actions
