@@ -348,6 +348,8 @@ class _Builder:
         converting = not bridge.vlan_filtering
         if converting and not (owned and convert):
             return
+        if not owned and not convert:
+            return  # an admin's filtering bridge: cleanup has nothing to remove there
         default = bridge.default_pvid
         if converting:
             self.widen_old_trunk_guests(uplink, bridge)
@@ -356,7 +358,10 @@ class _Builder:
         children = {c.vlan_id for c in self.model.vlan_children(bridge.name) if c.vlan_id}
         in_use = set(children) | set(uplink.host_vlans)
         for port in self.model.ports(bridge.name):
-            if port.name != nic.name and port.vlans is not None:
+            # On an admin's bridge only the guests this plan wires count: the
+            # admin's own ports may keep VLANs off the wire on purpose.
+            if (port.name != nic.name and port.vlans is not None
+                    and (owned or port.name in self.plugged)):
                 in_use |= port.vlans.members
         in_use.discard(default)
         now = nic.vlans or PortVlans()

@@ -952,3 +952,12 @@ def test_adopted_bridge_with_another_mtu_is_refused_and_ours_is_corrected(make_c
     ours = host(ETH0, feed, Link("br05", kind="bridge", mtu=1500, managed=True), VNET0)
     result = plan([access(5)], config, ours)
     assert SetMtu("eth0.5", 1496) in result.actions and SetMtu("br05", 1496) in result.actions
+
+
+def test_adopted_filtering_bridge_keeps_the_admins_local_vlans_off_the_uplink(trunk_config):
+    # The admin's veth9 carries VLAN 300 between local ports, not on the wire.
+    local = Link("veth9", kind="veth", master="br0", vlans=tagged(300))
+    snap = adopted_trunk(True, ports=(local,))
+    result = plan([trunk(5)], trunk_config, snap)
+    assert result.simulate(snap).get("eth1").vlans == tagged(5, untagged={1}, pvid=1)
+    assert plan_cleanup(trunk_config, result.simulate(snap)).actions == ()
