@@ -142,7 +142,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .model import MANAGED_ALIAS
 
     snap = rtnl.read_snapshot()
-    config = load(args.config)  # optional here: it only names the trunk bridges
+    try:
+        config = load(args.config)  # optional here: it only names the trunk bridges
+    except VirtVlanError as err:  # status must still show the host
+        log.warning("%s; trunk bridges are recognised by their VLAN devices only", err)
+        config = None
     trunk_uplinks = {u.trunk_bridge: u for u in (config.uplinks if config else ())
                      if u.wiring == TRUNK}
     bridges = [l for l in snap if l.kind == "bridge"]
