@@ -207,3 +207,18 @@ def test_status_warns_about_an_adopted_trunk_bridge_that_does_not_filter(trunk_c
         "  eth1            device, pvid 1, vlans 1, untagged 1",
         "  vnet0           tun, pvid 1, vlans 1, untagged 1",
         "  br0 (self)      pvid 1, vlans 1, untagged 1"]
+
+
+def test_plug_onto_an_unfiltered_adopted_bridge_warns_in_the_log_only(trunk_conf, capsys,
+                                                                     monkeypatch, caplog):
+    from virtvlan.model import Link, PortVlans
+
+    default = PortVlans(frozenset(), frozenset({1}), 1)
+    _host(monkeypatch, Link("br0", "bridge", 2, vlans=default),
+          Link("eth1", index=3, master="br0", vlans=default), Link("vnet0", "tun", 4))
+    assert main(["--config", trunk_conf, "plug", "vnet0", "--trunk", "5,7", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["ip link set dev vnet0 master br0"]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [(
+        "WARNING", "plug vnet0: trunk bridge br0 does not filter VLANs (an adopted bridge): "
+        "vnet0 sees and can send on every VLAN of eth1, not only 5,7; set trunk-filtering = "
+        "yes in [uplink eth1] of %s to enforce the list" % trunk_conf)]
