@@ -288,7 +288,8 @@ def _port_vlans(link: Link) -> PortVlans:
     return link.vlans if link.vlans is not None else PortVlans()
 
 
-def restore_vlans(dev: str, vids: FrozenSet[int], old: PortVlans, self_: bool) -> Tuple[Action, ...]:
+def restore_vlans(dev: str, vids: FrozenSet[int], old: PortVlans,
+                  self_: bool) -> Tuple[Action, ...]:
     """Actions putting the entries `vids` of `dev` back as `old` had them."""
     out: List[Action] = []
     gone = vids - old.members

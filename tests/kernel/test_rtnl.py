@@ -278,8 +278,8 @@ def test_bridge_vlan_tables_equal_pyroute2_and_bridge_json(netns, vlan_support):
     assert (brf.vlan_filtering, brf.default_pvid, brf.stp) == (True, 3, True)
     assert (brg.vlan_filtering, brg.default_pvid, brg.stp) == (False, 1, False)
     assert snap.get("u0").vlans == PortVlans(frozenset(range(10, 4095)), frozenset({3}), 3)
-    assert snap.get("tap0").vlans == PortVlans(frozenset({7}), frozenset({5} | set(range(100, 201))),
-                                               5)
+    assert snap.get("tap0").vlans == PortVlans(frozenset({7}),
+                                               frozenset({5} | set(range(100, 201))), 5)
     assert snap.get("brf").vlans == PortVlans(frozenset({10} | set(range(20, 31))),
                                               frozenset({3}), 3)
     assert snap.get("u1").vlans == PortVlans(frozenset(), frozenset({1}), 1)

@@ -873,7 +873,8 @@ def test_bridge_vlan_actions_render_as_bridge_commands():
     assert AddBridgeVlan("br0", 10, 20, self_=True).render() == (
         "bridge vlan add dev br0 vid 10-20 self",)
     assert DelBridgeVlan("eth1", 2, 4094).render() == ("bridge vlan del dev eth1 vid 2-4094",)
-    assert DelBridgeVlan("br0", 5, 5, self_=True).render() == ("bridge vlan del dev br0 vid 5 self",)
+    assert DelBridgeVlan("br0", 5, 5, self_=True).render() == (
+        "bridge vlan del dev br0 vid 5 self",)
     assert SetVlanFiltering("br0").render() == (
         "ip link set dev br0 type bridge vlan_filtering 1",)
 
