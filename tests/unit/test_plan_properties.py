@@ -10,7 +10,7 @@ the properties are about the plans that are not.
 from dataclasses import replace
 from typing import List
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from virtvlan import config as config_mod
@@ -392,3 +392,42 @@ def test_a_trunk_port_gets_exactly_its_list_in_one_plan(vlans, wanted, native):
         frozenset(wanted), frozenset({native} - {None}), native)
     assert done.get("eth0").vlans.tagged == frozenset(wanted | {native} - {None})
     assert not plan([want], config, done)
+
+
+def with_tables(snap: Snapshot, filtering: bool) -> Snapshot:
+    """`snap` as rtnl reads it: every bridge and bridge port with the kernel's
+    default entry (PVID 1 untagged); trunk bridges filter when `filtering`."""
+    from virtvlan.model import PortVlans
+
+    default = PortVlans(untagged=frozenset({1}), pvid=1)
+    bridges = {l.name for l in snap if l.kind == "bridge"}
+    links = []
+    for link in snap:
+        if link.kind == "bridge":
+            link = replace(link, vlans=default, vlan_filtering=filtering and link.name
+                           .startswith("br") and len(link.name) == 3)  # br0, br1: trunk bridges
+        elif link.master in bridges:
+            link = replace(link, vlans=default)
+        links.append(link)
+    return replace(snap, links=tuple(links))
+
+
+@SETTINGS
+@given(scenarios(), st.booleans(), st.data())
+def test_with_vlan_tables_plans_are_idempotent_and_undoable(scenario, filtering, data):
+    """The properties above on hosts whose VLAN tables were read (so trunk
+    bridges are programmed, converted or served additively)."""
+    config, snap, wants = scenario
+    snap = with_tables(snap, filtering)
+    result = plan_or_none(wants, config, snap)
+    assume(result is not None and result)
+    event("vlan actions: %s" % any(type(a).__name__.endswith("BridgeVlan") for a in result))
+    assert plan(wants, config, result.simulate(snap)).actions == ()
+    ran = data.draw(st.integers(1, len(result)), label="actions run")
+    state, undo_log = snap, []
+    for action in result.actions[:ran]:
+        undo_log.append(action.undo(state))
+        state = action.simulate(state)
+    for undo in reversed(undo_log):
+        state = Plan(undo).simulate(state)
+    assert state == snap
