@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--hooks-dir", default="/etc/libvirt/hooks")
         p.add_argument("--dry-run", action="store_true")
         p.set_defaults(func=func)
+
+    from . import audit, completion, explain  # check, explain, completion (issue 8)
+    for module in (audit, explain, completion):
+        module.register(sub)
     return parser
 
 
