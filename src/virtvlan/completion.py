@@ -43,7 +43,7 @@ def _options(parser: argparse.ArgumentParser) -> Tuple[List[str], List[str], Lis
         elif not positional:
             key = str(action.metavar or action.dest).lower()
             positional = _POSITIONAL_KINDS.get(key, "none")
-    return opts, valued, paths, positional
+    return sorted(opts), sorted(valued), sorted(paths), positional
 
 
 def _commands(parser: argparse.ArgumentParser) -> Dict[str, argparse.ArgumentParser]:

@@ -150,7 +150,7 @@ def paths(domain: Domain, config: Config, snap: Snapshot,
         specs = tuple(s for s in specs if s.mac == mac.lower())
         if not specs:
             raise InputError("domain %s: no tagged interface with MAC %s (tagged: %s); use one "
-                             "of those" % (domain.name, mac,
+                             "of those" % (domain.name, mac.lower(),
                                            ", ".join(s.mac for s in domain.specs)))
     return tuple(path(domain, spec, config, snap) for spec in specs)
 

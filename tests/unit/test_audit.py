@@ -190,7 +190,7 @@ def test_managed_vlan_device_without_bridge_is_unused():
                                         managed=True)))
     assert _whats(audit(snap, ACCESS, None)) == [(WARNING, "VLAN device eth0.7 feeds no bridge")]
     # A host VLAN (trunk wiring's host-vlans) is the host's: never "unused".
-    snap = Snapshot((Link("eth1", master="br1"), Link("br1", kind="bridge", managed=True,
+    snap = Snapshot((Link("eth0"), Link("eth1", master="br1"), Link("br1", kind="bridge", managed=True,
                                                       vlan_filtering=True),
                      Link("br1.10", kind="vlan", vlan_id=10, parent="br1", managed=True)))
     assert audit(snap, MIXED, None) == ()
@@ -312,6 +312,39 @@ def test_check_without_libvirt_says_host_checks_only(host, capsys):
     assert code == 0 and out["libvirt"] is False
     assert out["notes"][0].startswith("libvirt did not answer (")
     assert out["notes"][0].endswith("): host checks only")
+
+
+@pytest.fixture
+def tagged_test_domain():
+    """libvirt's test:///default domain "test" (running, NIC aa:bb:cc:dd:ee:ff on
+    tap testnet0) tagged access VLAN 5 through the metadata API. The test
+    driver keeps its state while a connection to it is open."""
+    from virtvlan import virt
+
+    conn = virt.connect("test:///default")
+    guest = conn.guest("test")
+    guest.set_metadata(b"<vlan><interface mac='aa:bb:cc:dd:ee:ff' mode='access' vlan='5'/>"
+                       b"</vlan>", virt.AFFECT_LIVE)
+    try:
+        yield guest
+    finally:
+        guest.set_metadata(None, virt.AFFECT_LIVE)
+        conn.close()
+
+
+@pytest.mark.parametrize("master, code, whats", [
+    ("br05", 0, []),
+    ("br07", 2, [(PROBLEM, "tap testnet0 is on br07, not on its bridge br05")]),
+])
+def test_check_command_reads_running_tagged_domains(host, capsys, tagged_test_domain, master,
+                                                    code, whats):
+    from virtvlan.cli import main
+
+    host["snap"] = Snapshot(tuple(l for l in host["snap"] if l.name != "vnet0") + (
+        Link("br07", kind="bridge"), Link("testnet0", kind="tun", master=master)))
+    assert main(["--config", host["conf"], "check", "-c", "test:///default", "--json"]) == code
+    out = json.loads(capsys.readouterr().out)
+    assert [(f["severity"], f["what"]) for f in out["findings"]] == whats
 
 
 def test_check_help_states_nagios_convention(capsys):
