@@ -413,14 +413,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     from . import rtnl, state
     from .config import load
 
-    config = load(args.config)
+    refused: List[Finding] = []
+    try:
+        config = load(args.config)
+    except InputError as err:
+        # A config the hooks refuse stops every tagged guest: a problem to
+        # report with the other findings, not a reason to audit nothing.
+        config = None
+        refused.append(Finding(PROBLEM, "the host config is refused", "host config",
+                               "every tagged guest fails to start", str(err)))
     snap = rtnl.read_snapshot()
     domains, libvirt_error = running_domains(getattr(args, "uri", None))
-    findings = audit(snap, config, domains, reserved=state.reserved())
+    findings = tuple(refused) + audit(snap, config, domains, reserved=state.reserved())
     code = exit_code(findings)
     notes = []
     if config is None:
-        notes.append("no host config: checks that need it were skipped")
+        notes.append("no usable host config: checks that need it were skipped")
     if libvirt_error is not None:
         notes.append("libvirt did not answer (%s): host checks only" % libvirt_error)
     if args.json:

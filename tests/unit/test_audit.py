@@ -347,6 +347,19 @@ def test_check_command_reads_running_tagged_domains(host, capsys, tagged_test_do
     assert [(f["severity"], f["what"]) for f in out["findings"]] == whats
 
 
+def test_check_with_refused_config_is_a_problem(host, capsys, tmp_path):
+    from virtvlan.cli import main
+
+    bad = tmp_path / "bad.conf"
+    bad.write_text("[uplink eth0]\nallowed-vlans = 4095\n")
+    assert main(["--config", str(bad), "check", "-c", "test:///default", "--json"]) == 2
+    out = json.loads(capsys.readouterr().out)
+    (finding,) = out["findings"]
+    assert finding["what"] == "the host config is refused"
+    assert finding["fix"].startswith("config %s:2: allowed-vlans" % bad)
+    assert out["notes"] == ["no usable host config: checks that need it were skipped"]
+
+
 def test_check_help_states_nagios_convention(capsys):
     from virtvlan.cli import main
 
