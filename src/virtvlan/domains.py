@@ -67,9 +67,12 @@ def _mac_arg(args: argparse.Namespace, value: str) -> str:
     return mac
 
 
-def _spec(args: argparse.Namespace, mac: str, who: str) -> VlanSpec:
+def _check_vlan_usage(args: argparse.Namespace) -> None:
     if args.native is not None and args.trunk is None:
         _usage(args, "--native goes with --trunk (the VLAN a trunk guest sees untagged)")
+
+
+def _spec(args: argparse.Namespace, mac: str, who: str) -> VlanSpec:
     try:
         if args.access is not None:
             return VlanSpec(mac=mac, mode=ACCESS, vlans=(parse_vlan(args.access),),
@@ -241,6 +244,7 @@ def cmd_set(args: argparse.Namespace) -> int:
     from . import virt
 
     flags = _flags(args)
+    _check_vlan_usage(args)
     mac = _mac_arg(args, args.mac) if args.mac is not None else None
     config = _config(args, "set %s" % args.domain)
     with virt.connect(args.connect) as conn:
@@ -340,8 +344,8 @@ def cmd_clear(args: argparse.Namespace) -> int:
                             "now; point the NIC at a bridge with 'virsh update-device' or "
                             "restart the guest", guest.name, nic.mac, nic.target, link.master)
     if not found:
-        print("domain %s: no virt-vlan entry%s; nothing to clear"
-              % (guest.name, " for %s" % mac if mac else ""))
+        print("domain %s: no virt-vlan %s; nothing to clear"
+              % (guest.name, "entry for %s" % mac if mac else "entries"))
         return 0
     print("domain %s: virt-vlan entry%s removed (%s)"
           % (guest.name, " for %s" % mac if mac else "s", " and ".join(d.what for d in defs)))
@@ -430,6 +434,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     from . import engine, virt
 
     flags = _flags(args)
+    _check_vlan_usage(args)
     mac = _mac_arg(args, args.mac) if args.mac is not None else None
     config = _config(args, "attach %s" % args.domain)
     with virt.connect(args.connect) as conn:
