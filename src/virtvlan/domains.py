@@ -194,13 +194,26 @@ def _point_source(guest, xml: bytes, mac: str, bridge: str, flags: int) -> None:
                     err, nic.source_bridge, bridge)
 
 
-def _rewire(guest, config: Config, xml: bytes, macs: Sequence[str], why: str) -> None:  # type: ignore[no-untyped-def]
-    """Make the host match the live definition `xml` for the NICs `macs`.
+def _build_live(config: Config, xml: bytes, why: str) -> Tuple[Domain, Tuple[Want, ...]]:
+    """Step 1 of a live change: the bridges and feeds of every tagged NIC of
+    the live definition `xml`, reserved under the hook's key (what `prepare`
+    does). On an error the engine has rolled back: the host is as it was."""
+    from . import engine
 
-    1. bridges and feeds of every tagged NIC, reserved under the hook's key
-       (what `prepare` does); an error here leaves the host as it was;
-    2. libvirt moves each tap through the device-update API (so the live XML
-       says where the tap is);
+    domain = parse_domain(xml)
+    wanted = wants(domain, config)
+    engine.wire([replace(w, port=None) for w in wanted], config, why=why,
+                reserve_key=_key(domain))
+    return domain, wanted
+
+
+def _move_live(guest, config: Config, xml: bytes, macs: Sequence[str], why: str) -> None:  # type: ignore[no-untyped-def]
+    """Steps 2-4 of a live change, once _build_live made the bridges:
+
+    2. libvirt moves each tap of `macs` through the device-update API (so
+       the live XML says where the tap is; libvirt adds a port with an ioctl
+       that fails on a tap that is already a port elsewhere, so it goes
+       before the engine);
     3. the engine wires every tap as the `start` hook does (moving any tap
        libvirt did not, MTU, link up);
     4. cleanup: what the old VLANs no longer need goes.
@@ -208,9 +221,6 @@ def _rewire(guest, config: Config, xml: bytes, macs: Sequence[str], why: str) ->
     from . import engine, virt
 
     domain = parse_domain(xml)
-    wanted = wants(domain, config)
-    engine.wire([replace(w, port=None) for w in wanted], config, why=why,
-                reserve_key=_key(domain))
     for spec in domain.specs:
         if spec.mac not in macs:
             continue
@@ -221,7 +231,7 @@ def _rewire(guest, config: Config, xml: bytes, macs: Sequence[str], why: str) ->
             # The engine moves the tap in step 3 anyway; say the XML lags.
             log.warning("%s; the tap is moved to %s all the same, the live XML still names "
                         "the old bridge", err, bridge)
-    engine.wire(wanted, config, why=why, reserve_key=_key(domain))
+    engine.wire(wants(domain, config), config, why=why, reserve_key=_key(domain))
     engine.release(config, why=why)
 
 
@@ -282,12 +292,13 @@ def cmd_set(args: argparse.Namespace) -> int:
             before = guest.metadata(virt.AFFECT_LIVE)
             guest.set_metadata(nics.render_specs(specs), virt.AFFECT_LIVE)
             try:
-                _rewire(guest, config, new_xml, [mac], why="set %s" % who)
-            except (Refused, InputError):
-                # Refused before anything changed on the host: put the
-                # metadata back so that libvirt and the host agree.
+                _build_live(config, new_xml, why="set %s" % who)
+            except VirtVlanError:
+                # Nothing changed on the host (refused, or rolled back): put
+                # the metadata back so that libvirt and the host agree.
                 guest.set_metadata(before, virt.AFFECT_LIVE)
                 raise
+            _move_live(guest, config, new_xml, [mac], why="set %s" % who)
     print("%s: %s VLAN %s on uplink %s -> bridge %s (%s)"
           % (who, spec.mode, format_vlan_list(spec.vlans), uplink, bridge,
              " and ".join(d.what for d in defs)))
@@ -463,10 +474,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
             # Build the bridge (and reserve it) first: libvirt runs no qemu
             # hook on hot-plug and attaches the new tap to <source bridge>
             # itself, which must exist by then.
-            after = parse_domain(nics.with_specs(live[0].xml, writes[-1][1],
-                                                 extra_interface=iface))
-            engine.wire([replace(w, port=None) for w in wants(after, config)], config,
-                        why=why, reserve_key=_key(after))
+            _build_live(config, nics.with_specs(live[0].xml, writes[-1][1],
+                                                extra_interface=iface), why)
         try:
             guest.attach_device(iface, sum(_flag(d) for d in defs))
         except VirtVlanError:
