@@ -423,7 +423,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         refused.append(Finding(PROBLEM, "the host config is refused", "host config",
                                "every tagged guest fails to start", str(err)))
     snap = rtnl.read_snapshot()
-    domains, libvirt_error = running_domains(getattr(args, "uri", None))
+    domains, libvirt_error = running_domains(getattr(args, "connect", None))
     findings = tuple(refused) + audit(snap, config, domains, reserved=state.reserved())
     code = exit_code(findings)
     notes = []
@@ -450,7 +450,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
         "virt-vlan devices, MTU mismatches, netfilter/STP on virt-vlan bridges, trunk "
         "bridges without VLAN filtering. Exit status follows the Nagios plugin convention: "
         "0 no findings, 1 warnings only, 2 problems.")
-    p.add_argument("-c", "--connect", dest="uri", metavar="URI", default=argparse.SUPPRESS,
+    p.add_argument("-c", "--connect", dest="connect", metavar="URI", default=argparse.SUPPRESS,
                    help="libvirt URI (default: libvirt's); without an answer, host checks only")
     p.add_argument("--json", action="store_true", help="print findings as JSON")
     p.set_defaults(func=cmd_check)

@@ -184,7 +184,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from .config import load, missing_config_error
     from .metadata import parse_domain
 
-    conn = virt.connect(getattr(args, "uri", None), readonly=True)
+    conn = virt.connect(getattr(args, "connect", None), readonly=True)
     try:
         domain = parse_domain(conn.domain_xml(args.domain))
     finally:
@@ -207,7 +207,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
         "the tag added or stripped at each hop, and the tcpdump command that shows them.")
     p.add_argument("domain", metavar="DOMAIN", help="domain name or UUID")
     p.add_argument("--mac", help="only this NIC (default: every tagged NIC)")
-    p.add_argument("-c", "--connect", dest="uri", metavar="URI", default=argparse.SUPPRESS,
+    p.add_argument("-c", "--connect", dest="connect", metavar="URI", default=argparse.SUPPRESS,
                    help="libvirt URI")
     p.add_argument("--json", action="store_true", help="print the path as JSON")
     p.set_defaults(func=cmd_explain)

@@ -303,6 +303,22 @@ def test_check_command_problem_exit_2_table(host, capsys):
     assert "PROBLEM  what:  VLAN device eth0.5 takes VLAN 5 from bridge br0" in out
 
 
+@pytest.mark.parametrize("where", ["global", "command"])
+def test_check_uri_before_or_after_the_command(host, capsys, tagged_test_domain, where):
+    """`virt-vlan -c URI check` (virsh habit) and `virt-vlan check -c URI` both
+    reach libvirt: the tagged test domain's tap is found missing (exit 2)."""
+    from virtvlan.cli import main
+
+    uri = ["-c", "test:///default"]
+    args = (uri + ["--config", host["conf"], "check", "--json"] if where == "global"
+            else ["--config", host["conf"], "check", "--json"] + uri)
+    assert main(args) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert out["libvirt"] is True
+    assert [f["what"] for f in out["findings"]] == [
+        "domain test, interface aa:bb:cc:dd:ee:ff has no tap on this host"]
+
+
 def test_check_without_libvirt_says_host_checks_only(host, capsys):
     from virtvlan.cli import main
 

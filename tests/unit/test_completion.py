@@ -87,8 +87,11 @@ def test_domain_names_from_virsh_with_uri(generated, fake_virsh):
     assert complete(generated, "virt-vlan explain ", fake_virsh) == ["web1", "web2", "db1"]
     assert complete(generated, "virt-vlan explain -c test:///default w", fake_virsh) == [
         "web1", "web2"]
+    # virsh's habit: -c before the command.
+    assert complete(generated, "virt-vlan -c qemu:///session show d", fake_virsh) == ["db1"]
     calls = (fake_virsh.parent / "virsh.args").read_text().splitlines()
-    assert calls == ["-q list --all --name", "-q -c test:///default list --all --name"]
+    assert calls == ["-q list --all --name", "-q -c test:///default list --all --name",
+                     "-q -c qemu:///session list --all --name"]
 
 
 def test_no_domain_after_the_first_positional_or_for_option_values(generated, fake_virsh):
