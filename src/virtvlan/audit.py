@@ -383,8 +383,11 @@ def table(findings: Sequence[Finding]) -> str:
     return "\n".join(lines)
 
 
-def running_domains(uri: Optional[str]) -> Tuple[Optional[List[Domain]], Optional[str]]:
-    """Parsed live XML of running domains, or (None, why) when libvirt does not answer."""
+def running_domains(uri: Optional[str]) -> Tuple[Optional[List[Domain]], Optional[str],
+                                                  List[Finding]]:
+    """Parsed live XML of running tagged domains, or None and why when libvirt
+    does not answer; plus a finding for each running domain whose metadata
+    does not parse."""
     from . import virt
     from .errors import VirtVlanError
     from .metadata import is_tagged, parse_domain
@@ -392,17 +395,24 @@ def running_domains(uri: Optional[str]) -> Tuple[Optional[List[Domain]], Optiona
     try:
         conn = virt.connect(uri, readonly=True)
     except VirtVlanError as err:
-        return None, str(err)
+        return None, str(err), []
     try:
-        domains = []
+        domains, bad = [], []
         for xml in conn.running_domain_xmls():
             if not is_tagged(xml):
                 continue
             try:
                 domains.append(parse_domain(xml))
-            except InputError:
-                continue  # bad metadata: the hook refused it; nothing to audit against
-        return domains, None
+            except InputError as err:
+                # Running with metadata the hook refuses: edited after start
+                # (or written around the hook); its next start will fail.
+                bad.append(Finding(PROBLEM, "a running domain has virt-vlan metadata the hook "
+                                   "refuses", str(err).split(": ", 1)[0],
+                                   "its next start fails, and check cannot audit its NICs",
+                                   str(err)))
+        return domains, None, bad
+    except VirtVlanError as err:
+        return None, str(err), []
     finally:
         conn.close()
 
@@ -423,8 +433,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         refused.append(Finding(PROBLEM, "the host config is refused", "host config",
                                "every tagged guest fails to start", str(err)))
     snap = rtnl.read_snapshot()
-    domains, libvirt_error = running_domains(getattr(args, "connect", None))
-    findings = tuple(refused) + audit(snap, config, domains, reserved=state.reserved())
+    domains, libvirt_error, bad = running_domains(getattr(args, "connect", None))
+    findings = tuple(refused + bad) + audit(snap, config, domains, reserved=state.reserved())
     code = exit_code(findings)
     notes = []
     if config is None:

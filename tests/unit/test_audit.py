@@ -376,6 +376,25 @@ def test_check_with_refused_config_is_a_problem(host, capsys, tmp_path):
     assert out["notes"] == ["no usable host config: checks that need it were skipped"]
 
 
+def test_check_running_domain_with_refused_metadata(host, capsys):
+    """Metadata the hook refuses (VLAN 4095) on the running test domain."""
+    from virtvlan import virt
+    from virtvlan.cli import main
+
+    conn = virt.connect("test:///default")
+    guest = conn.guest("test")
+    guest.set_metadata(b"<vlan><interface mac='aa:bb:cc:dd:ee:ff' mode='access' vlan='4095'/>"
+                       b"</vlan>", virt.AFFECT_LIVE)
+    try:
+        assert main(["--config", host["conf"], "check", "-c", "test:///default", "--json"]) == 2
+    finally:
+        guest.set_metadata(None, virt.AFFECT_LIVE)
+        conn.close()
+    (finding,) = json.loads(capsys.readouterr().out)["findings"]
+    assert finding["where"] == "domain test, interface aa:bb:cc:dd:ee:ff"
+    assert "VLAN 4095 is reserved by 802.1Q" in finding["fix"]
+
+
 def test_check_help_states_nagios_convention(capsys):
     from virtvlan.cli import main
 
