@@ -216,9 +216,9 @@ def _ours(snap: Snapshot, config: Optional[Config]) -> Dict[str, Optional[Uplink
     if config is not None:
         for uplink in config.uplinks:
             for vid in uplink.allowed_vlans:
-                name = uplink.access_bridge(vid)
-                if snap.get(name) is not None and snap.get(name).kind == "bridge":  # type: ignore
-                    bridges[name] = uplink
+                link = snap.get(uplink.access_bridge(vid))
+                if link is not None and link.kind == "bridge":
+                    bridges[link.name] = uplink
             if uplink.wiring == TRUNK and snap.get(uplink.trunk_bridge) is not None:
                 bridges[uplink.trunk_bridge] = uplink
     return bridges
@@ -277,8 +277,9 @@ def _mtu(snap: Snapshot, bridges: Dict[str, Optional[Uplink]]) -> List[Finding]:
         ports = snap.ports(name)
         chain: List[Link] = [bridge] + list(ports)
         for port in ports:
-            if port.kind == "vlan" and port.parent and snap.get(port.parent) is not None:
-                chain.append(snap.get(port.parent))  # type: ignore[arg-type]
+            lower = snap.get(port.parent) if port.kind == "vlan" and port.parent else None
+            if lower is not None:
+                chain.append(lower)
         uplink = bridges[name]
         want = uplink.mtu if uplink is not None and uplink.mtu else None
         mtus = {l.mtu for l in chain}
