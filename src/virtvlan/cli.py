@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="host config (default $VIRT_VLAN_CONFIG or "
                         "/etc/virt-vlan/virt-vlan.conf)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each change")
+    parser.add_argument("-c", "--connect", metavar="URI", help="libvirt URI for the domain "
+                        "commands, as virsh -c (default: libvirt's default)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -250,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--hooks-dir", default="/etc/libvirt/hooks")
         p.add_argument("--dry-run", action="store_true")
         p.set_defaults(func=func)
+
+    from .domains import add_commands  # imports no libvirt: commands import virt.py
+
+    add_commands(sub)
+
+    from . import audit, completion, explain  # check, explain, completion (issue 8)
+    for module in (audit, explain, completion):
+        module.register(sub)
     return parser
 
 

@@ -261,3 +261,27 @@ def taps(name: str) -> Dict[str, str]:
 def tap(name: str) -> str:
     (only,) = taps(name).values()
     return only
+
+
+# --- the domain commands (virt-vlan set/clear/show/attach/detach) ----------------------
+
+def virt_vlan(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """The installed CLI against the session's libvirtd (`-c URI`)."""
+    return run([str(VIRT_VLAN), "-c", URI, *args], check=check, timeout=timeout)
+
+
+def vv_metadata(name: str, live: bool) -> str:
+    """`virsh metadata --uri urn:virt-vlan:1` of the live or persistent definition."""
+    proc = virsh("metadata", name, "--uri", NS, "--live" if live else "--config", check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def sources(name: str, inactive: bool = False) -> Dict[str, str]:
+    """MAC -> <source bridge> (or network) as `virsh domiflist` lists it."""
+    out = virsh("domiflist", name, *(["--inactive"] if inactive else [])).stdout
+    result = {}
+    for line in out.splitlines():
+        words = line.split()
+        if len(words) >= 5 and ":" in words[-1]:
+            result[words[-1].lower()] = words[2]
+    return result

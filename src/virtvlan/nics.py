@@ -1,0 +1,273 @@
+"""Pure helpers of the domain commands: metadata elements, device XML, NIC status.
+
+No libvirt and no I/O here: the commands (domains.py) fetch documents and a
+host snapshot, these functions turn them into what is written or shown.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from . import NAMESPACE
+from .config import Config
+from .errors import InputError
+from .metadata import Domain, Nic, VlanSpec
+from .model import ACCESS, TRUNK, Snapshot
+from .vlans import format_vlan_list
+
+_NS = "{%s}" % NAMESPACE
+
+
+def _etree():  # type: ignore[no-untyped-def]
+    from lxml import etree
+
+    return etree
+
+
+def spec_attrs(spec: VlanSpec) -> Dict[str, str]:
+    """The attributes of one <vv:interface>, in the README's order."""
+    attrs = {"mac": spec.mac, "mode": spec.mode}
+    if spec.mode == ACCESS:
+        attrs["vlan"] = str(spec.vlans[0])
+    else:
+        attrs["vlans"] = format_vlan_list(spec.vlans)
+        if spec.native is not None:
+            attrs["native"] = str(spec.native)
+    if spec.uplink is not None:
+        attrs["uplink"] = spec.uplink
+    return attrs
+
+
+def render_specs(specs: Sequence[VlanSpec], namespaced: bool = False) -> bytes:
+    """Our metadata element for `specs`.
+
+    Unnamespaced (<vlan><interface/></vlan>) is what virDomainSetMetadata
+    takes: libvirt puts the subtree into the namespace itself and refuses an
+    element that declares it already. Namespaced is what the domain XML
+    holds (and what parse_domain reads).
+    """
+    etree = _etree()
+    ns = _NS if namespaced else ""
+    root = (etree.Element(ns + "vlan", nsmap={"vv": NAMESPACE}) if namespaced
+            else etree.Element("vlan"))
+    for spec in specs:
+        etree.SubElement(root, ns + "interface", spec_attrs(spec))
+    return etree.tostring(root)
+
+
+def _tree(xml: bytes):  # type: ignore[no-untyped-def]
+    # The document comes from libvirt (trusted to be well-formed); the
+    # hardened parse of metadata.py validates what we then produce.
+    etree = _etree()
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
+    return etree.fromstring(xml, parser)
+
+
+def with_specs(domain_xml: bytes, specs: Sequence[VlanSpec],
+               extra_interface: Optional[bytes] = None) -> bytes:
+    """`domain_xml` as it reads once our metadata is `specs` (and, with
+    `extra_interface`, once that <interface> is attached): the document the
+    hook will see, for validation. Nothing is written anywhere."""
+    etree = _etree()
+    root = _tree(domain_xml)
+    meta = root.find("metadata")
+    for old in (meta.findall(_NS + "vlan") if meta is not None else []):
+        meta.remove(old)
+    if specs:
+        if meta is None:
+            meta = etree.Element("metadata")
+            name = root.find("uuid") if root.find("uuid") is not None else root.find("name")
+            (name if name is not None else root[0]).addnext(meta)
+        meta.append(etree.fromstring(render_specs(specs, namespaced=True)))
+    if extra_interface is not None:
+        devices = root.find("devices")
+        if devices is None:
+            devices = etree.SubElement(root, "devices")
+        devices.append(etree.fromstring(extra_interface))
+    return etree.tostring(root)
+
+
+def interface_xml(domain_xml: bytes, mac: str) -> Optional[bytes]:
+    """The <interface> element of `mac` in `domain_xml`, as libvirt wrote it."""
+    etree = _etree()
+    for iface in _tree(domain_xml).iterfind("devices/interface"):
+        el = iface.find("mac")
+        if el is not None and el.get("address", "").lower() == mac:
+            return etree.tostring(iface)
+    return None
+
+
+def with_source_bridge(iface_xml: bytes, bridge: str) -> bytes:
+    """The same <interface> with <source bridge='bridge'> (type bridge only)."""
+    etree = _etree()
+    iface = _tree(iface_xml)
+    source = iface.find("source")
+    if source is None:
+        source = etree.Element("source")
+        iface.insert(1, source)
+    source.set("bridge", bridge)
+    return etree.tostring(iface)
+
+
+def new_interface(mac: str, bridge: str, model: str) -> bytes:
+    """<interface type='bridge'> for a hot-plug: already on its bridge."""
+    etree = _etree()
+    iface = etree.Element("interface", type="bridge")
+    etree.SubElement(iface, "mac", address=mac)
+    etree.SubElement(iface, "source", bridge=bridge)
+    etree.SubElement(iface, "model", type=model)
+    return etree.tostring(iface)
+
+
+def target_bridge(spec: VlanSpec, config: Config, who: str) -> Tuple[str, str]:
+    """(uplink name, the bridge the NIC's tap joins) per the host config."""
+    uplink = config.uplink(spec.uplink, who)
+    bridge = (uplink.access_bridge(spec.vlans[0]) if spec.mode == ACCESS
+              else uplink.trunk_bridge)
+    return uplink.name, bridge
+
+
+# --- status of a NIC against the host -------------------------------------------
+
+WIRED = "wired"
+NOT_RUNNING = "not running"
+DRIFT = "drift"
+UNTAGGED = "untagged"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class NicStatus:
+    """One row of `show` / `list`, and one object of their --json."""
+
+    domain: str
+    mac: str
+    type: str
+    tap: Optional[str]
+    source: Optional[str]  # <source bridge> (or "network NAME")
+    mode: Optional[str]  # None: untagged NIC
+    vlans: Tuple[int, ...] = ()
+    native: Optional[int] = None
+    uplink: Optional[str] = None
+    bridge: Optional[str] = None
+    status: str = UNTAGGED
+    problems: Tuple[str, ...] = field(default=())
+
+    def as_json(self) -> Dict[str, object]:
+        return {"mac": self.mac, "type": self.type, "tap": self.tap, "source": self.source,
+                "mode": self.mode, "vlans": list(self.vlans), "native": self.native,
+                "uplink": self.uplink, "bridge": self.bridge, "status": self.status,
+                "problems": list(self.problems)}
+
+    @property
+    def state_text(self) -> str:
+        if not self.problems:
+            return self.status
+        return "%s: %s" % (self.status, "; ".join(self.problems))
+
+
+def _source(nic: Nic) -> Optional[str]:
+    if nic.source_bridge:
+        return nic.source_bridge
+    if nic.source_network:
+        return "network %s" % nic.source_network
+    return None
+
+
+def _host_problems(spec: VlanSpec, nic: Nic, config: Config, snap: Snapshot,
+                   bridge: str, who: str) -> List[str]:
+    """What on the host differs from the wiring `spec` wants (running guest)."""
+    problems = []
+    uplink = config.uplink(spec.uplink, who)
+    if snap.get(bridge) is None:
+        problems.append("bridge %s does not exist" % bridge)
+    elif spec.mode == ACCESS:
+        feed_name = uplink.feed(spec.vlans[0])
+        feed = snap.get(feed_name)
+        if feed is None:
+            problems.append("feed %s of %s does not exist" % (feed_name, bridge))
+        elif feed.master != bridge:
+            problems.append("feed %s is %s, not a port of %s"
+                            % (feed_name, "on %s" % feed.master if feed.master else "on no bridge",
+                               bridge))
+    else:
+        device = snap.get(uplink.device)
+        if device is None or device.master != bridge:
+            problems.append("uplink device %s is not a port of %s" % (uplink.device, bridge))
+    if nic.target is None:
+        problems.append("the live XML names no tap for it")
+        return problems
+    tap = snap.get(nic.target)
+    if tap is None:
+        problems.append("tap %s does not exist" % nic.target)
+    elif tap.master != bridge:
+        problems.append("tap %s is %s, not %s" % (nic.target, "on %s" % tap.master if tap.master
+                                                  else "on no bridge", bridge))
+    elif spec.mode == TRUNK and tap.vlans is not None:
+        missing = [v for v in spec.vlans if v not in tap.vlans.tagged]
+        if missing:
+            problems.append("tap %s does not carry VLAN %s tagged"
+                            % (nic.target, format_vlan_list(missing)))
+    return problems
+
+
+def nic_statuses(domain: Domain, running: bool, config: Optional[Config],
+                 snap: Optional[Snapshot]) -> List[NicStatus]:
+    """A status per NIC of `domain` (tagged or not), in the domain's order.
+
+    `snap` is the host as read now (None when not running: not needed).
+    """
+    specs = {spec.mac: spec for spec in domain.specs}
+    out = []
+    for nic in domain.nics:
+        spec = specs.get(nic.mac)
+        base = dict(domain=domain.name, mac=nic.mac, type=nic.type,
+                    tap=nic.target if running else None, source=_source(nic))
+        if spec is None:
+            out.append(NicStatus(mode=None, status=UNTAGGED, **base))  # type: ignore[arg-type]
+            continue
+        tagged = dict(mode=spec.mode, vlans=spec.vlans, native=spec.native,
+                      uplink=spec.uplink)
+        if config is None:
+            out.append(NicStatus(status=UNKNOWN, problems=("no host config on this host",),
+                                 **tagged, **base))  # type: ignore[arg-type]
+            continue
+        who = "domain %s, interface %s" % (domain.name, nic.mac)
+        try:
+            uplink, bridge = target_bridge(spec, config, who)
+        except InputError as err:
+            out.append(NicStatus(status=DRIFT, problems=(str(err),),
+                                 **tagged, **base))  # type: ignore[arg-type]
+            continue
+        tagged["uplink"] = uplink
+        problems = []
+        if nic.type == "bridge" and nic.source_bridge != bridge:
+            problems.append("<source bridge> is %s, not %s" % (nic.source_bridge, bridge))
+        if running and snap is not None:
+            problems = _host_problems(spec, nic, config, snap, bridge, who) + problems
+        status = (DRIFT if problems and running else WIRED if running else NOT_RUNNING)
+        out.append(NicStatus(bridge=bridge, status=status, problems=tuple(problems),
+                             **tagged, **base))  # type: ignore[arg-type]
+    return out
+
+
+# --- output -----------------------------------------------------------------------
+
+COLUMNS = ("DOMAIN", "MAC", "TAP", "MODE", "VLANS", "UPLINK", "BRIDGE", "SOURCE", "STATE")
+
+
+def row(status: NicStatus) -> Tuple[str, ...]:
+    vlans = format_vlan_list(status.vlans) if status.vlans else "-"
+    if status.native is not None:
+        vlans += " native %d" % status.native
+    return (status.domain, status.mac, status.tap or "-", status.mode or "-", vlans,
+            status.uplink or "-", status.bridge or "-", status.source or "-", status.state_text)
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str] = COLUMNS) -> str:
+    """Columns aligned on the widest cell; the last column is not padded."""
+    lines = [tuple(header)] + [tuple(r) for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(widths[i]) if i < len(header) - 1 else cell
+                               for i, cell in enumerate(line)).rstrip()
+                     for line in lines)
+
