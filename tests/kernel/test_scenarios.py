@@ -10,6 +10,7 @@ They need the test VM (802.1Q, bonding): outside it they fail, pointing at
 `make test`.
 """
 
+import json
 import os
 import time
 from typing import Dict, Tuple
@@ -19,11 +20,25 @@ import pytest
 try:
     from .topology import (HOST_IP, SW5, SW7, SW_UNTAGGED, Lab, LinkMonitor, Pinger,
                            assert_access_wired, ip, ip_batch, ip_json, kind, managed, ports,
-                           reachable, state_diff, unreachable, vlan_of)
+                           reachable, run, state_diff, unreachable, vlan_of)
 except ImportError:  # tests/kernel is no package: pytest put this folder on sys.path
     from topology import (HOST_IP, SW5, SW7, SW_UNTAGGED, Lab,  # type: ignore[no-redef]
                           LinkMonitor, Pinger, assert_access_wired, ip, ip_batch, ip_json,
-                          kind, managed, ports, reachable, state_diff, unreachable, vlan_of)
+                          kind, managed, ports, reachable, run, state_diff, unreachable,
+                          vlan_of)
+
+
+def format_vlan_list(vids) -> str:
+    """'1,5-7': the oracle's own spelling of VID ranges (not virt-vlan's code)."""
+    out, run_start, last = [], None, None
+    for vid in sorted(vids) + [None]:
+        if run_start is not None and vid == last + 1:
+            last = vid
+            continue
+        if run_start is not None:
+            out.append(str(run_start) if run_start == last else "%d-%d" % (run_start, last))
+        run_start = last = vid
+    return ",".join(out)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -138,20 +153,49 @@ def test_trunk_wiring_access_and_trunk_guest_share_vlan_5(lab):
     assert unreachable(ga, SW7), "access guest on VLAN 5 reaches VLAN 7"
     assert unreachable(ga, "10.7.0.20"), "access guest on VLAN 5 reaches the trunk guest's VLAN 7"
 
-    # `virt-vlan status` (read through rtnl) against `ip -d -json link`.
+    # `virt-vlan status` (read through rtnl) against `ip -d -json link` and,
+    # for the trunk bridge (it carries br0.5), `bridge -json vlan show`.
+    tables = {entry["ifname"]: entry.get("vlans", []) for entry in json.loads(
+        run("ip", "netns", "exec", lab.host, "bridge", "-json", "vlan", "show").stdout or "[]")}
+
+    def vlan_words(name):
+        members, untagged, pvid = set(), set(), None
+        for entry in tables.get(name, []):
+            vids = set(range(entry["vlan"], entry.get("vlanEnd", entry["vlan"]) + 1))
+            members |= vids
+            flags = entry.get("flags", [])
+            if "Egress Untagged" in flags:
+                untagged |= vids
+            if "PVID" in flags:
+                pvid = entry["vlan"]
+        words = "pvid %s, vlans %s" % ("none" if pvid is None else pvid,
+                                       format_vlan_list(members) or "none")
+        return words + (", untagged %s" % format_vlan_list(untagged) if untagged else "")
+
     expected = []
     for name, link in links.items():
         members = [port for port in links.values() if port.get("master") == name]
         if kind(link) != "bridge" or not (managed(link) or any(map(managed, members))):
             continue
-        expected.append("%s (%s, mtu %d)" % (name, "managed" if managed(link) else "adopted",
-                                             link["mtu"]))
+        mark = "managed" if managed(link) else "adopted"
+        trunk = any(kind(l) == "vlan" and vlan_of(l)[0] == name for l in links.values())
+        if trunk:
+            data = link["linkinfo"]["info_data"]
+            expected.append("%s (%s, mtu %d, trunk, vlan_filtering %d, default_pvid %d)"
+                            % (name, mark, link["mtu"], data["vlan_filtering"],
+                               data["vlan_default_pvid"]))
+        else:
+            expected.append("%s (%s, mtu %d)" % (name, mark, link["mtu"]))
         for port in members:
             parent, vid = vlan_of(port)
             what = "VLAN %d on %s" % (vid, parent) if kind(port) == "vlan" else kind(port)
-            expected.append("  %-15s %s%s" % (port["ifname"], what or "device",
-                                              ", managed" if managed(port) else ""))
+            line = "  %-15s %s%s" % (port["ifname"], what or "device",
+                                     ", managed" if managed(port) else "")
+            expected.append(line + (", " + vlan_words(port["ifname"]) if trunk else ""))
+        if trunk:
+            expected.append("  %-15s %s" % ("%s (self)" % name, vlan_words(name)))
     assert [line.split(" (")[0] for line in expected if line[0] != " "] == ["br0", "br05"]
+    assert expected[0].endswith("trunk, vlan_filtering 1, default_pvid 1)"), expected
     assert lab.ok("status").out.splitlines() == expected
 
 
