@@ -176,7 +176,8 @@ class Guest:
             self._dom.attachDeviceFlags(xml.decode("utf-8"), flags)
         except libvirt.libvirtError as err:
             raise self._fail("attach the device", err,
-                             "check the device XML and the guest's free PCI slots") from err
+                             "check that the guest can take a hot-plugged device (<features><acpi/>, a "
+                             "free PCI slot) or use --config and restart it") from err
 
     def detach_device(self, xml: bytes, flags: int) -> None:
         try:

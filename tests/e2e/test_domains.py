@@ -86,8 +86,20 @@ def test_set_live_refusal_changes_nothing(guests):
     assert 'vlan="5"' in env.vv_metadata("dlive2", live=True)
 
 
-def test_attach_and_detach_on_a_running_guest(guests):
-    guests.define("datt1", [Nic(M1, source_bridge="br05")], [vv_access(M1, 5)])
+def _define_with_acpi(guests, tmp_path, name, nics, vv):  # type: ignore[no-untyped-def]
+    # PCI hot-plug on i440fx goes through ACPI: without <acpi/> qemu says
+    # "Bus 'pci.0' does not support hotplugging".
+    xml = env.domain_xml(name, nics, vv).replace(
+        "  <devices>", "  <features><acpi/></features>\n  <devices>", 1)
+    path = tmp_path / ("%s.xml" % name)
+    path.write_text(xml)
+    guests.names.append(name)
+    env.virsh("define", str(path))
+
+
+def test_attach_and_detach_on_a_running_guest(guests, tmp_path):
+    _define_with_acpi(guests, tmp_path, "datt1", [Nic(M1, source_bridge="br05")],
+                      [vv_access(M1, 5)])
     guests.start("datt1")
     first = env.tap("datt1")
 

@@ -26,9 +26,11 @@ import libvirt
 import pytest
 from lxml import etree
 
-from virtvlan import rtnl
+from virtvlan import config as config_mod
+from virtvlan import nics, rtnl
 from virtvlan.cli import main
-from virtvlan.model import Link
+from virtvlan.metadata import VlanSpec, parse_domain
+from virtvlan.model import Link, Snapshot
 
 URI = "test:///default"
 NS = "urn:virt-vlan:1"
@@ -455,3 +457,77 @@ def test_no_hook_path_module_imports_libvirt():
                           env=dict(os.environ, PYTHONPATH=str(SRC)))
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout.decode().strip() == "[]"
+
+
+# --- the pure parts (nics.py) on data ---------------------------------------------------
+
+RUNNING = """<domain type='kvm'><name>vm1</name><uuid>c7a5fdbd-edaf-9455-926a-d65c16db1809</uuid>
+<devices>
+<interface type='bridge'><mac address='%s'/><source bridge='br07'/><target dev='vnet0'/></interface>
+<interface type='bridge'><mac address='%s'/><source bridge='br9'/><target dev='vnet1'/></interface>
+</devices></domain>""" % (MAC1, MAC2)
+
+
+def _running(specs):
+    return parse_domain(nics.with_specs(RUNNING.encode(), specs))
+
+
+def test_render_and_with_specs_round_trip_through_the_hook_parser():
+    specs = [VlanSpec(MAC1, "access", (7,)),
+             VlanSpec(MAC2, "trunk", (5, 100, 101, 102), uplink="etrk", native=7)]
+    assert nics.render_specs(specs) == (
+        b'<vlan><interface mac="%s" mode="access" vlan="7"/><interface mac="%s" mode="trunk" '
+        b'vlans="5,100-102" native="7" uplink="etrk"/></vlan>' % (MAC1.encode(), MAC2.encode()))
+    assert _running(specs).specs == tuple(specs)
+    # Replacing drops the old element (one <vv:vlan>, as the hook demands).
+    again = parse_domain(nics.with_specs(nics.with_specs(RUNNING.encode(), specs), specs[:1]))
+    assert again.specs == tuple(specs[:1])
+    assert parse_domain(nics.with_specs(RUNNING.encode(), [])).specs == ()
+
+
+def test_source_bridge_update_keeps_the_rest_of_the_interface():
+    iface = nics.interface_xml(RUNNING.encode(), MAC1)
+    changed = etree.fromstring(nics.with_source_bridge(iface, "br05"))
+    assert changed.find("source").get("bridge") == "br05"
+    assert changed.find("target").get("dev") == "vnet0"
+    assert changed.find("mac").get("address") == MAC1
+    assert nics.interface_xml(RUNNING.encode(), "52:54:00:00:00:99") is None
+
+
+def _host(*links):
+    return Snapshot(links=tuple(links))
+
+
+def test_status_wired_and_each_drift(tmp_path):
+    conf = config_mod.parse(CONF.replace("device = lo", "device = eth0"), "vv.conf")
+    domain = _running([VlanSpec(MAC1, "access", (7,)), VlanSpec(MAC2, "trunk", (5,), uplink="etrk")])
+    good = _host(Link("eth0"), Link("eth1", master="br9"), Link("br9", kind="bridge"),
+                 Link("br07", kind="bridge"), Link("eth0.7", kind="vlan", parent="eth0",
+                                                   vlan_id=7, master="br07"),
+                 Link("vnet0", kind="tun", master="br07"), Link("vnet1", kind="tun", master="br9"))
+    statuses = nics.nic_statuses(domain, True, conf, good)
+    assert [(s.bridge, s.status, s.problems) for s in statuses] == [
+        ("br07", "wired", ()), ("br9", "wired", ())]
+    bad = good.changed("vnet0", master="br05").changed("eth1", master=None).without_link("eth0.7")
+    statuses = nics.nic_statuses(domain, True, conf, bad)
+    assert [s.problems for s in statuses] == [
+        ("feed eth0.7 of br07 does not exist", "tap vnet0 is on br05, not br07"),
+        ("uplink device eth1 is not a port of br9",)]
+    assert [s.status for s in statuses] == ["drift", "drift"]
+    assert "drift: feed eth0.7 of br07 does not exist; tap vnet0" in statuses[0].state_text
+
+
+def test_status_not_running_and_untagged_and_no_config():
+    conf = config_mod.parse(CONF, "vv.conf")
+    domain = _running([VlanSpec(MAC1, "access", (5,))])
+    first, second = nics.nic_statuses(domain, False, conf, None)
+    assert (first.status, first.tap, first.problems) == (
+        "not running", None, ("<source bridge> is br07, not br05",))
+    assert (second.mode, second.status) == (None, "untagged")
+    (first, _) = nics.nic_statuses(domain, True, None, None)
+    assert (first.status, first.bridge) == ("unknown", None)
+
+
+def test_table_aligns_and_does_not_pad_the_last_column():
+    text = nics.table([("a", "bbb", "x"), ("cccc", "d", "yy")], ("H1", "H2", "H3"))
+    assert text.splitlines() == ["H1    H2   H3", "a     bbb  x", "cccc  d    yy"]
