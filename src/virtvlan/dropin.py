@@ -35,8 +35,17 @@ def main() -> int:
     import site
 
     site.main()
-    from virtvlan.hook import run
-
+    try:
+        from virtvlan.hook import run
+    except ImportError as err:
+        # The package is gone but this drop-in stayed: a Debian `apt remove`
+        # keeps conffiles until purge. Wiring cannot be promised, so a tagged
+        # guest is refused (libvirt shows this line) rather than started on
+        # the wrong network; untagged guests never get here.
+        sys.stderr.write("virt-vlan: this hook (%s) cannot load the virt-vlan package (%s); "
+                         "reinstall virt-vlan, or remove the hook (apt purge virt-vlan)\n"
+                         % (sys.argv[0], err))
+        return 1
     return run(driver, sys.argv[1:], xml)
 
 

@@ -6,6 +6,7 @@ imports the virtvlan package.
 """
 
 import json
+import os
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
-VIRT_VLAN = VENV_BIN / "virt-vlan"
+# VIRT_VLAN_INSTALLED=1 (tests/vm/deb-e2e): the installed Debian package.
+INSTALLED = os.environ.get("VIRT_VLAN_INSTALLED") == "1"
+VIRT_VLAN = Path("/usr/bin/virt-vlan") if INSTALLED else VENV_BIN / "virt-vlan"
 LIBVIRT_UP = REPO / "tests" / "vm" / "libvirt-up"
 LIBVIRTD_LOG = Path("/var/log/libvirt/libvirtd.log")
 LIBVIRTD_STDERR = Path("/var/log/libvirt/libvirtd.stderr")

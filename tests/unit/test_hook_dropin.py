@@ -60,6 +60,13 @@ def test_untagged_domain_never_imports_the_package(tmp_path):
     # ...and the same interpreter does reach the import for a tagged domain.
     done = _run(str(path), ["vm1", "prepare", "begin", "-"], TAGGED, env)
     assert done.returncode == 1 and b"virtvlan" in done.stderr
+    # One line saying why and what to do: the state a Debian `apt remove`
+    # leaves (the drop-ins are conffiles, kept until purge).
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1 and done.stdout == b"", done
+    assert lines[0].startswith("virt-vlan: this hook (%s) cannot load the virt-vlan package"
+                               % path), lines[0]
+    assert "apt purge virt-vlan" in lines[0]
 
 
 def test_ignored_ops_exit_before_parsing(installed):
