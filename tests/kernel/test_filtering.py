@@ -19,7 +19,8 @@ each may lose at most one reply.
 Issue 7's scenarios: 1 test_trunk_guest_sees_only_its_list, 2
 test_native_vlan, 3 every test (FilterLab.check_host_pings), 4 every test
 (FilterLab.assert_tables), 5 test_changed_list_updates_the_tap, 6
-test_adopted_bridge_converted_without_loss, 7 test_full_trunk_as_ranges (the
+test_adopted_bridge_converted_without_loss and
+test_bridge_made_by_an_earlier_virt_vlan_converted_at_next_plug, 7 test_full_trunk_as_ranges (the
 speed figure is in tests/bench/trunk_filter.py).
 """
 
@@ -30,12 +31,12 @@ import pytest
 
 try:
     from .topology import (HOST_NATIVE, HOST_V10, SW5, SW7, SW9, SW10, SW_NATIVE, FilterLab,
-                           Pinger, bridge_ranges, entries, host_state, reachable, state_diff,
-                           unreachable, vid_set, vlan_filtering)
+                           Pinger, bridge_ranges, entries, host_state, ip_batch, reachable,
+                           state_diff, unreachable, vid_set, vlan_filtering)
 except ImportError:  # tests/kernel is no package: pytest put this folder on sys.path
     from topology import (HOST_NATIVE, HOST_V10, SW5, SW7, SW9,  # type: ignore[no-redef]
                           SW10, SW_NATIVE, FilterLab, Pinger, bridge_ranges, entries,
-                          host_state, reachable, state_diff, unreachable, vid_set,
+                          host_state, ip_batch, reachable, state_diff, unreachable, vid_set,
                           vlan_filtering)
 
 # br0 and its uplink before any guest: the host's untagged VLAN (the bridge's
@@ -312,3 +313,43 @@ def test_full_trunk_as_ranges(lab):
     lab.unplug("vnet1")
     lab.assert_tables(BASE, "last guest unplugged")
     lab.check_host_pings()
+
+
+
+def test_bridge_made_by_an_earlier_virt_vlan_converted_at_next_plug(lab):
+    # What a virt-vlan without filtering left behind: br0 (its mark, the
+    # uplink's MAC, the host's address), br0.10, an access guest on VLAN 9
+    # (br0.9 -> br09) and a trunk guest's tap on br0, all unfiltered.
+    lab.build_filtering(adopted=True)  # trunk-filtering = no: ours converts anyway
+    ga = lab.filter_guest("ga", "vnet2", untagged=["10.9.0.10/24"])
+    gt = lab.filter_guest("gt", "vnet1", tagged={5: "10.5.0.20/24", 7: "10.7.0.20/24"})
+    gn = lab.filter_guest("gn", "vnet3", tagged={7: "10.7.0.30/24"})
+    mark = "virt-vlan:managed"
+    ip_batch(lab.host, [
+        "link set br0 alias " + mark, "link set br0.10 alias " + mark,
+        "link add link br0 name br0.9 type vlan id 9", "link set br0.9 alias " + mark,
+        "link add br09 type bridge forward_delay 0 stp_state 0", "link set br09 alias " + mark,
+        "link set br0.9 master br09", "link set br0.9 up", "link set br09 up",
+        "link set vnet2 master br09", "link set vnet1 master br0"])
+    assert reachable(ga, SW9), "setup: access guest cannot reach VLAN 9"
+    assert reachable(gt, SW7), "setup: trunk guest cannot reach VLAN 7"
+
+    access_ping = Pinger(ga, SW9)
+    lab.children.append(access_ping)
+    result = lab.vv("plug", "vnet3", "--trunk", "7")
+    assert result.rc == 0, result
+    assert "vnet1" in result.err, (
+        "the trunk guest started before the conversion got its VLANs without a warning "
+        "naming its tap: %r" % result)
+    assert vlan_filtering(lab.host, "br0") == 1, "virt-vlan's own unfiltered br0 not converted"
+    sent, lost, summary = access_ping.result()
+    print("conversion of virt-vlan's br0, access guest (VLAN 9): " + summary)
+    assert sent >= 10 and len(lost) <= 1, "access guest during conversion: " + summary
+    lab.check_host_pings()
+
+    lab.assert_tables({"eth0": entries([5, 7, 9, 10], pvid=1), "br0": entries([9, 10], pvid=1),
+                       "vnet1": entries([5, 7, 9]), "vnet3": entries([7])},
+                      "after the conversion")
+    assert reachable(gn, SW7), "trunk guest plugged at the conversion cannot reach VLAN 7"
+    assert reachable(gt, SW5) and reachable(gt, SW7), "earlier trunk guest lost a VLAN"
+    assert unreachable(gt, HOST_V10), "earlier trunk guest reaches host VLAN 10"

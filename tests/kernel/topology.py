@@ -674,8 +674,8 @@ def _entry_flags(flags: Sequence[str]) -> str:
 
 
 def bridge_vlan_json(ns: str, *args: str, compressed: bool = False) -> List[Dict[str, Any]]:
-    """`bridge [-c] -json vlan show ARGS` in `ns` (the independent oracle)."""
-    cmd = ["ip", "netns", "exec", ns, "bridge"] + (["-c"] if compressed else []) + \
+    """`bridge [-compressvlans] -json vlan show ARGS` in `ns` (the independent oracle)."""
+    cmd = ["ip", "netns", "exec", ns, "bridge"] + (["-compressvlans"] if compressed else []) + \
         ["-json", "vlan", "show"] + list(args)
     out = run(*cmd).stdout.strip()
     return json.loads(out) if out else []
@@ -693,7 +693,7 @@ def bridge_vlans(ns: str) -> Dict[str, Entries]:
 
 
 def bridge_ranges(ns: str, dev: str) -> List[Tuple[int, int, str]]:
-    """(first, last, flags) as `bridge -c -json vlan show dev DEV` prints them:
+    """(first, last, flags) as `bridge -compressvlans -json vlan show dev DEV` prints them:
     the compressed dump, where a programmed range comes back as one entry."""
     out = []
     for item in bridge_vlan_json(ns, "dev", dev, compressed=True):
