@@ -8,10 +8,10 @@ Each action can
 The executor (apply.py) is the only place that turns them into netlink.
 """
 
-from dataclasses import dataclass, replace
-from typing import Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import FrozenSet, Iterable, List, Optional, Tuple
 
-from .model import MANAGED_ALIAS, Address, Link, Route, Snapshot
+from .model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
 
 
 class Action:
@@ -68,8 +68,10 @@ class CreateBridge(Action):
         return (head,) + lines
 
     def simulate(self, snap: Snapshot) -> Snapshot:
+        # The kernel gives a new bridge itself its default PVID (1), untagged.
         return snap.with_link(Link(name=self.name, kind="bridge", mtu=self.mtu,
-                                   up=False, managed=True, mac=self.mac or ""))
+                                   up=False, managed=True, mac=self.mac or "",
+                                   vlans=PortVlans(untagged=frozenset({1}), pvid=1)))
 
     def undo(self, before: Snapshot) -> Tuple[Action, ...]:
         return (DeleteLink(self.name),)
@@ -114,7 +116,15 @@ class SetMaster(Action):
         return ("ip link set dev %s master %s" % (self.port, self.bridge),)
 
     def simulate(self, snap: Snapshot) -> Snapshot:
-        return snap.changed(self.port, master=self.bridge)
+        # A new port gets the bridge's default PVID, egress untagged
+        # (nbp_vlan_init), whether the bridge filters or not. A snapshot
+        # that did not read the bridge's VLAN table (vlans None) stays so.
+        bridge = snap.get(self.bridge)
+        vlans: Optional[PortVlans] = None
+        if bridge is not None and bridge.vlans is not None:
+            pvid = bridge.default_pvid
+            vlans = PortVlans(untagged=frozenset({pvid}), pvid=pvid) if pvid else PortVlans()
+        return snap.changed(self.port, master=self.bridge, vlans=vlans)
 
     def undo(self, before: Snapshot) -> Tuple[Action, ...]:
         old = before.get(self.port)
@@ -135,7 +145,8 @@ class Release(Action):
         return ("ip link set dev %s nomaster" % self.port,)
 
     def simulate(self, snap: Snapshot) -> Snapshot:
-        return snap.changed(self.port, master=None)
+        # The kernel flushes a leaving port's VLAN entries (nbp_vlan_flush).
+        return snap.changed(self.port, master=None, vlans=None)
 
     def undo(self, before: Snapshot) -> Tuple[Action, ...]:
         old = before.get(self.port)
@@ -153,6 +164,11 @@ class SetMtu(Action):
         return ("ip link set dev %s mtu %d" % (self.dev, self.mtu),)
 
     def simulate(self, snap: Snapshot) -> Snapshot:
+        # Lowering a device's MTU lowers its VLAN devices' above it too
+        # (vlan_device_event, NETDEV_CHANGEMTU); raising it leaves them.
+        for child in snap.vlan_children(self.dev):
+            if child.mtu > self.mtu:
+                snap = snap.changed(child.name, mtu=self.mtu)
         return snap.changed(self.dev, mtu=self.mtu)
 
     def undo(self, before: Snapshot) -> Tuple[Action, ...]:
@@ -206,6 +222,9 @@ class DeleteLink(Action):
         return ("ip link del dev %s" % self.name,)
 
     def simulate(self, snap: Snapshot) -> Snapshot:
+        # Ports of a deleted bridge leave it, and lose their VLAN entries.
+        for port in snap.ports(self.name):
+            snap = snap.changed(port.name, vlans=None)
         return snap.without_link(self.name)
 
     def undo(self, before: Snapshot) -> Tuple[Action, ...]:
@@ -250,11 +269,165 @@ class MoveAddresses(Action):
         return (MoveAddresses(self.dst, self.src, self.addresses, routes),)
 
 
+def vlan_ranges(vids: Iterable[int]) -> Tuple[Tuple[int, int], ...]:
+    """Sorted VIDs as (first, last) runs of consecutive numbers."""
+    runs: List[List[int]] = []
+    for vid in sorted(set(vids)):
+        if runs and runs[-1][1] == vid - 1:
+            runs[-1][1] = vid
+        else:
+            runs.append([vid, vid])
+    return tuple((first, last) for first, last in runs)
+
+
+def _vid_text(first: int, last: int) -> str:
+    return str(first) if first == last else "%d-%d" % (first, last)
+
+
+def _port_vlans(link: Link) -> PortVlans:
+    return link.vlans if link.vlans is not None else PortVlans()
+
+
+def restore_vlans(dev: str, vids: FrozenSet[int], old: PortVlans, self_: bool) -> Tuple[Action, ...]:
+    """Actions putting the entries `vids` of `dev` back as `old` had them."""
+    out: List[Action] = []
+    gone = vids - old.members
+    for first, last in vlan_ranges(gone):
+        out.append(DelBridgeVlan(dev, first, last, self_))
+    tagged = (vids & old.tagged) - {old.pvid}
+    for first, last in vlan_ranges(tagged):
+        out.append(AddBridgeVlan(dev, first, last, self_=self_))
+    # Untagged entries and the PVID one VID at a time: the kernel refuses the
+    # PVID flag on a range.
+    for vid in sorted((vids & old.untagged) | ({old.pvid} & vids - {None})):
+        out.append(AddBridgeVlan(dev, vid, vid, pvid=vid == old.pvid,
+                                 untagged=vid in old.untagged, self_=self_))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class AddBridgeVlan(Action):
+    """Make `dev` (a bridge port, or with `self_` the bridge itself) a
+    member of VIDs first..last, as `bridge vlan add` does: an existing entry
+    gets exactly these flags (the kernel rewrites them), and a VID that was
+    the PVID stops being it unless `pvid` is set. `pvid` only on one VID."""
+
+    dev: str
+    first: int
+    last: int
+    pvid: bool = False
+    untagged: bool = False
+    self_: bool = False
+
+    def __post_init__(self) -> None:
+        assert 1 <= self.first <= self.last <= 4094
+        assert not self.pvid or self.first == self.last, "no PVID on a range"
+
+    @property
+    def vids(self) -> FrozenSet[int]:
+        return frozenset(range(self.first, self.last + 1))
+
+    def render(self) -> Tuple[str, ...]:
+        words = ["bridge vlan add dev", self.dev, "vid", _vid_text(self.first, self.last)]
+        if self.pvid:
+            words.append("pvid")
+        if self.untagged:
+            words.append("untagged")
+        if self.self_:
+            words.append("self")
+        return (" ".join(words),)
+
+    def simulate(self, snap: Snapshot) -> Snapshot:
+        old = _port_vlans(snap.get(self.dev))  # type: ignore[arg-type]
+        vids = self.vids
+        pvid = self.first if self.pvid else (None if old.pvid in vids else old.pvid)
+        if self.untagged:
+            new = PortVlans(tagged=old.tagged - vids, untagged=old.untagged | vids, pvid=pvid)
+        else:
+            new = PortVlans(tagged=old.tagged | vids, untagged=old.untagged - vids, pvid=pvid)
+        return snap.changed(self.dev, vlans=new)
+
+    def undo(self, before: Snapshot) -> Tuple[Action, ...]:
+        link = before.get(self.dev)
+        if link is None:
+            return ()
+        old = _port_vlans(link)
+        undo = restore_vlans(self.dev, self.vids, old, self.self_)
+        if self.pvid and old.pvid is not None and old.pvid != self.first:
+            undo += restore_vlans(self.dev, frozenset({old.pvid}), old, self.self_)
+        return undo
+
+
+@dataclass(frozen=True)
+class DelBridgeVlan(Action):
+    """Remove VIDs first..last from `dev` (or with `self_` from the bridge
+    itself). Never sent with the master flag on a port: that would also
+    delete the bridge's self entry that its VLAN devices need."""
+
+    dev: str
+    first: int
+    last: int
+    self_: bool = False
+
+    def __post_init__(self) -> None:
+        assert 1 <= self.first <= self.last <= 4094
+
+    @property
+    def vids(self) -> FrozenSet[int]:
+        return frozenset(range(self.first, self.last + 1))
+
+    def render(self) -> Tuple[str, ...]:
+        return ("bridge vlan del dev %s vid %s%s" % (self.dev, _vid_text(self.first, self.last),
+                                                    " self" if self.self_ else ""),)
+
+    def simulate(self, snap: Snapshot) -> Snapshot:
+        old = _port_vlans(snap.get(self.dev))  # type: ignore[arg-type]
+        vids = self.vids
+        new = PortVlans(tagged=old.tagged - vids, untagged=old.untagged - vids,
+                        pvid=None if old.pvid in vids else old.pvid)
+        return snap.changed(self.dev, vlans=new)
+
+    def undo(self, before: Snapshot) -> Tuple[Action, ...]:
+        link = before.get(self.dev)
+        if link is None:
+            return ()
+        old = _port_vlans(link)
+        return restore_vlans(self.dev, self.vids & old.members, old, self.self_)
+
+
+@dataclass(frozen=True)
+class SetVlanFiltering(Action):
+    """Switch VLAN filtering of bridge `bridge` on or off. The planner
+    switches it on only after every entry is programmed (turning it on
+    drops, at once, every tagged flow whose VIDs are not members yet)."""
+
+    bridge: str
+    on: bool = True
+
+    def render(self) -> Tuple[str, ...]:
+        return ("ip link set dev %s type bridge vlan_filtering %d" % (self.bridge, int(self.on)),)
+
+    def simulate(self, snap: Snapshot) -> Snapshot:
+        return snap.changed(self.bridge, vlan_filtering=self.on)
+
+    def undo(self, before: Snapshot) -> Tuple[Action, ...]:
+        old = before.get(self.bridge)
+        if old is None or old.vlan_filtering == self.on:
+            return ()
+        return (SetVlanFiltering(self.bridge, old.vlan_filtering),)
+
+
 @dataclass(frozen=True)
 class Plan:
-    """Ordered actions; empty means the host is already as wanted."""
+    """Ordered actions; empty means the host is already as wanted.
+
+    `warnings` are lines the caller logs (at WARNING) when it applies the
+    plan or plans it for a dry run: things that work but that the admin
+    should know (an adopted trunk bridge that does not filter, trunk guests
+    widened to every allowed VLAN at a conversion)."""
 
     actions: Tuple[Action, ...] = ()
+    warnings: Tuple[str, ...] = field(default=(), compare=False)
 
     def __bool__(self) -> bool:
         return bool(self.actions)

@@ -12,7 +12,7 @@ from typing import List, NoReturn, Optional
 from . import __version__
 from .config import Config, describe, load, missing_config_error
 from .errors import InputError, VirtVlanError
-from .model import ACCESS, TRUNK, Want
+from .model import ACCESS, TRUNK, PortVlans, Want
 from .vlans import VlanSyntax, parse_vlan, parse_vlan_list
 
 log = logging.getLogger(__name__)
@@ -45,18 +45,28 @@ def cmd_plug(args: argparse.Namespace) -> int:
             want = Want(uplink="", mode=ACCESS, vlans=(parse_vlan(args.access),),
                         port=args.port, who=who)
         else:
+            native = parse_vlan(args.native) if args.native is not None else None
             want = Want(uplink="", mode=TRUNK, vlans=parse_vlan_list(args.trunk),
-                        port=args.port, who=who)
+                        port=args.port, who=who, native=native)
     except VlanSyntax as err:
         raise InputError("%s: %s; fix the VLAN argument" % (who, err)) from err
+    if args.native is not None and args.access is not None:
+        raise InputError("%s: --native goes with --trunk only (an access port's VLAN is "
+                         "already untagged); drop --native" % who)
+    if want.native is not None and want.native in want.vlans:
+        raise InputError("%s: --native %d is also in --trunk %s; the native VLAN is the one the "
+                         "guest sees untagged, give it in --native only"
+                         % (who, want.native, args.trunk))
     config = _config(args.config, who)
     uplink = config.uplink(args.uplink, who)
-    denied = [v for v in want.vlans if v not in uplink.allowed_vlans]
+    denied = [v for v in want.vlans + ((want.native,) if want.native else ())
+              if v not in uplink.allowed_vlans]
     if denied:
         raise InputError("%s: VLAN %d not allowed on uplink %s; add it to allowed-vlans in "
                          "[uplink %s] of %s" % (who, denied[0], uplink.name, uplink.name,
                                                 config.path))
-    want = Want(uplink=uplink.name, mode=want.mode, vlans=want.vlans, port=want.port, who=who)
+    want = Want(uplink=uplink.name, mode=want.mode, vlans=want.vlans, port=want.port, who=who,
+                native=want.native)
     result = engine.wire([want], config, why=who, dry_run=args.dry_run)
     if args.dry_run:
         _print_plan(result.render())
@@ -114,25 +124,64 @@ def cmd_check_domain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vlan_words(vlans: "Optional[PortVlans]") -> str:
+    """'pvid 1, vlans 1,5-7, untagged 1' (members as ranges)."""
+    from .vlans import format_vlan_list
+
+    if vlans is None:
+        return "pvid none, vlans none"
+    words = "pvid %s, vlans %s" % ("none" if vlans.pvid is None else vlans.pvid,
+                                   format_vlan_list(vlans.members) or "none")
+    if vlans.untagged:
+        words += ", untagged %s" % format_vlan_list(vlans.untagged)
+    return words
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from . import rtnl  # read-only: no pyroute2 import
     from .model import MANAGED_ALIAS
 
     snap = rtnl.read_snapshot()
+    try:
+        config = load(args.config)  # optional here: it only names the trunk bridges
+    except VirtVlanError as err:  # status must still show the host
+        log.warning("%s; trunk bridges are recognised by their VLAN devices only", err)
+        config = None
+    trunk_uplinks = {u.trunk_bridge: u for u in (config.uplinks if config else ())
+                     if u.wiring == TRUNK}
     bridges = [l for l in snap if l.kind == "bridge"]
     shown = 0
     for bridge in bridges:
         ports = snap.ports(bridge.name)
-        if not bridge.managed and not any(p.managed for p in ports):
+        # A trunk bridge: the config says so, or VLAN devices sit on it.
+        trunk = bridge.name in trunk_uplinks or bool(snap.vlan_children(bridge.name))
+        if not bridge.managed and not any(p.managed for p in ports) and not (
+                bridge.name in trunk_uplinks):
             continue
         shown += 1
         mark = "managed" if bridge.managed else "adopted"
-        print("%s (%s, mtu %d)" % (bridge.name, mark, bridge.mtu))
+        if not trunk:
+            print("%s (%s, mtu %d)" % (bridge.name, mark, bridge.mtu))
+        else:
+            print("%s (%s, mtu %d, trunk, vlan_filtering %d, default_pvid %d)"
+                  % (bridge.name, mark, bridge.mtu, bridge.vlan_filtering, bridge.default_pvid))
+            if not bridge.vlan_filtering:
+                uplink = trunk_uplinks.get(bridge.name)
+                fix = ("virt-vlan switches it on at the next trunk plug" if bridge.managed or (
+                    uplink is not None and uplink.trunk_filtering) else
+                    "set trunk-filtering = yes in [uplink %s] to enforce them"
+                    % (uplink.name if uplink else "..."))
+                print("  warning: %s does not filter VLANs, so its trunk guests see every VLAN "
+                      "of the wire, not only their list; %s" % (bridge.name, fix))
         for port in ports:
             what = ("VLAN %s on %s" % (port.vlan_id, port.parent) if port.kind == "vlan"
                     else port.kind)
-            print("  %-15s %s%s" % (port.name, what,
-                                    ", managed" if port.managed else ""))
+            line = "  %-15s %s%s" % (port.name, what, ", managed" if port.managed else "")
+            if trunk:
+                line += ", " + _vlan_words(port.vlans)
+            print(line)
+        if trunk:
+            print("  %-15s %s" % ("%s (self)" % bridge.name, _vlan_words(bridge.vlans)))
     if not shown:
         print("no virt-vlan bridges on this host (devices are marked with alias %r)"
               % MANAGED_ALIAS)
@@ -169,8 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--access", metavar="V", help="guest sees VLAN V untagged")
     mode.add_argument("--trunk", metavar="LIST", help="guest sees these VLANs tagged (5,7,100-110)")
+    p.add_argument("--native", metavar="V", help="with --trunk: the guest also sees VLAN V "
+                   "untagged (V must be allowed, not in LIST)")
     p.add_argument("--uplink", help="uplink name from the config (default: its default)")
-    p.add_argument("--dry-run", action="store_true", help="print ip commands, change nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print ip/bridge commands, change nothing")
     p.set_defaults(func=cmd_plug)
 
     p = sub.add_parser("unplug", help="take a port off its VLAN bridge and clean up")

@@ -28,6 +28,13 @@ def target_bridges(wants: Iterable[Want], config: Config) -> FrozenSet[str]:
     return frozenset(names)
 
 
+def _warn(result: Plan, why: str) -> None:
+    """Log the plan's warnings (an adopted trunk bridge that does not
+    filter, ...): to the journal from hooks, to stderr from the CLI."""
+    for line in result.warnings:
+        log.warning("%s: %s", why, line)
+
+
 def _apply(result: Plan, why: str, before: Snapshot) -> None:
     """Apply `result`, planned from `before` (undo and verification use it)."""
     if not result:
@@ -55,6 +62,7 @@ def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
     with host_lock(config.lock_timeout):
         snap = _snapshot()
         result = plan(wants, config, snap)
+        _warn(result, why)
         if dry_run:
             return result
         if reserve_key is not None:
@@ -83,6 +91,7 @@ def release(config: Config, why: str, port: Optional[str] = None,
         in_use = state.reserved()
         result = (plan_unplug(port, config, snap, in_use) if port is not None
                   else plan_cleanup(config, snap, in_use))
+        _warn(result, why)
         if not dry_run:
             _apply(result, why, snap)
         return result

@@ -17,9 +17,11 @@ from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .errors import ApplyError
-from .model import MANAGED_ALIAS, Address, Link, Route, Snapshot
-from .rtnl import (ADDR_SCOPES, errno_name, FAMILIES, IFA_F_PERMANENT, IFF_UP, PROTOS, ROUTE_SCOPES,
-                   RT_TABLE_LOCAL, RTN_UNICAST, RTPROT_KERNEL)
+from .model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
+from .rtnl import (ADDR_SCOPES, AF_BRIDGE, BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_RANGE_BEGIN,
+                   BRIDGE_VLAN_INFO_RANGE_END, BRIDGE_VLAN_INFO_UNTAGGED, errno_name, FAMILIES,
+                   IFA_F_PERMANENT, IFF_UP, PROTOS, ROUTE_SCOPES, RT_TABLE_LOCAL, RTN_UNICAST,
+                   RTEXT_FILTER_BRVLAN_COMPRESSED, RTPROT_KERNEL)
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +95,42 @@ def link_alias(ipr: IPRoute, index: int) -> Optional[str]:
     return ipr.link("get", index=index)[0].get_attr("IFLA_IFALIAS")
 
 
+def _bridge_options(info) -> Dict[str, object]:  # type: ignore[no-untyped-def]
+    data = info.get_attr("IFLA_INFO_DATA")
+    if data is None:
+        return {"default_pvid": 0}
+    return {"vlan_filtering": bool(data.get_attr("IFLA_BR_VLAN_FILTERING")),
+            # Absent without CONFIG_BRIDGE_VLAN_FILTERING: no default entry.
+            "default_pvid": data.get_attr("IFLA_BR_VLAN_DEFAULT_PVID") or 0,
+            "stp": bool(data.get_attr("IFLA_BR_STP_STATE")),
+            "nf_call": bool(data.get_attr("IFLA_BR_NF_CALL_IPTABLES"))}
+
+
+def _port_vlans(msg) -> PortVlans:  # type: ignore[no-untyped-def]
+    """The entries of one AF_BRIDGE link message (ranges expanded)."""
+    tagged, untagged, pvid, begin = set(), set(), None, None
+    spec = msg.get_attr("IFLA_AF_SPEC")
+    for entry in (spec.get_attrs("IFLA_BRIDGE_VLAN_INFO") if spec is not None else ()):
+        flags, vid = entry["flags"], entry["vid"]
+        if flags & BRIDGE_VLAN_INFO_RANGE_BEGIN:
+            begin = vid
+            continue
+        first = begin if begin is not None and flags & BRIDGE_VLAN_INFO_RANGE_END else vid
+        begin = None
+        (untagged if flags & BRIDGE_VLAN_INFO_UNTAGGED else tagged).update(range(first, vid + 1))
+        if flags & BRIDGE_VLAN_INFO_PVID:
+            pvid = vid
+    return PortVlans(frozenset(tagged), frozenset(untagged), pvid)
+
+
 def _link(msg, names: Dict[int, str],  # type: ignore[no-untyped-def]
-          addresses: Tuple[Address, ...]) -> Link:
+          addresses: Tuple[Address, ...], vlans: Optional[PortVlans] = None) -> Link:
     info = msg.get_attr("IFLA_LINKINFO")
     kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
     vlan_id = parent = None
+    bridge: Dict[str, object] = {}
+    if kind == "bridge":
+        bridge = _bridge_options(info)
     if kind == "vlan":
         data = info.get_attr("IFLA_INFO_DATA")
         vlan_id = data.get_attr("IFLA_VLAN_ID") if data is not None else None
@@ -111,7 +144,8 @@ def _link(msg, names: Dict[int, str],  # type: ignore[no-untyped-def]
                 parent=parent, mtu=msg.get_attr("IFLA_MTU") or 0,
                 up=bool(msg["flags"] & IFF_UP),
                 managed=msg.get_attr("IFLA_IFALIAS") == MANAGED_ALIAS,
-                mac=msg.get_attr("IFLA_ADDRESS") or "", addresses=addresses)
+                mac=msg.get_attr("IFLA_ADDRESS") or "", addresses=addresses, vlans=vlans,
+                **bridge)  # type: ignore[arg-type]
 
 
 def _address(msg) -> Optional[Address]:  # type: ignore[no-untyped-def]
@@ -169,7 +203,22 @@ def read(ipr: IPRoute) -> Snapshot:
         addr = _address(msg)
         if addr is not None:
             addresses.setdefault(msg["index"], []).append(addr)
-    links = tuple(_link(msg, names, tuple(addresses.get(msg["index"], ()))) for msg in raw)
+    tables: Dict[int, PortVlans] = {}
+    for msg in ipr.link("dump", family=AF_BRIDGE, ext_mask=RTEXT_FILTER_BRVLAN_COMPRESSED):
+        tables.setdefault(msg["index"], _port_vlans(msg))
+    kinds = {}
+    for msg in raw:
+        info = msg.get_attr("IFLA_LINKINFO")
+        kinds[msg["index"]] = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+
+    def vlans(msg) -> Optional[PortVlans]:  # type: ignore[no-untyped-def]
+        master = msg.get_attr("IFLA_MASTER")
+        if kinds[msg["index"]] == "bridge" or (master and kinds.get(master) == "bridge"):
+            return tables.get(msg["index"], PortVlans())
+        return None
+
+    links = tuple(_link(msg, names, tuple(addresses.get(msg["index"], ())), vlans(msg))
+                  for msg in raw)
     routes = []
     for family in (AF_INET, AF_INET6):
         for msg in ipr.get_routes(family=family):

@@ -14,13 +14,14 @@ second plan against the applied result is empty.
 """
 
 from functools import lru_cache
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
-from .actions import (Action, CreateBridge, CreateVlan, DeleteLink, MoveAddresses, Plan,
-                      Release, SetMaster, SetMtu, SetUp)
+from .actions import (Action, AddBridgeVlan, CreateBridge, CreateVlan, DelBridgeVlan,
+                      DeleteLink, MoveAddresses, Plan, Release, SetMaster, SetMtu, SetUp,
+                      SetVlanFiltering, vlan_ranges)
 from .config import Config, Uplink
 from .errors import Refused
-from .model import ACCESS, TRUNK, Link, Snapshot, Want
+from .model import ACCESS, TRUNK, Link, PortVlans, Snapshot, Want
 from .vlans import format_vlan_list
 
 # Kinds a guest port may be: libvirt's taps ("tun"), and veth pairs that
@@ -29,10 +30,13 @@ from .vlans import format_vlan_list
 PORT_KINDS = ("tun", "veth")
 
 # Apply order: create, then enslave (and MTU), then up, then re-home the host
-# addresses, then deletions. A stable sort keeps dependencies within a phase
-# (a bridge is created before the VLAN device on top of it).
+# addresses, then bridge VLAN entries, then VLAN filtering on (only once every
+# entry is there: switching it on drops every tagged flow whose VIDs are not
+# members yet), then deletions. A stable sort keeps dependencies within a
+# phase (a bridge is created before the VLAN device on top of it).
 _PHASE = {CreateBridge: 0, CreateVlan: 0, SetMtu: 1, SetMaster: 1, Release: 1,
-          SetUp: 2, MoveAddresses: 3, DeleteLink: 4}
+          SetUp: 2, MoveAddresses: 3, DelBridgeVlan: 4, AddBridgeVlan: 4,
+          SetVlanFiltering: 5, DeleteLink: 6}
 # Re-homing an uplink into its trunk bridge goes before everything (trunk()).
 _FIRST = -1
 
@@ -44,6 +48,9 @@ class _Builder:
         self.config = config
         self.model = snap
         self.actions: List[Tuple[int, Action]] = []
+        self.warnings: List[str] = []
+        self.trunks: Dict[str, Uplink] = {}  # trunk bridges this plan serves
+        self.plugged: Set[str] = set()  # guest ports named by this plan's wants
 
     def emit(self, action: Action, phase: Optional[int] = None) -> None:
         """Add `action`; `phase` overrides its place in the apply order."""
@@ -51,7 +58,12 @@ class _Builder:
         self.model = action.simulate(self.model)
 
     def plan(self) -> Plan:
-        return Plan(tuple(action for _, action in sorted(self.actions, key=lambda p: p[0])))
+        return Plan(tuple(action for _, action in sorted(self.actions, key=lambda p: p[0])),
+                    tuple(self.warnings))
+
+    def warn(self, line: str) -> None:
+        if line not in self.warnings:
+            self.warnings.append(line)
 
     # --- helpers -------------------------------------------------------
 
@@ -63,6 +75,27 @@ class _Builder:
         if link is None:
             raise Refused("%s: %s %s does not exist on this host; %s" % (who, what, name, fix))
         return link
+
+    def fit_mtu(self, name: str, uplink: Uplink, who: str, what: str) -> None:
+        """Give `name` the uplink's configured MTU (key `mtu`): ours (or made
+        by this plan) are corrected, another tool's device is refused."""
+        link = self.model.get(name)
+        if uplink.mtu is None or link is None or link.mtu == uplink.mtu:
+            return
+        if not link.managed:
+            raise Refused("%s: %s %s has MTU %d, but mtu = %d in %s; virt-vlan does not change "
+                          "a device it did not create: set mtu = %d there or give %s MTU %d"
+                          % (who, what, name, link.mtu, uplink.mtu, self.conf_hint(uplink),
+                             link.mtu, name, uplink.mtu))
+        self.emit(SetMtu(name, uplink.mtu))
+
+    def check_uplink_mtu(self, uplink: Uplink, who: str) -> None:
+        nic = self.model.get(uplink.device)
+        if uplink.mtu is not None and nic is not None and uplink.mtu > nic.mtu:
+            raise Refused("%s: mtu = %d in %s exceeds the MTU %d of uplink device %s (tagged "
+                          "frames must fit it); lower mtu there or raise %s's MTU"
+                          % (who, uplink.mtu, self.conf_hint(uplink), nic.mtu, nic.name,
+                             nic.name))
 
     def up(self, name: str) -> None:
         link = self.model.get(name)
@@ -175,6 +208,7 @@ class _Builder:
             if host_addresses:
                 self.emit(MoveAddresses(nic.name, bridge, nic.addresses,
                                         self.model.routes_via(nic.name)), _FIRST)
+        self.fit_mtu(bridge, uplink, who, "trunk bridge")
         self.up(bridge)
         for vid in uplink.host_vlans:
             self.vlan_device(uplink.trunk_vlan(vid), bridge, vid, who, uplink, addrgen=True)
@@ -200,9 +234,11 @@ class _Builder:
                               who, feed, feed_link.master, name, feed_link.master,
                               self.conf_hint(uplink)))
         self.vlan_device(feed, parent_name, vid, who, uplink)
+        self.fit_mtu(feed, uplink, who, "feed")
         feed_link = self.model.get(feed)
         assert feed_link is not None
         self.bridge(name, feed_link.mtu, who, uplink)
+        self.fit_mtu(name, uplink, who, "access bridge")
         self.enslave(feed, name, who)
         self.up(name)
         return name
@@ -226,6 +262,137 @@ class _Builder:
         self.enslave(port_name, bridge, who)
         self.up(port_name)
 
+    # --- trunk VLAN filtering ----------------------------------------------
+
+    def filters(self, uplink: Uplink) -> bool:
+        """Whether the trunk bridge of `uplink` filters, or will once this
+        plan runs: it does already, or it is owned (ours, or handed over with
+        trunk-filtering = yes) and gets converted."""
+        bridge = self.model.get(uplink.trunk_bridge)
+        # vlans None: a snapshot that did not read the VLAN tables (hand-made
+        # ones); nothing is programmed against tables we do not know.
+        return (bridge is not None and bridge.vlans is not None
+                and (bridge.vlan_filtering or _owned(bridge, uplink)))
+
+    def untagged_on_uplink(self, uplink: Uplink) -> FrozenSet[int]:
+        """The VIDs the uplink carries untagged: the bridge's default PVID
+        (what a new port gets) and the uplink port's own untagged entries."""
+        bridge = self.model.get(uplink.trunk_bridge)
+        nic = self.model.get(uplink.device)
+        vids = {bridge.default_pvid} if bridge is not None else {1}
+        if nic is not None and nic.vlans is not None:
+            vids |= nic.vlans.untagged | {nic.vlans.pvid or 0}
+        return frozenset(vids - {0})
+
+    def check_trunk_list(self, want: Want, uplink: Uplink, who: str) -> None:
+        listed = set(want.vlans) | ({want.native} if want.native else set())
+        clash = sorted(listed & self.untagged_on_uplink(uplink))
+        if clash:
+            vid = clash[0]
+            raise Refused("%s: VLAN %d is the VLAN uplink %s carries untagged on trunk bridge %s "
+                          "(its default PVID); a guest allowed it could send double-tagged "
+                          "frames that leave %s with only the inner tag and hop into another "
+                          "VLAN; remove %d from the guest's vlans/native (or from allowed-vlans "
+                          "in %s)" % (who, vid, uplink.device, uplink.trunk_bridge,
+                                      uplink.device, vid, self.conf_hint(uplink)))
+
+    def vlan_adds(self, dev: str, vids: Iterable[int], self_: bool = False) -> None:
+        for first, last in vlan_ranges(vids):
+            self.emit(AddBridgeVlan(dev, first, last, self_=self_))
+
+    def vlan_dels(self, dev: str, vids: Iterable[int], self_: bool = False) -> None:
+        for first, last in vlan_ranges(vids):
+            self.emit(DelBridgeVlan(dev, first, last, self_=self_))
+
+    def trunk_port(self, want: Want, uplink: Uplink, who: str) -> None:
+        """Give a trunk guest's port exactly its VLANs: `vlans` tagged, the
+        native VLAN as PVID untagged, nothing else (the bridge's default PVID
+        goes)."""
+        assert want.port is not None
+        bridge = uplink.trunk_bridge
+        if not self.filters(uplink):
+            self.warn("%s: trunk bridge %s does not filter VLANs (an adopted bridge): %s sees and "
+                      "can send on every VLAN of %s, not only %s; set trunk-filtering = yes in "
+                      "%s to enforce the list" % (
+                          who, bridge, want.port, uplink.device,
+                          format_vlan_list(want.vlans), self.conf_hint(uplink)))
+            return
+        port = self.model.get(want.port)
+        assert port is not None
+        now = port.vlans or PortVlans()
+        native = want.native
+        tagged = set(want.vlans) - {native}
+        wanted = tagged | ({native} if native else set())
+        self.vlan_dels(want.port, now.members - wanted)
+        if native and not (native in now.untagged and now.pvid == native):
+            self.emit(AddBridgeVlan(want.port, native, native, pvid=True, untagged=True))
+        self.vlan_adds(want.port, {v for v in tagged
+                                   if v not in now.tagged or now.pvid == v})
+
+    def sync_trunk(self, uplink: Uplink, convert: bool) -> None:
+        """Uplink and self entries of the trunk bridge for what is in use;
+        with `convert`, switch filtering on for an owned bridge without it.
+
+        Uplink port: a tagged entry per VID in use (other ports' members, the
+        VIDs of the brN.V devices on the bridge, host VLANs); bridge self: a
+        tagged entry per brN.V. Their default-PVID entries are never touched.
+        On owned bridges tagged entries nobody uses are removed; on an
+        adopted filtering bridge changes are additive only (the entries may
+        be the admin's)."""
+        bridge = self.model.get(uplink.trunk_bridge)
+        nic = self.model.get(uplink.device)
+        if (bridge is None or bridge.kind != "bridge" or nic is None or nic.master != bridge.name
+                or bridge.vlans is None or nic.vlans is None):
+            return
+        owned = _owned(bridge, uplink)
+        converting = not bridge.vlan_filtering
+        if converting and not (owned and convert):
+            return
+        if not owned and not convert:
+            return  # an admin's filtering bridge: cleanup has nothing to remove there
+        default = bridge.default_pvid
+        if converting:
+            self.widen_old_trunk_guests(uplink, bridge)
+            bridge = self.model.get(uplink.trunk_bridge)
+            assert bridge is not None
+        children = {c.vlan_id for c in self.model.vlan_children(bridge.name) if c.vlan_id}
+        in_use = set(children) | set(uplink.host_vlans)
+        for port in self.model.ports(bridge.name):
+            # On an admin's bridge only the guests this plan wires count: the
+            # admin's own ports may keep VLANs off the wire on purpose.
+            if (port.name != nic.name and port.vlans is not None
+                    and (owned or port.name in self.plugged)):
+                in_use |= port.vlans.members
+        in_use.discard(default)
+        now = nic.vlans or PortVlans()
+        self.vlan_adds(nic.name, in_use - now.members)
+        if owned:
+            self.vlan_dels(nic.name, now.tagged - in_use - {now.pvid, default})
+        mine = bridge.vlans or PortVlans()
+        self.vlan_adds(bridge.name, children - mine.members - {default}, self_=True)
+        if owned:
+            self.vlan_dels(bridge.name, mine.tagged - children - {mine.pvid, default}, self_=True)
+        if converting:
+            self.emit(SetVlanFiltering(bridge.name, True))
+
+    def widen_old_trunk_guests(self, uplink: Uplink, bridge: Link) -> None:
+        """At a conversion: guest ports already on the bridge with only the
+        default PVID entry (trunk guests started while it did not filter)
+        get every allowed VLAN tagged, so they keep their VLANs."""
+        default = bridge.default_pvid
+        only_default = PortVlans(untagged=frozenset({default}), pvid=default)
+        widen = sorted(uplink.allowed_vlans - {default})
+        for port in self.model.ports(bridge.name):
+            if (port.kind not in PORT_KINDS or port.name in self.plugged
+                    or port.name == uplink.device or port.vlans != only_default or not widen):
+                continue
+            self.warn("%s: port %s was on trunk bridge %s before it filtered VLANs; it keeps "
+                      "every allowed VLAN of uplink %s (%s): plug it again with its own list "
+                      "(or restart its guest) to narrow it" % (
+                          bridge.name, port.name, bridge.name, uplink.name,
+                          format_vlan_list(widen), ))
+            self.vlan_adds(port.name, widen)
+
     def want(self, want: Want) -> None:
         who = want.who or (want.port or "request")
         uplink = self.config.uplink(want.uplink, who)
@@ -234,8 +401,14 @@ class _Builder:
             # The parsers check this already; the planner is the last line.
             raise Refused("%s: VLAN %s not allowed on uplink %s; add it to allowed-vlans in %s"
                           % (who, format_vlan_list(denied), uplink.name, self.conf_hint(uplink)))
+        if want.port is not None:
+            self.plugged.add(want.port)
+        self.check_uplink_mtu(uplink, who)
         if uplink.wiring == TRUNK:
             self.trunk(uplink, who)
+            self.trunks[uplink.trunk_bridge] = uplink
+            if want.mode == TRUNK and self.filters(uplink):
+                self.check_trunk_list(want, uplink, who)
         elif want.mode == TRUNK:
             raise Refused("%s: trunk mode needs uplink %s wired as trunk, but it has wiring = "
                           "access; set wiring = trunk in %s (its NIC then joins bridge %s)"
@@ -249,6 +422,14 @@ class _Builder:
             target = uplink.trunk_bridge
         if want.port is not None:
             self.port(want.port, target, who)
+            if want.mode == TRUNK:
+                self.trunk_port(want, uplink, who)
+
+
+def _owned(bridge: Link, uplink: Uplink) -> bool:
+    """A trunk bridge whose VLAN entries virt-vlan manages fully: one it
+    created, or an admin's that the config hands over (trunk-filtering)."""
+    return bridge.managed or uplink.trunk_filtering
 
 
 def plan(wants: Sequence[Want], config: Config, snap: Snapshot) -> Plan:
@@ -259,6 +440,8 @@ def plan(wants: Sequence[Want], config: Config, snap: Snapshot) -> Plan:
     builder = _Builder(config, snap)
     for want in wants:
         builder.want(want)
+    for uplink in builder.trunks.values():
+        builder.sync_trunk(uplink, convert=True)
     return builder.plan()
 
 
@@ -287,7 +470,8 @@ def plan_unplug(port: str, config: Config, snap: Snapshot,
                           "alone (use 'ip link set dev %s nomaster' yourself)"
                           % (port, link.master, port))
         snap = Release(port).simulate(snap)
-        return Plan((Release(port),) + plan_cleanup(config, snap, in_use).actions)
+        rest = plan_cleanup(config, snap, in_use)
+        return Plan((Release(port),) + rest.actions, rest.warnings)
     return plan_cleanup(config, snap, in_use)
 
 
@@ -322,7 +506,15 @@ def plan_cleanup(config: Config, snap: Snapshot, in_use: FrozenSet[str] = frozen
         bridge = uplink.access_bridge(vid)
         if link.master in idle or (link.master is None and snap.get(bridge) is None):
             doomed.append(link.name)
-    return Plan(tuple(DeleteLink(name) for name in doomed))
+    builder = _Builder(config, snap)
+    for name in doomed:
+        builder.emit(DeleteLink(name))
+    # Trunk bridges that filter: uplink and self entries follow what is left
+    # (a trunk guest's tap vanishes with its entries when the guest stops).
+    for uplink in config.uplinks:
+        if uplink.wiring == TRUNK:
+            builder.sync_trunk(uplink, convert=False)
+    return builder.plan()
 
 
 def describe(plan_: Plan) -> Optional[str]:

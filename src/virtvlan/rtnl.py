@@ -2,7 +2,8 @@
 
 Each libvirt hook call is a fresh process, and importing pyroute2 costs more
 than the whole warm path (where the plan is usually empty). So reading is
-four dumps on a stdlib socket (links, addresses, IPv4 and IPv6 routes);
+five dumps on a stdlib socket (links, addresses, IPv4 and IPv6 routes, and
+the bridge VLAN tables);
 pyroute2 stays in apply.py for changes. read_snapshot() returns exactly what
 netlink.read() returns through pyroute2 (tests/kernel compare the two).
 Constants: linux/netlink.h, rtnetlink.h, if_link.h, if_addr.h.
@@ -21,7 +22,7 @@ import time
 from typing import Dict, List, Optional, Set, Tuple
 
 from .errors import ApplyError
-from .model import MANAGED_ALIAS, Address, Link, Route, Snapshot
+from .model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,17 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
 RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
-IFLA_LINKINFO, IFLA_IFALIAS, IFLA_LINK_NETNSID = 18, 20, 37
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK, IFLA_AF_SPEC, IFLA_LINK_NETNSID = 18, 20, 29, 26, 37
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_VLAN_ID = 1, 2, 1
+# Bridge IFLA_INFO_DATA (if_link.h enum IFLA_BR_*).
+IFLA_BR_STP_STATE, IFLA_BR_VLAN_FILTERING = 5, 7
+IFLA_BR_NF_CALL_IPTABLES, IFLA_BR_VLAN_DEFAULT_PVID = 36, 39
+# AF_BRIDGE link dump: IFLA_AF_SPEC holds IFLA_BRIDGE_VLAN_INFO entries
+# (struct bridge_vlan_info {u16 flags; u16 vid}, if_bridge.h).
+AF_BRIDGE, IFLA_BRIDGE_VLAN_INFO = 7, 2
+RTEXT_FILTER_BRVLAN_COMPRESSED = 1 << 2
+BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 0x2, 0x4
+BRIDGE_VLAN_INFO_RANGE_BEGIN, BRIDGE_VLAN_INFO_RANGE_END = 0x8, 0x10
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC = 1, 4, 5, 6, 7
 RTA_TABLE, RTA_VIA, RTA_NH_ID = 15, 18, 30
@@ -98,6 +108,48 @@ def attributes(data: bytes, offset: int = 0) -> Dict[int, bytes]:
     return attrs
 
 
+def attribute_list(data: bytes, offset: int = 0) -> List[Tuple[int, bytes]]:
+    """The rtattr chain from `offset` as (type, payload) pairs, in order and
+    with repeats (the entries of a nested list)."""
+    attrs: List[Tuple[int, bytes]] = []
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4:
+            break
+        attrs.append((kind & 0x3FFF, data[offset + 4:offset + length]))
+        offset += (length + 3) & ~3
+    return attrs
+
+
+def parse_port_vlans(payload: bytes) -> Tuple[int, Optional[int], PortVlans]:
+    """(ifindex, master ifindex, entries) of one AF_BRIDGE RTM_NEWLINK.
+
+    With RTEXT_FILTER_BRVLAN_COMPRESSED runs of VIDs with the same flags
+    come as a RANGE_BEGIN entry and a RANGE_END entry (br_fill_ifvlaninfo_
+    compressed); a port or bridge without entries has no IFLA_AF_SPEC.
+    """
+    index = _IFINFOMSG.unpack_from(payload)[2]
+    attrs = attributes(payload, _IFINFOMSG.size)
+    tagged: Set[int] = set()
+    untagged: Set[int] = set()
+    pvid: Optional[int] = None
+    begin: Optional[int] = None
+    for kind, data in attribute_list(attrs.get(IFLA_AF_SPEC, b"")):
+        if kind != IFLA_BRIDGE_VLAN_INFO or len(data) < 4:
+            continue
+        flags, vid = struct.unpack_from("=HH", data)
+        if flags & BRIDGE_VLAN_INFO_RANGE_BEGIN:
+            begin = vid
+            continue
+        first = begin if begin is not None and flags & BRIDGE_VLAN_INFO_RANGE_END else vid
+        begin = None
+        vids = range(first, vid + 1)
+        (untagged if flags & BRIDGE_VLAN_INFO_UNTAGGED else tagged).update(vids)
+        if flags & BRIDGE_VLAN_INFO_PVID:
+            pvid = vid
+    return index, _u32(attrs, IFLA_MASTER), PortVlans(frozenset(tagged), frozenset(untagged), pvid)
+
+
 def split_messages(data: bytes, seq: int, what: str) -> Tuple[List[bytes], bool, bool]:
     """One received datagram as (payloads, done, interrupted).
 
@@ -132,13 +184,32 @@ def link_name(payload: bytes) -> Tuple[int, str]:
     return _IFINFOMSG.unpack_from(payload)[2], _text(attrs.get(IFLA_IFNAME, b""))
 
 
-def parse_link(payload: bytes, names: Dict[int, str], addresses: Tuple[Address, ...]) -> Link:
-    """An RTM_NEWLINK payload as a Link; `names` maps ifindex to name."""
+def _bridge_options(data: Dict[int, bytes]) -> Dict[str, object]:
+    """Link fields from a bridge's IFLA_INFO_DATA. IFLA_BR_VLAN_DEFAULT_PVID
+    is absent when the kernel lacks CONFIG_BRIDGE_VLAN_FILTERING: then no
+    port gets a default entry, which default_pvid 0 (none) says."""
+    def u8(kind: int) -> bool:
+        return bool(data[kind][0]) if data.get(kind) else False
+
+    pvid = data.get(IFLA_BR_VLAN_DEFAULT_PVID)
+    return {"vlan_filtering": u8(IFLA_BR_VLAN_FILTERING),
+            "default_pvid": struct.unpack_from("=H", pvid)[0] if pvid else 0,
+            "stp": bool(_u32(data, IFLA_BR_STP_STATE)),
+            "nf_call": u8(IFLA_BR_NF_CALL_IPTABLES)}
+
+
+def parse_link(payload: bytes, names: Dict[int, str], addresses: Tuple[Address, ...],
+               vlans: Optional[PortVlans] = None) -> Link:
+    """An RTM_NEWLINK payload as a Link; `names` maps ifindex to name;
+    `vlans` its bridge VLAN entries (from the AF_BRIDGE dump), if any."""
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
     attrs = attributes(payload, _IFINFOMSG.size)
     info = attributes(attrs.get(IFLA_LINKINFO, b""))
     kind = _text(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else "device"
     vlan_id = parent = None
+    bridge: Dict[str, object] = {}
+    if kind == "bridge":
+        bridge = _bridge_options(attributes(info.get(IFLA_INFO_DATA, b"")))
     if kind == "vlan":
         data = attributes(info.get(IFLA_INFO_DATA, b""))
         vlan_id = struct.unpack_from("=H", data[IFLA_VLAN_ID])[0] if IFLA_VLAN_ID in data else None
@@ -154,7 +225,7 @@ def parse_link(payload: bytes, names: Dict[int, str], addresses: Tuple[Address, 
                 parent=parent, mtu=_u32(attrs, IFLA_MTU) or 0, up=bool(flags & IFF_UP),
                 managed=_text(attrs.get(IFLA_IFALIAS, b"")) == MANAGED_ALIAS,
                 mac=":".join("%02x" % byte for byte in attrs.get(IFLA_ADDRESS, b"")),
-                addresses=addresses)
+                addresses=addresses, vlans=vlans, **bridge)  # type: ignore[arg-type]
 
 
 def parse_address(payload: bytes) -> Optional[Tuple[int, Address]]:
@@ -210,15 +281,44 @@ def parse_route(payload: bytes, names: Dict[int, str]) -> Optional[Route]:
                  prefsrc=_ip(family, attrs.get(RTA_PREFSRC)))
 
 
-def build_snapshot(links: List[bytes], addrs: List[bytes], routes: List[bytes]) -> Snapshot:
-    """The Snapshot from the payloads of RTM_NEWLINK/NEWADDR/NEWROUTE dumps."""
+def bridge_tables(links: List[bytes], bridges: List[bytes]) -> Dict[int, PortVlans]:
+    """ifindex -> VLAN entries, for every bridge and every port of a bridge
+    (an empty PortVlans when it has none), from the AF_BRIDGE dump."""
+    kinds: Dict[int, str] = {}
+    masters: Dict[int, Optional[int]] = {}
+    for payload in links:
+        index = _IFINFOMSG.unpack_from(payload)[2]
+        attrs = attributes(payload, _IFINFOMSG.size)
+        info = attributes(attrs.get(IFLA_LINKINFO, b""))
+        kinds[index] = _text(info.get(IFLA_INFO_KIND, b""))
+        masters[index] = _u32(attrs, IFLA_MASTER)
+    tables: Dict[int, PortVlans] = {}
+    for payload in bridges:
+        index, _master, vlans = parse_port_vlans(payload)
+        # A port is reported by its bridge first; a driver with its own
+        # ndo_bridge_getlink (SR-IOV NICs) may report it again: first wins.
+        tables.setdefault(index, vlans)
+    out: Dict[int, PortVlans] = {}
+    for index, kind in kinds.items():
+        master = masters[index]
+        if kind == "bridge" or (master is not None and kinds.get(master) == "bridge"):
+            out[index] = tables.get(index, PortVlans())
+    return out
+
+
+def build_snapshot(links: List[bytes], addrs: List[bytes], routes: List[bytes],
+                   bridges: Optional[List[bytes]] = None) -> Snapshot:
+    """The Snapshot from the payloads of RTM_NEWLINK/NEWADDR/NEWROUTE dumps
+    and of the AF_BRIDGE link dump (None: VLAN tables not read)."""
     indexed = [link_name(payload) for payload in links]
     names = dict(indexed)
     by_index: Dict[int, List[Address]] = {}
     for found in filter(None, map(parse_address, addrs)):
         by_index.setdefault(found[0], []).append(found[1])
+    tables = bridge_tables(links, bridges) if bridges is not None else {}
     return Snapshot(
-        links=tuple(parse_link(payload, names, tuple(by_index.get(index, ())))
+        links=tuple(parse_link(payload, names, tuple(by_index.get(index, ())),
+                               tables.get(index))
                     for payload, (index, _name) in zip(links, indexed)),
         routes=tuple(filter(None, (parse_route(payload, names) for payload in routes))))
 
@@ -244,7 +344,8 @@ def _dump(sock: _socket.socket, seq: int, kind: int, header: bytes,
     return payloads, interrupted
 
 
-def unknown_indexes(links: List[bytes], addrs: List[bytes], routes: List[bytes]) -> Set[int]:
+def unknown_indexes(links: List[bytes], addrs: List[bytes], routes: List[bytes],
+                    bridges: Tuple[bytes, ...] = ()) -> Set[int]:
     """The ifindexes that addresses or routes name but the link dump lacks.
 
     Each dump is consistent on its own (NLM_F_DUMP_INTR says when not), but
@@ -258,7 +359,24 @@ def unknown_indexes(links: List[bytes], addrs: List[bytes], routes: List[bytes])
         oif = _u32(attributes(payload, _RTMSG.size), RTA_OIF)
         if oif is not None:
             named.add(oif)
+    named.update(_IFINFOMSG.unpack_from(payload)[2] for payload in bridges)
     return named - known
+
+
+def moved_ports(links: List[bytes], bridges: List[bytes]) -> Set[int]:
+    """Ports whose master in the AF_BRIDGE dump is not the one of the link
+    dump (enslaved or released between the two): the dumps must be re-read."""
+    masters = {}
+    for payload in links:
+        masters[_IFINFOMSG.unpack_from(payload)[2]] = _u32(
+            attributes(payload, _IFINFOMSG.size), IFLA_MASTER)
+    moved = set()
+    for payload in bridges:
+        index, master, _vlans = parse_port_vlans(payload)
+        # A bridge's own message names itself as master (br_fill_ifinfo).
+        if master not in (None, index) and index in masters and masters[index] != master:
+            moved.add(index)
+    return moved
 
 
 def _read(sock: _socket.socket) -> Snapshot:
@@ -269,7 +387,13 @@ def _read(sock: _socket.socket) -> Snapshot:
     requests = ((RTM_GETLINK, _IFINFOMSG.pack(0, 0, 0, 0, 0), "links"),
                 (RTM_GETADDR, _IFADDRMSG.pack(0, 0, 0, 0, 0), "addresses"),
                 (RTM_GETROUTE, _RTMSG.pack(_socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), "routes"),
-                (RTM_GETROUTE, _RTMSG.pack(_socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), "routes"))
+                (RTM_GETROUTE, _RTMSG.pack(_socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), "routes"),
+                # AF_BRIDGE: one message per bridge port and per bridge (its
+                # self entries), VIDs compressed into ranges (a 1-4094 trunk is
+                # two entries, not 4094).
+                (RTM_GETLINK, _IFINFOMSG.pack(AF_BRIDGE, 0, 0, 0, 0)
+                 + struct.pack("=HHI", 8, IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN_COMPRESSED),
+                 "bridge VLAN tables"))
     deadline, pause, retries = time.monotonic() + _BUDGET, _PAUSE_FIRST, 0
 
     def wait(why: str) -> None:
@@ -293,11 +417,16 @@ def _read(sock: _socket.socket) -> Snapshot:
                 wait("%s dump interrupted by a change" % request[2])
                 payloads, interrupted = _dump(sock, next(seq), *request)
             dumps.append(payloads)
-        links, addrs, routes4, routes6 = dumps
-        unknown = unknown_indexes(links, addrs, routes4 + routes6)
-        if not unknown:
-            return build_snapshot(links, addrs, routes4 + routes6)
-        wait("ifindex %s appeared after the link dump" % ",".join(map(str, sorted(unknown))))
+        links, addrs, routes4, routes6, bridges = dumps
+        unknown = unknown_indexes(links, addrs, routes4 + routes6, tuple(bridges))
+        moved = moved_ports(links, bridges)
+        if not unknown and not moved:
+            return build_snapshot(links, addrs, routes4 + routes6, bridges)
+        if unknown:
+            wait("ifindex %s appeared after the link dump" % ",".join(map(str, sorted(unknown))))
+        else:
+            wait("ifindex %s changed bridge after the link dump"
+                 % ",".join(map(str, sorted(moved))))
 
 
 def _open(netns_path: Optional[str] = None) -> _socket.socket:

@@ -5,6 +5,7 @@ Tests that create VLAN devices take the `vlan_support` fixture and fail
 outside the test VM; the others also run on a kernel without 802.1Q.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -404,3 +405,81 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# -- bridge VLAN entries and filtering ------------------------------------------
+
+def _bridge_vlans(ns) -> dict:
+    """`bridge -json -c vlan show` as {ifname: (tagged, untagged, pvid)}."""
+    out = subprocess.run(["bridge", "-n", ns.name, "-json", "-c", "vlan", "show"], check=True,
+                         capture_output=True, text=True).stdout
+    tables = {}
+    for entry in json.loads(out or "[]"):
+        tagged, untagged, pvid = set(), set(), None
+        for vlan in entry.get("vlans", []):
+            vids = set(range(vlan["vlan"], vlan.get("vlanEnd", vlan["vlan"]) + 1))
+            (untagged if "Egress Untagged" in vlan.get("flags", []) else tagged).update(vids)
+            if "PVID" in vlan.get("flags", []):
+                pvid = vlan["vlan"]
+        tables[entry["ifname"]] = (tagged, untagged, pvid)
+    return tables
+
+
+def _filtering(ns, bridge: str) -> int:
+    return ns.link(bridge)["linkinfo"]["info_data"]["vlan_filtering"]
+
+
+def _trunk_bridge(ns) -> None:
+    """brt (ours, unfiltered) with uplink u0 and guest tap0; brt.5 on it."""
+    veth(ns)
+    ns.ip("tuntap", "add", "mode", "tap", "tap0")
+    apply(act.Plan((act.CreateBridge("brt", 1500), act.SetMaster("u0", "brt"),
+                    act.SetMaster("tap0", "brt"), act.SetUp("brt"))), ns.name)
+
+
+FILTER_PLAN = act.Plan((
+    act.DelBridgeVlan("tap0", 1, 1),
+    act.AddBridgeVlan("tap0", 9, 9, pvid=True, untagged=True),
+    act.AddBridgeVlan("tap0", 10, 4094),
+    act.AddBridgeVlan("u0", 5, 7),
+    act.AddBridgeVlan("u0", 9, 4094),
+    act.AddBridgeVlan("brt", 5, 5, self_=True),
+    act.SetVlanFiltering("brt"),
+))
+
+
+def test_bridge_vlan_entries_ranges_self_and_filtering(netns, vlan_support):
+    _trunk_bridge(netns)
+    assert _filtering(netns, "brt") == 0
+    after = apply(FILTER_PLAN, netns.name)
+    shown = _bridge_vlans(netns)
+    assert shown["tap0"] == (set(range(10, 4095)), {9}, 9)
+    assert shown["u0"] == ({5, 6, 7} | set(range(9, 4095)), {1}, 1)
+    assert shown["brt"] == ({5}, {1}, 1)
+    assert _filtering(netns, "brt") == 1
+    assert after.get("tap0").vlans.tagged == frozenset(range(10, 4095))
+    # Applying the same entries again changes nothing and still verifies.
+    apply(act.Plan(FILTER_PLAN.actions[1:]), netns.name)
+    assert _bridge_vlans(netns) == shown
+
+
+def test_port_delete_keeps_the_bridge_self_entry(netns, vlan_support):
+    """Deleting VLAN 5 from the uplink port must not delete brt's own entry
+    (the per-VLAN master flag would): brt.5 would lose its traffic."""
+    _trunk_bridge(netns)
+    apply(act.Plan((act.AddBridgeVlan("u0", 5, 5), act.AddBridgeVlan("brt", 5, 5, self_=True))),
+          netns.name)
+    apply(act.Plan((act.DelBridgeVlan("u0", 5, 5),)), netns.name)
+    shown = _bridge_vlans(netns)
+    assert shown["u0"] == (set(), {1}, 1)
+    assert shown["brt"] == ({5}, {1}, 1)
+
+
+def test_bridge_vlan_failure_rolls_back_entries_and_filtering(netns, vlan_support, monkeypatch):
+    _trunk_bridge(netns)
+    before = _bridge_vlans(netns)
+    monkeypatch.setenv(FAIL_AT_ENV, str(len(FILTER_PLAN)))  # filtering is on by then
+    with pytest.raises(ApplyError, match=r"rolled back 7 change"):
+        apply(act.Plan(FILTER_PLAN.actions + (act.SetUp("brt"),)), netns.name)
+    assert _bridge_vlans(netns) == before
+    assert _filtering(netns, "brt") == 0

@@ -6,6 +6,7 @@ take `vlan_support` and fail outside the test VM; the rest also run on a
 kernel without 802.1Q.
 """
 
+import json
 import logging
 import os
 import subprocess
@@ -15,10 +16,14 @@ import pytest
 
 from virtvlan import netlink, rtnl
 from virtvlan.errors import ApplyError
-from virtvlan.model import MANAGED_ALIAS, Address, Route
+from virtvlan.model import MANAGED_ALIAS, Address, PortVlans, Route
 
 H4, GW4 = "192.0.2.10", "192.0.2.1"
 H6, GW6 = "2001:db8:1::10", "2001:db8:1::1"
+
+
+def veth(ns, a: str = "u0", b: str = "u1") -> None:
+    ns.ip("link", "add", a, "type", "veth", "peer", "name", b)
 
 
 def pyroute2_snapshot(name=None):
@@ -222,3 +227,64 @@ def test_not_a_namespace_names_the_errno(tmp_path):
     plain.write_text("")
     with pytest.raises(ApplyError, match=r"cannot open a netlink socket in netns .*: EINVAL "):
         rtnl.read_snapshot(str(plain))
+
+
+def bridge_vlan_show(ns) -> dict:
+    """`bridge -json -compressvlans vlan show` as {ifname: (tagged, untagged, pvid)},
+    ranges expanded: the independent oracle for the VLAN tables."""
+    out = subprocess.run(["bridge", "-n", ns.name, "-json", "-c", "vlan", "show"], check=True,
+                         capture_output=True, text=True).stdout
+    tables = {}
+    for entry in json.loads(out or "[]"):
+        tagged, untagged, pvid = set(), set(), None
+        for vlan in entry.get("vlans", []):
+            vids = set(range(vlan["vlan"], vlan.get("vlanEnd", vlan["vlan"]) + 1))
+            flags = vlan.get("flags", [])
+            (untagged if "Egress Untagged" in flags else tagged).update(vids)
+            if "PVID" in flags:
+                pvid = vlan["vlan"]
+        tables[entry["ifname"]] = (tagged, untagged, pvid)
+    return tables
+
+
+def test_bridge_vlan_tables_equal_pyroute2_and_bridge_json(netns, vlan_support):
+    """A filtering bridge with a non-default default_pvid, a 10-4094 trunk
+    range, an untagged range, a native VLAN and self entries: rtnl (compressed
+    AF_BRIDGE dump) equals pyroute2 and `bridge -json vlan show`."""
+    netns.ip("link", "add", "brf", "type", "bridge", "vlan_filtering", "1",
+             "vlan_default_pvid", "3", "stp_state", "1")
+    netns.ip("link", "add", "brg", "type", "bridge")  # unfiltered, default PVID 1
+    veth(netns)
+    netns.ip("tuntap", "add", "mode", "tap", "tap0")
+    netns.ip("link", "set", "u0", "master", "brf")
+    netns.ip("link", "set", "tap0", "master", "brf")
+    netns.ip("link", "set", "u1", "master", "brg")
+    netns.ip("link", "add", "link", "brf", "name", "brf.10", "type", "vlan", "id", "10")
+
+    def bridge(*args: str) -> None:
+        subprocess.run(["bridge", "-n", netns.name, "vlan"] + list(args), check=True)
+
+    bridge("add", "dev", "u0", "vid", "10-4094")
+    bridge("add", "dev", "tap0", "vid", "5", "pvid", "untagged")
+    bridge("add", "dev", "tap0", "vid", "100-200", "untagged")
+    bridge("add", "dev", "tap0", "vid", "7")
+    bridge("del", "dev", "tap0", "vid", "3")
+    bridge("add", "dev", "brf", "vid", "10", "self")
+    bridge("add", "dev", "brf", "vid", "20-30", "self")
+
+    snap = rtnl.read_snapshot(netns.name)
+    assert snap == pyroute2_snapshot(netns.name)
+    brf, brg = snap.get("brf"), snap.get("brg")
+    assert (brf.vlan_filtering, brf.default_pvid, brf.stp) == (True, 3, True)
+    assert (brg.vlan_filtering, brg.default_pvid, brg.stp) == (False, 1, False)
+    assert snap.get("u0").vlans == PortVlans(frozenset(range(10, 4095)), frozenset({3}), 3)
+    assert snap.get("tap0").vlans == PortVlans(frozenset({7}), frozenset({5} | set(range(100, 201))),
+                                               5)
+    assert snap.get("brf").vlans == PortVlans(frozenset({10} | set(range(20, 31))),
+                                              frozenset({3}), 3)
+    assert snap.get("u1").vlans == PortVlans(frozenset(), frozenset({1}), 1)
+    assert snap.get("brf.10").vlans is None and snap.get("u1").master == "brg"
+    shown = bridge_vlan_show(netns)
+    for name in ("brf", "brg", "u0", "u1", "tap0"):
+        vlans = snap.get(name).vlans
+        assert (set(vlans.tagged), set(vlans.untagged), vlans.pvid) == shown[name], name

@@ -108,3 +108,102 @@ def test_status_without_our_bridges_says_how_they_are_marked(capsys, monkeypatch
     assert main(["status"]) == 0
     assert capsys.readouterr().out == (
         "no virt-vlan bridges on this host (devices are marked with alias 'virt-vlan:managed')\n")
+
+
+# --- trunk filtering: plug --native, dry runs, status -------------------------
+
+TRUNK = "[uplink eth1]\nwiring = trunk\nallowed-vlans = 5,7,9\n"
+
+
+@pytest.fixture
+def trunk_conf(tmp_path, monkeypatch):
+    path = tmp_path / "trunk.conf"
+    path.write_text(TRUNK)
+    monkeypatch.setenv("VIRT_VLAN_LOCK", str(tmp_path / "lock"))
+    return str(path)
+
+
+def _host(monkeypatch, *links):
+    from virtvlan import rtnl
+    from virtvlan.model import Snapshot
+
+    snap = Snapshot(links=links)
+    monkeypatch.setattr(rtnl, "read_snapshot", lambda netns=None: snap)
+    return snap
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--access", "5", "--native", "7"], "plug vnet0: --native goes with --trunk only"),
+    (["--trunk", "5,7", "--native", "7"], "plug vnet0: --native 7 is also in --trunk 5,7"),
+    (["--trunk", "5", "--native", "8"], "plug vnet0: VLAN 8 not allowed on uplink eth1"),
+    (["--trunk", "5", "--native", "x"], "plug vnet0: 'x' is not a VLAN number"),
+])
+def test_plug_native_bad_input_exit_1_one_line(trunk_conf, capsys, args, message):
+    assert main(["--config", trunk_conf, "plug", "vnet0"] + args) == 1
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("virt-vlan: " + message)
+
+
+def test_plug_trunk_native_dry_run_prints_bridge_commands(trunk_conf, capsys, monkeypatch):
+    from virtvlan.model import Link
+
+    _host(monkeypatch, Link("eth1", index=2, mac="52:54:00:aa:00:01"),
+          Link("vnet0", "tun", 3))
+    assert main(["--config", trunk_conf, "plug", "vnet0", "--trunk", "5,7", "--native", "9",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("ip link add name br0 mtu 1500 address 52:54:00:aa:00:01 type bridge")
+    assert out[-10:] == [
+        "ip link set dev eth1 master br0",
+        "ip link set dev vnet0 master br0",
+        "bridge vlan del dev vnet0 vid 1",
+        "bridge vlan add dev vnet0 vid 9 pvid untagged",
+        "bridge vlan add dev vnet0 vid 5",
+        "bridge vlan add dev vnet0 vid 7",
+        "bridge vlan add dev eth1 vid 5",
+        "bridge vlan add dev eth1 vid 7",
+        "bridge vlan add dev eth1 vid 9",
+        "ip link set dev br0 type bridge vlan_filtering 1"]
+
+
+def test_status_shows_trunk_filtering_and_port_vlans(trunk_conf, capsys, monkeypatch):
+    from virtvlan.model import Link, PortVlans
+
+    def pv(tagged=(), untagged=(), pvid=None):
+        return PortVlans(frozenset(tagged), frozenset(untagged), pvid)
+
+    _host(monkeypatch,
+          Link("br0", "bridge", 2, managed=True, vlan_filtering=True,
+               vlans=pv({5}, {1}, 1)),
+          Link("eth1", index=3, master="br0", vlans=pv({5, 7, 8, 9}, {1}, 1)),
+          Link("vnet0", "tun", 4, master="br0", vlans=pv({5, 7}, {9}, 9)),
+          Link("vnet1", "tun", 5, master="br0", vlans=pv()),
+          Link("br0.5", "vlan", 6, vlan_id=5, parent="br0", managed=True, master="br05"),
+          Link("br05", "bridge", 7, managed=True))
+    assert main(["--config", trunk_conf, "status"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "br0 (managed, mtu 1500, trunk, vlan_filtering 1, default_pvid 1)",
+        "  eth1            device, pvid 1, vlans 1,5,7-9, untagged 1",
+        "  vnet0           tun, pvid 9, vlans 5,7,9, untagged 9",
+        "  vnet1           tun, pvid none, vlans none",
+        "  br0 (self)      pvid 1, vlans 1,5, untagged 1",
+        "br05 (managed, mtu 1500)",
+        "  br0.5           VLAN 5 on br0, managed"]
+
+
+def test_status_warns_about_an_adopted_trunk_bridge_that_does_not_filter(trunk_conf, capsys,
+                                                                       monkeypatch):
+    from virtvlan.model import Link, PortVlans
+
+    default = PortVlans(frozenset(), frozenset({1}), 1)
+    _host(monkeypatch, Link("br0", "bridge", 2, vlans=default),
+          Link("eth1", index=3, master="br0", vlans=default),
+          Link("vnet0", "tun", 4, master="br0", vlans=default))
+    assert main(["--config", trunk_conf, "status"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "br0 (adopted, mtu 1500, trunk, vlan_filtering 0, default_pvid 1)",
+        "  warning: br0 does not filter VLANs, so its trunk guests see every VLAN of the wire, "
+        "not only their list; set trunk-filtering = yes in [uplink eth1] to enforce them",
+        "  eth1            device, pvid 1, vlans 1, untagged 1",
+        "  vnet0           tun, pvid 1, vlans 1, untagged 1",
+        "  br0 (self)      pvid 1, vlans 1, untagged 1"]

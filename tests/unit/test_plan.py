@@ -12,10 +12,11 @@ from dataclasses import replace
 
 import pytest
 
-from virtvlan.actions import (CreateBridge, CreateVlan, DeleteLink, MoveAddresses, Plan, Release,
-                              SetDown, SetMaster, SetMtu, SetUp)
+from virtvlan.actions import (AddBridgeVlan, CreateBridge, CreateVlan, DelBridgeVlan, DeleteLink,
+                              MoveAddresses, Plan, Release, SetDown, SetMaster, SetMtu, SetUp,
+                              SetVlanFiltering)
 from virtvlan.errors import InputError, Refused
-from virtvlan.model import Address, Link, Route, Snapshot, Want
+from virtvlan.model import Address, Link, PortVlans, Route, Snapshot, Want
 from virtvlan.plan import describe, plan, plan_cleanup, plan_unplug
 
 WHO = "domain vm1, interface 52:54:00:00:00:01"
@@ -176,6 +177,15 @@ def test_trunk_creates_bridge_with_uplink_mac_and_moves_addresses(trunk_config):
         SetMaster("eth1", "br0"),
         MoveAddresses("eth1", "br0", (ADDR4,), (DEFAULT4,)),
         SetMaster("vnet0", "br0"),
+        # A bridge virt-vlan creates filters: the tap gets exactly its list
+        # (the default PVID goes), the uplink what is in use, and filtering
+        # is switched on last, once every entry is there.
+        DelBridgeVlan("vnet0", 1, 1),
+        AddBridgeVlan("vnet0", 5, 5),
+        AddBridgeVlan("vnet0", 7, 7),
+        AddBridgeVlan("eth1", 5, 5),
+        AddBridgeVlan("eth1", 7, 7),
+        SetVlanFiltering("br0"),
     )
 
 
@@ -226,6 +236,10 @@ def test_access_guest_on_trunk_wiring_is_fed_from_the_trunk_bridge(trunk_config)
         SetMaster("vnet0", "br05"),
         SetUp("br0.5"),
         SetUp("br05"),
+        # br0.5 needs VLAN 5 on the uplink and a tagged self entry.
+        AddBridgeVlan("eth1", 5, 5),
+        AddBridgeVlan("br0", 5, 5, self_=True),
+        SetVlanFiltering("br0"),
     )
 
 
@@ -491,13 +505,17 @@ def test_unplug_keeps_bridges_when_keep_empty_bridges(make_config):
 def test_unplug_from_trunk_keeps_trunk_bridge_and_host_vlans(mixed_config):
     snap = wired([trunk(5)], mixed_config, host(ETH0, ETH1, VNET0))
     assert snap.get("br1").managed and snap.get("br1.10").managed
-    assert plan_unplug("vnet0", mixed_config, snap).actions == (Release("vnet0"),)
+    # VLAN 5 leaves the uplink with its last user; host VLAN 10 stays.
+    assert snap.get("eth1").vlans.tagged == {5, 10}
+    assert plan_unplug("vnet0", mixed_config, snap).actions == (
+        Release("vnet0"), DelBridgeVlan("eth1", 5, 5))
 
 
 def test_unplug_access_guest_on_trunk_wiring_deletes_its_bridge_and_feed_only(trunk_config):
     snap = wired([access(5, uplink="eth1")], trunk_config, host(ETH1, VNET0))
     assert plan_unplug("vnet0", trunk_config, snap).actions == (
-        Release("vnet0"), DeleteLink("br05"), DeleteLink("br0.5"))
+        Release("vnet0"), DelBridgeVlan("eth1", 5, 5), DelBridgeVlan("br0", 5, 5, self_=True),
+        DeleteLink("br05"), DeleteLink("br0.5"))
 
 
 def test_unplug_refuses_a_port_of_a_foreign_bridge(access_config):
@@ -679,3 +697,267 @@ def test_deleting_a_device_deletes_its_vlan_children_and_frees_ports():
     assert [link.name for link in after] == ["br05", "vnet0"]
     assert after.get("vnet0").master == "br05"
     assert DeleteLink("br05").simulate(snap).get("vnet0").master is None
+
+
+# --- trunk VLAN filtering ------------------------------------------------------
+
+DEFAULT = PortVlans(untagged=frozenset({1}), pvid=1)  # what a new port gets
+
+
+def tagged(*vids, untagged=(), pvid=None):
+    return PortVlans(frozenset(vids), frozenset(untagged), pvid)
+
+
+def trunk_native(*vlans, native, port="vnet0", uplink="eth1"):
+    return replace(trunk(*vlans, port=port, uplink=uplink), native=native)
+
+
+def adopted_trunk(filtering, pvid=1, eth1=DEFAULT, self_=None, ports=()):
+    """An admin's trunk bridge br0 with eth1 as port (trunk_config's names)."""
+    default = PortVlans(untagged=frozenset({pvid}), pvid=pvid)
+    return host(replace(ETH1, master="br0", vlans=eth1),
+                Link("br0", kind="bridge", vlan_filtering=filtering, default_pvid=pvid,
+                     vlans=self_ or default), VNET0, *ports)
+
+
+def test_trunk_guest_gets_exactly_its_list_and_its_native_vlan(trunk_config):
+    snap = wired([trunk_native(5, 7, native=100)], trunk_config, host(ETH1, VNET0))
+    assert snap.get("vnet0").vlans == tagged(5, 7, untagged={100}, pvid=100)
+    # The uplink carries every VLAN in use, tagged, and keeps its own PVID.
+    assert snap.get("eth1").vlans == tagged(5, 7, 100, untagged={1}, pvid=1)
+    assert snap.get("br0").vlans == DEFAULT and snap.get("br0").vlan_filtering
+
+
+def test_trunk_plan_renders_bridge_vlan_commands(trunk_config):
+    snap = wired([trunk(5)], trunk_config, host(ETH1, VNET0))
+    lines = plan([trunk_native(100, 101, 102, 7, native=5)], trunk_config, snap).render()
+    assert lines == ("bridge vlan add dev vnet0 vid 5 pvid untagged",
+                     "bridge vlan add dev vnet0 vid 7",
+                     "bridge vlan add dev vnet0 vid 100-102",
+                     "bridge vlan add dev eth1 vid 7",
+                     "bridge vlan add dev eth1 vid 100-102")
+
+
+def test_changed_list_updates_the_tap_and_shrinks_the_uplink(trunk_config):
+    snap = wired([trunk(5, 7)], trunk_config, host(ETH1, VNET0))
+    result = plan([trunk(7, 100)], trunk_config, snap)
+    assert result.render() == ("bridge vlan del dev vnet0 vid 5",
+                               "bridge vlan add dev vnet0 vid 100",
+                               "bridge vlan add dev eth1 vid 100",
+                               "bridge vlan del dev eth1 vid 5")
+    assert not plan([trunk(7, 100)], trunk_config, result.simulate(snap))
+
+
+def test_full_trunk_is_ranges_and_a_second_plug_plans_nothing(make_config):
+    config = make_config("""\
+        [uplink eth1]
+        wiring = trunk
+        allowed-vlans = 1-4094
+        """)
+    snap = wired([trunk(*range(2, 4095))], config, host(ETH1, VNET0))
+    assert snap.get("vnet0").vlans == tagged(*range(2, 4095))
+    assert plan([trunk(*range(2, 4095))], config, snap).actions == ()
+    result = plan([trunk(*range(2, 4095), port="vnet1")], config, snap.with_link(VNET1))
+    assert result.render()[-2:] == ("bridge vlan del dev vnet1 vid 1",
+                                    "bridge vlan add dev vnet1 vid 2-4094")
+
+
+def test_the_vlan_the_uplink_carries_untagged_is_refused(make_config):
+    config = make_config("""\
+        [uplink eth1]
+        wiring = trunk
+        allowed-vlans = 1-20
+        """)
+    message = refusal([trunk(1, 5)], config, host(ETH1, VNET0))
+    assert message == (
+        WHO + ": VLAN 1 is the VLAN uplink eth1 carries untagged on trunk bridge br0 (its "
+        "default PVID); a guest allowed it could send double-tagged frames that leave eth1 "
+        "with only the inner tag and hop into another VLAN; remove 1 from the guest's "
+        "vlans/native (or from allowed-vlans in [uplink eth1] of test.conf)")
+    # Read from the bridge, never assumed: here it is 11, and 1 is fine.
+    snap = adopted_trunk(True, pvid=11, eth1=PortVlans(untagged=frozenset({11}), pvid=11))
+    assert "VLAN 11 is the VLAN uplink eth1" in refusal([trunk_native(5, native=11)], config, snap)
+    assert plan([trunk(1, 5)], config, snap).simulate(snap).get("vnet0").vlans == tagged(1, 5)
+
+
+def test_the_default_pvid_read_from_the_bridge_is_removed_from_the_tap(trunk_config):
+    snap = adopted_trunk(True, pvid=11, eth1=PortVlans(untagged=frozenset({11}), pvid=11))
+    assert plan([trunk(5)], trunk_config, snap).render() == (
+        "ip link set dev vnet0 master br0",
+        "bridge vlan del dev vnet0 vid 11",
+        "bridge vlan add dev vnet0 vid 5",
+        "bridge vlan add dev eth1 vid 5")
+
+
+def test_adopted_filtering_bridge_only_gets_additions(trunk_config):
+    # The admin's uplink carries 100-110 and br0 self has 300: never removed.
+    snap = adopted_trunk(True, eth1=tagged(*range(100, 111), untagged={1}, pvid=1),
+                         self_=tagged(300, untagged={1}, pvid=1))
+    result = plan([trunk(5)], trunk_config, snap)
+    assert not any(isinstance(a, (SetVlanFiltering,)) for a in result)
+    assert [a for a in result if isinstance(a, DelBridgeVlan) and a.dev != "vnet0"] == []
+    assert AddBridgeVlan("eth1", 5, 5) in result.actions
+    snap = result.simulate(snap)
+    assert plan_unplug("vnet0", trunk_config, snap).actions == (Release("vnet0"),)
+
+
+def test_adopted_unfiltered_bridge_is_served_as_before_with_a_warning(trunk_config):
+    snap = adopted_trunk(False)
+    result = plan([trunk(5, 7)], trunk_config, snap)
+    assert result.actions == (SetMaster("vnet0", "br0"),)
+    assert result.warnings == (
+        WHO + ": trunk bridge br0 does not filter VLANs (an adopted bridge): vnet0 sees and "
+        "can send on every VLAN of eth1, not only 5,7; set trunk-filtering = yes in "
+        "[uplink eth1] of test.conf to enforce the list",)
+    assert plan([trunk(5, 7)], trunk_config, result.simulate(snap)).warnings == result.warnings
+
+
+def test_trunk_filtering_yes_converts_an_adopted_bridge_last(make_config):
+    config = make_config("""\
+        [uplink eth1]
+        wiring = trunk
+        allowed-vlans = 5,7,100-110
+        trunk-filtering = yes
+        host-vlans = 10
+        """)
+    old_guest = replace(VNET1, master="br0", vlans=DEFAULT)
+    access_guest = Link("vnet2", kind="tun", master="br05")
+    feed = Link("br0.5", kind="vlan", parent="br0", vlan_id=5, master="br05", managed=True)
+    snap = adopted_trunk(False, ports=(old_guest, access_guest, feed,
+                                       Link("br05", kind="bridge", managed=True)))
+    result = plan([trunk(7)], config, snap)
+    assert result.actions[-1] == SetVlanFiltering("br0")
+    done = result.simulate(snap)
+    # The trunk guest started before filtering keeps every allowed VLAN.
+    assert done.get("vnet1").vlans == tagged(5, 7, *range(100, 111), untagged={1}, pvid=1)
+    assert result.warnings == (
+        "br0: port vnet1 was on trunk bridge br0 before it filtered VLANs; it keeps every "
+        "allowed VLAN of uplink eth1 (5,7,100-110): plug it again with its own list (or "
+        "restart its guest) to narrow it",)
+    assert done.get("vnet0").vlans == tagged(7)
+    assert done.get("eth1").vlans == tagged(5, 7, 10, *range(100, 111), untagged={1}, pvid=1)
+    # Self: the feed br0.5 and host VLAN br0.10, tagged; the untagged PVID stays.
+    assert done.get("br0").vlans == tagged(5, 10, untagged={1}, pvid=1)
+    assert not plan([trunk(7)], config, done)
+
+
+def test_managed_unfiltered_bridge_is_converted_at_the_next_plug(trunk_config):
+    snap = wired([trunk(5)], trunk_config, host(ETH1, VNET0, VNET1))
+    old = snap.with_link(replace(snap.get("br0"), vlan_filtering=False)).with_link(
+        replace(snap.get("vnet0"), vlans=DEFAULT)).with_link(
+        replace(snap.get("eth1"), vlans=DEFAULT))
+    result = plan([trunk(7, port="vnet1")], trunk_config, old)
+    assert result.actions[-1] == SetVlanFiltering("br0")
+    assert "port vnet0 was on trunk bridge br0" in result.warnings[0]
+    assert result.simulate(old).get("vnet1").vlans == tagged(7)
+
+
+def test_host_vlans_and_feeds_get_self_entries_and_shrink_with_their_last_user(mixed_config):
+    snap = wired([access(5, uplink="eth1", port="vnet0"), trunk(7, port="vnet1")],
+                 mixed_config, host(ETH0, ETH1, VNET0, VNET1))
+    assert snap.get("br1").vlans == tagged(5, 10, untagged={1}, pvid=1)
+    assert snap.get("eth1").vlans == tagged(5, 7, 10, untagged={1}, pvid=1)
+    # The access guest stops: its bridge and feed go, and so do VLAN 5's entries.
+    snap = plan_unplug("vnet0", mixed_config, snap).simulate(snap)
+    assert snap.get("br1.5") is None
+    assert snap.get("br1").vlans == tagged(10, untagged={1}, pvid=1)
+    assert snap.get("eth1").vlans == tagged(7, 10, untagged={1}, pvid=1)
+    # The trunk guest's tap vanishes with its guest: cleanup shrinks the uplink.
+    gone = snap.without_link("vnet1")
+    assert plan_cleanup(mixed_config, gone).actions == (DelBridgeVlan("eth1", 7, 7),)
+
+
+def test_bridge_vlan_actions_render_as_bridge_commands():
+    assert AddBridgeVlan("vnet0", 9, 9, pvid=True, untagged=True).render() == (
+        "bridge vlan add dev vnet0 vid 9 pvid untagged",)
+    assert AddBridgeVlan("br0", 10, 20, self_=True).render() == (
+        "bridge vlan add dev br0 vid 10-20 self",)
+    assert DelBridgeVlan("eth1", 2, 4094).render() == ("bridge vlan del dev eth1 vid 2-4094",)
+    assert DelBridgeVlan("br0", 5, 5, self_=True).render() == ("bridge vlan del dev br0 vid 5 self",)
+    assert SetVlanFiltering("br0").render() == (
+        "ip link set dev br0 type bridge vlan_filtering 1",)
+
+
+@pytest.mark.parametrize("action", [
+    AddBridgeVlan("vnet0", 5, 9),
+    AddBridgeVlan("vnet0", 1, 1),  # the PVID, re-added tagged: loses PVID and untagged
+    AddBridgeVlan("vnet0", 9, 9, pvid=True, untagged=True),
+    AddBridgeVlan("br0", 5, 5, self_=True),
+    DelBridgeVlan("vnet0", 1, 7),
+    DelBridgeVlan("br0", 1, 10, self_=True),
+    SetVlanFiltering("br0"),
+], ids=str)
+def test_bridge_vlan_undo_restores_the_table(action):
+    before = host(Link("br0", kind="bridge", vlans=tagged(3, untagged={1}, pvid=1)),
+                  replace(VNET0, master="br0", vlans=tagged(5, 6, untagged={1, 7}, pvid=1)))
+    after = action.simulate(before)
+    for undo in action.undo(before):
+        after = undo.simulate(after)
+    assert after == before
+
+
+# --- uplink mtu ----------------------------------------------------------------
+
+def mtu_config(make_config, wiring="access", mtu=1496):
+    return make_config("""\
+        [uplink eth0]
+        wiring = %s
+        allowed-vlans = 5,7
+        mtu = %d
+        """ % (wiring, mtu))
+
+
+def test_access_feed_bridge_and_tap_get_the_uplink_mtu(make_config):
+    config = mtu_config(make_config)
+    result = plan([access(5)], config, host(ETH0, VNET0))
+    assert SetMtu("eth0.5", 1496) in result.actions
+    assert CreateBridge("br05", 1496) in result.actions
+    assert SetMtu("vnet0", 1496) in result.actions
+    done = result.simulate(host(ETH0, VNET0))
+    assert [done.get(n).mtu for n in ("eth0", "eth0.5", "br05", "vnet0")] == [1500, 1496, 1496,
+                                                                            1496]
+    assert not plan([access(5)], config, done)
+
+
+def test_trunk_bridge_feed_and_tap_get_the_uplink_mtu(make_config):
+    config = mtu_config(make_config, "trunk")
+    snap = host(replace(ETH0, mtu=1500), VNET0, VNET1)
+    result = plan([trunk(5, uplink="eth0"), access(7, port="vnet1")], config, snap)
+    # The bridge is created with the NIC's MTU (enslaving it would raise it
+    # again) and then set: an MTU set by hand sticks (BROPT_MTU_SET_BY_USER).
+    assert result.actions.index(SetMtu("br0", 1496)) > result.actions.index(
+        SetMaster("eth0", "br0"))
+    done = result.simulate(snap)
+    assert [done.get(n).mtu for n in ("eth0", "br0", "br0.7", "br07", "vnet0", "vnet1")] == [
+        1500, 1496, 1496, 1496, 1496, 1496]
+    assert not plan([trunk(5, uplink="eth0"), access(7, port="vnet1")], config, done)
+
+
+def test_mtu_above_the_uplink_device_is_refused(make_config):
+    config = mtu_config(make_config, mtu=9000)
+    assert refusal([access(5)], config, host(ETH0, VNET0)) == (
+        WHO + ": mtu = 9000 in [uplink eth0] of test.conf exceeds the MTU 1500 of uplink device "
+        "eth0 (tagged frames must fit it); lower mtu there or raise eth0's MTU")
+
+
+def test_adopted_bridge_with_another_mtu_is_refused_and_ours_is_corrected(make_config):
+    config = mtu_config(make_config)
+    feed = Link("eth0.5", kind="vlan", parent="eth0", vlan_id=5, master="br05", managed=True,
+                mtu=1500)
+    theirs = host(ETH0, feed, Link("br05", kind="bridge", mtu=1500), VNET0)
+    assert refusal([access(5)], config, theirs) == (
+        WHO + ": access bridge br05 has MTU 1500, but mtu = 1496 in [uplink eth0] of test.conf; "
+        "virt-vlan does not change a device it did not create: set mtu = 1500 there or give "
+        "br05 MTU 1496")
+    ours = host(ETH0, feed, Link("br05", kind="bridge", mtu=1500, managed=True), VNET0)
+    result = plan([access(5)], config, ours)
+    assert SetMtu("eth0.5", 1496) in result.actions and SetMtu("br05", 1496) in result.actions
+
+
+def test_adopted_filtering_bridge_keeps_the_admins_local_vlans_off_the_uplink(trunk_config):
+    # The admin's veth9 carries VLAN 300 between local ports, not on the wire.
+    local = Link("veth9", kind="veth", master="br0", vlans=tagged(300))
+    snap = adopted_trunk(True, ports=(local,))
+    result = plan([trunk(5)], trunk_config, snap)
+    assert result.simulate(snap).get("eth1").vlans == tagged(5, untagged={1}, pvid=1)
+    assert plan_cleanup(trunk_config, result.simulate(snap)).actions == ()

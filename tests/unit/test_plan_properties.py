@@ -328,3 +328,67 @@ def test_access_scenarios_are_mostly_plannable(scenario):
     # refusing everything. Restorable hosts have no conflicting devices.
     config, snap, wants = scenario
     assert plan_or_none(wants, config, snap) is not None
+
+
+# --- bridge VLAN tables -----------------------------------------------------------
+
+VIDS = st.integers(1, 12)
+
+
+@st.composite
+def port_vlans(draw):
+    from virtvlan.model import PortVlans
+
+    members = draw(st.sets(VIDS, max_size=8))
+    untagged = draw(st.sets(st.sampled_from(sorted(members)), max_size=3)) if members else set()
+    pvid = draw(st.sampled_from(sorted(members))) if members and draw(st.booleans()) else None
+    return PortVlans(frozenset(members - untagged), frozenset(untagged), pvid)
+
+
+@st.composite
+def vlan_actions(draw):
+    from virtvlan.actions import AddBridgeVlan, DelBridgeVlan
+
+    first = draw(VIDS)
+    last = draw(st.integers(first, 12))
+    if draw(st.booleans()):
+        return DelBridgeVlan("vnet0", first, last)
+    pvid = first == last and draw(st.booleans())
+    return AddBridgeVlan("vnet0", first, last, pvid=pvid, untagged=draw(st.booleans()))
+
+
+@SETTINGS
+@given(port_vlans(), st.lists(vlan_actions(), min_size=1, max_size=5))
+def test_undoing_bridge_vlan_changes_restores_the_table(vlans, steps):
+    before = Snapshot(links=(Link("br0", "bridge"), Link("vnet0", "tun", master="br0",
+                                                         vlans=vlans)))
+    state, undo = before, []
+    for action in steps:
+        undo = list(action.undo(state)) + undo
+        state = action.simulate(state)
+    for action in undo:
+        state = action.simulate(state)
+    assert state.get("vnet0").vlans == vlans
+
+
+@SETTINGS
+@given(port_vlans(), st.sets(st.sampled_from((2, 3, 5, 7, 8, 9, 10)), min_size=1),
+       st.sampled_from((None, 4, 11)))
+def test_a_trunk_port_gets_exactly_its_list_in_one_plan(vlans, wanted, native):
+    """Whatever a tap carried before, one plan gives it exactly `wanted`
+    tagged and `native` as PVID untagged, and a second plan is empty."""
+    from virtvlan.model import PortVlans
+
+    config = config_mod.parse("[uplink eth0]\nwiring = trunk\nallowed-vlans = 1-12\n", "p.conf")
+    default = PortVlans(untagged=frozenset({1}), pvid=1)
+    snap = Snapshot(links=(Link("br0", "bridge", managed=True, vlan_filtering=True,
+                                vlans=default),
+                           Link("eth0", master="br0", vlans=default),
+                           Link("vnet0", "tun", master="br0", vlans=vlans)))
+    want = Want(uplink="eth0", mode="trunk", vlans=tuple(sorted(wanted)), port="vnet0",
+                native=native)
+    done = plan([want], config, snap).simulate(snap)
+    assert done.get("vnet0").vlans == PortVlans(
+        frozenset(wanted), frozenset({native} - {None}), native)
+    assert done.get("eth0").vlans.tagged == frozenset(wanted | {native} - {None})
+    assert not plan([want], config, done)

@@ -16,7 +16,7 @@ import pytest
 
 from virtvlan import rtnl
 from virtvlan.errors import ApplyError
-from virtvlan.model import MANAGED_ALIAS, Address, Link, Route
+from virtvlan.model import MANAGED_ALIAS, Address, Link, PortVlans, Route
 
 NLA_F_NESTED = 0x8000
 RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 20, 24
@@ -197,9 +197,13 @@ def test_build_snapshot_joins_by_index():
     assert snap.routes == (Route("inet", "default", "br0", gateway="10.0.0.254"),)
 
 
+BRIDGE_DUMP = 1018  # FakeSocket's name for RTM_GETLINK with family AF_BRIDGE
+
+
 class FakeSocket:
     """Answers each dump request with what `answer(kind, seq, attempt)` says,
-    one datagram per recv, honouring MSG_PEEK and MSG_TRUNC like netlink."""
+    one datagram per recv, honouring MSG_PEEK and MSG_TRUNC like netlink.
+    The AF_BRIDGE link dump is told apart as kind BRIDGE_DUMP."""
 
     def __init__(self, answer: Callable[[int, int, int], List[bytes]]) -> None:
         self.answer, self.queue, self.requests = answer, [], []  # type: ignore[var-annotated]
@@ -207,6 +211,9 @@ class FakeSocket:
     def send(self, data: bytes) -> int:
         _length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", data)
         assert flags == 0x301  # NLM_F_REQUEST | NLM_F_DUMP
+        if kind == 18 and data[16] == 7:  # ifi_family AF_BRIDGE
+            assert data[32:40] == struct.pack("=HHI", 8, 29, 4)  # IFLA_EXT_MASK: compressed
+            kind = BRIDGE_DUMP
         self.requests.append(kind)
         self.queue.extend(self.answer(kind, seq, self.requests.count(18)))
         return len(data)
@@ -238,7 +245,7 @@ def test_only_the_interrupted_dump_is_repeated_and_big_datagrams_are_read(pauses
 
     sock = FakeSocket(answer)
     snap = rtnl._read(sock)  # type: ignore[arg-type]
-    assert sock.requests == [18, 18, 22, 26, 26]
+    assert sock.requests == [18, 18, 22, 26, 26, BRIDGE_DUMP]
     assert pauses == [0.001]
     assert [l.name for l in snap][::1000] == ["d1", "d1001", "d2001"]
     assert len(snap.links) == 2999 and snap.links[-1].name == "d2999"
@@ -252,11 +259,12 @@ def test_a_device_newer_than_the_link_dump_repeats_all_four(pauses):
             found = [addr(socket.AF_INET, 24, i, nla(2, ip("10.0.0.%d" % i))) for i in (1, 7)]
         else:
             found = []
-        return [b"".join(nlmsg(kind - 2, payload, seq=seq) for payload in found) + done(seq)]
+        kind = RTM_NEWLINK if kind == BRIDGE_DUMP else kind - 2
+        return [b"".join(nlmsg(kind, payload, seq=seq) for payload in found) + done(seq)]
 
     sock = FakeSocket(answer)
     snap = rtnl._read(sock)  # type: ignore[arg-type]
-    assert sock.requests == [18, 22, 26, 26] * 2
+    assert sock.requests == [18, 22, 26, 26, BRIDGE_DUMP] * 2
     assert snap.get("d7").addresses == (Address("inet", "10.0.0.7", 24),)
     assert pauses == [0.001]
 
@@ -294,3 +302,77 @@ def test_missing_netns_is_named():
     name = "vvt-missing-%s" % uuid.uuid4().hex[:8]
     with pytest.raises(ApplyError, match="network namespace %s does not exist" % name):
         rtnl.read_snapshot(name)
+
+
+# --- bridge options and VLAN tables -----------------------------------------
+
+
+def bridge_info(*data: bytes) -> bytes:
+    """IFLA_LINKINFO {KIND "bridge", DATA {data}}."""
+    return nla(18 | NLA_F_NESTED, nla(1, b"bridge\0") + nla(2 | NLA_F_NESTED, b"".join(data)))
+
+
+def vinfo(flags: int, vid: int) -> bytes:
+    return nla(2, struct.pack("=HH", flags, vid))  # IFLA_BRIDGE_VLAN_INFO
+
+
+def bridge_msg(index: int, name: str, master: int, *entries: bytes) -> bytes:
+    """An AF_BRIDGE RTM_NEWLINK as br_fill_ifinfo builds it."""
+    head = struct.pack("=BxHiII", 7, 1, index, 0x1, 0) + nla(3, name.encode() + b"\0")
+    head += nla(10, u32(master))
+    if entries:
+        head += nla(26 | NLA_F_NESTED, b"".join(entries))  # IFLA_AF_SPEC
+    return head
+
+
+def test_bridge_options_are_read_from_info_data():
+    payload = link(4, "br0", bridge_info(nla(5, u32(1)), nla(7, b"\1"), nla(36, b"\1"),
+                                         nla(39, struct.pack("=H", 11))))
+    got = rtnl.parse_link(payload, {}, ())
+    assert (got.vlan_filtering, got.default_pvid, got.stp, got.nf_call) == (True, 11, True, True)
+
+
+def test_bridge_without_vlan_support_has_no_default_pvid():
+    # CONFIG_BRIDGE_VLAN_FILTERING off: IFLA_BR_VLAN_DEFAULT_PVID is not sent.
+    got = rtnl.parse_link(link(4, "br0", bridge_info(nla(5, u32(0)), nla(7, b"\0"))), {}, ())
+    assert (got.vlan_filtering, got.default_pvid, got.stp, got.nf_call) == (False, 0, False, False)
+
+
+def test_compressed_vlan_ranges_are_expanded():
+    # 1 PVID untagged, 2-4094 as a RANGE_BEGIN/RANGE_END pair, tagged.
+    payload = bridge_msg(5, "vnet0", 4, vinfo(0x6, 1), vinfo(0x8, 2), vinfo(0x10, 4094))
+    index, master, vlans = rtnl.parse_port_vlans(payload)
+    assert (index, master) == (5, 4)
+    assert vlans == PortVlans(tagged=frozenset(range(2, 4095)), untagged=frozenset({1}), pvid=1)
+
+
+def test_native_and_untagged_ranges_keep_their_flags():
+    payload = bridge_msg(5, "vnet0", 4, vinfo(0x4 | 0x8, 20), vinfo(0x4 | 0x10, 22),
+                         vinfo(0x6, 9), vinfo(0, 5), vinfo(0, 7))
+    assert rtnl.parse_port_vlans(payload)[2] == PortVlans(
+        tagged=frozenset({5, 7}), untagged=frozenset({9, 20, 21, 22}), pvid=9)
+
+
+def test_snapshot_gives_tables_to_bridges_and_their_ports_only():
+    links = [link(4, "br0", bridge_info(nla(7, b"\1"), nla(39, struct.pack("=H", 1)))),
+             link(5, "vnet0", nla(10, u32(4))),
+             link(6, "eth0", nla(10, u32(4))),
+             link(7, "eth9")]
+    bridges = [bridge_msg(4, "br0", 4, vinfo(0x6, 1), vinfo(0, 10)),  # self entries
+               bridge_msg(5, "vnet0", 4, vinfo(0x8, 5), vinfo(0x10, 7)),
+               bridge_msg(6, "eth0", 4)]  # a port without entries: no IFLA_AF_SPEC
+    snap = rtnl.build_snapshot(links, [], [], bridges)
+    assert snap.get("br0").vlans == PortVlans(frozenset({10}), frozenset({1}), 1)
+    assert snap.get("vnet0").vlans == PortVlans(tagged=frozenset({5, 6, 7}))
+    assert snap.get("eth0").vlans == PortVlans()
+    assert snap.get("eth9").vlans is None
+    # Without the AF_BRIDGE dump nothing is known.
+    assert rtnl.build_snapshot(links, [], []).get("vnet0").vlans is None
+
+
+def test_a_port_that_changed_bridge_between_dumps_is_noticed():
+    links = [link(4, "br0", bridge_info()), link(8, "br1", bridge_info()),
+             link(5, "vnet0", nla(10, u32(4)))]
+    assert rtnl.moved_ports(links, [bridge_msg(5, "vnet0", 4), bridge_msg(4, "br0", 4)]) == set()
+    assert rtnl.moved_ports(links, [bridge_msg(5, "vnet0", 8)]) == {5}
+    assert rtnl.unknown_indexes(links, [], [], (bridge_msg(9, "vnet9", 4),)) == {9}
