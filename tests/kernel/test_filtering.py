@@ -229,7 +229,8 @@ def adopted(lab):
 def test_adopted_bridge_converted_without_loss(adopted):
     lab = adopted
     ga = lab.filter_guest("ga", "vnet2", untagged=["10.9.0.10/24"])
-    gt = lab.filter_guest("gt", "vnet1", tagged={5: "10.5.0.20/24", 7: "10.7.0.20/24"})
+    gt = lab.filter_guest("gt", "vnet1", tagged={5: "10.5.0.20/24", 7: "10.7.0.20/24",
+                                                 9: "10.9.0.20/24"})
     gn = lab.filter_guest("gn", "vnet3", tagged={7: "10.7.0.30/24"})
 
     # Filtering off and not asked for: served as before, with a warning.
@@ -273,10 +274,15 @@ def test_adopted_bridge_converted_without_loss(adopted):
     assert "vlan_filtering 1" in lab.status_bridge(), lab.status_bridge()
     assert reachable(gn, SW7), "trunk guest plugged at the conversion cannot reach VLAN 7"
     assert reachable(gt, SW5) and reachable(gt, SW7), "earlier trunk guest lost a VLAN"
+    assert reachable(gt, SW9), "earlier trunk guest did not get every allowed VLAN"
     assert reachable(ga, SW9), "access guest lost VLAN 9"
     for addr in (SW10, HOST_V10):
         assert unreachable(gt, addr), "earlier trunk guest reaches host VLAN 10 at " + addr
 
+    # Its next start narrows it to its own list.
+    lab.plug_trunk("vnet1", "5,7")
+    assert lab.trunk_tables()["vnet1"] == entries([5, 7]), lab.trunk_tables()
+    assert reachable(gt, SW5) and unreachable(gt, SW9)
     for tap in ("vnet1", "vnet2", "vnet3"):
         lab.unplug(tap)
     lab.assert_tables(BASE, "last guest unplugged")
