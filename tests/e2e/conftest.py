@@ -7,8 +7,8 @@ Uplinks are veth pairs whose far ends sit in namespace `sw` (the switch).
 The host config used by every test (written to /etc/virt-vlan/virt-vlan.conf
 by tests/vm/libvirt-up, read by the hooks at each call):
   eacc: device vvacc, access wiring, VLANs 5,7,9 -> br05/br07/br09 fed by vvacc.V
-  etrk: device vvtrk, trunk wiring, VLANs 5,7   -> trunk bridge br1,
-        access bridges br15/br17 fed by br1.5/br1.7
+  etrk: device vvtrk, trunk wiring, VLANs 5,7,9 -> trunk bridge br1 (VLAN
+        filtering), access bridges br15/br17/br19 fed by br1.5/br1.7/br1.9
   emix: device vvmix, access wiring, VLAN 5     -> br25 fed by vvmix.5
 """
 
@@ -37,7 +37,7 @@ allowed-vlans = 5,7,9
 [uplink etrk]
 device = vvtrk
 wiring = trunk
-allowed-vlans = 5,7
+allowed-vlans = 5,7,9
 
 [uplink emix]
 device = vvmix

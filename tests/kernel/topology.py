@@ -639,3 +639,229 @@ def assert_access_wired(all_links: Dict[str, Dict[str, Any]], parent: str, vid: 
         assert "UP" in all_links[name]["flags"], all_links[name]
     for guest in guests:
         assert "UP" in all_links[guest]["flags"], all_links[guest]
+
+
+# -- VLAN filtering (test_filtering.py) ------------------------------------------
+#
+# The filtering lab: the switch has VLANs 5, 7, 9 and 10 (10.V.0.1/24 on
+# eth0.V) and an untagged address 10.99.0.1/24 on eth0; the host's uplink
+# eth0 is trunk-wired into br0, the host has 10.99.0.2/24 untagged (moved to
+# br0) and 10.10.0.2/24 on br0.10 (host VLAN 10). Guests may ask for 5, 7, 9.
+
+SW_NATIVE, HOST_NATIVE = "10.99.0.1", "10.99.0.2"
+SW9, SW10, HOST_V10 = "10.9.0.1", "10.10.0.1", "10.10.0.2"
+FILTER_VLANS = (5, 7, 9, 10)
+_STRICT_ARP = {"net.ipv4.conf.all.arp_ignore": "1", "net.ipv4.conf.all.rp_filter": "1",
+               "net.ipv4.conf.default.arp_ignore": "1",
+               "net.ipv4.conf.default.rp_filter": "1"}
+
+# One bridge VLAN entry as the tests compare it: "T" tagged member, "PU" PVID
+# with egress untagged, "P" PVID sent tagged, "U" untagged, not the PVID.
+Entries = Dict[int, str]
+
+
+def entries(tagged: Iterable[int] = (), pvid: Optional[int] = None,
+            untagged: bool = True) -> Entries:
+    """The expected VLAN table of one port: `tagged` VIDs plus a PVID."""
+    table = {vid: "T" for vid in tagged}
+    if pvid is not None:
+        table[pvid] = "PU" if untagged else "P"
+    return table
+
+
+def _entry_flags(flags: Sequence[str]) -> str:
+    return ("P" if "PVID" in flags else "") + ("U" if "Egress Untagged" in flags else "") or "T"
+
+
+def bridge_vlan_json(ns: str, *args: str, compressed: bool = False) -> List[Dict[str, Any]]:
+    """`bridge [-compressvlans] -json vlan show ARGS` in `ns` (the independent oracle)."""
+    cmd = ["ip", "netns", "exec", ns, "bridge"] + (["-compressvlans"] if compressed else []) + \
+        ["-json", "vlan", "show"] + list(args)
+    out = run(*cmd).stdout.strip()
+    return json.loads(out) if out else []
+
+
+def bridge_vlans(ns: str) -> Dict[str, Entries]:
+    """Every device's VLAN table per `bridge -json vlan show`, ranges expanded."""
+    tables: Dict[str, Entries] = {}
+    for dev in bridge_vlan_json(ns):
+        table = tables.setdefault(dev["ifname"], {})
+        for vlan in dev.get("vlans", []):
+            for vid in range(vlan["vlan"], vlan.get("vlanEnd", vlan["vlan"]) + 1):
+                table[vid] = _entry_flags(vlan.get("flags", []))
+    return tables
+
+
+def bridge_ranges(ns: str, dev: str) -> List[Tuple[int, int, str]]:
+    """(first, last, flags) as `bridge -compressvlans -json vlan show dev DEV` prints them:
+    the compressed dump, where a programmed range comes back as one entry."""
+    out = []
+    for item in bridge_vlan_json(ns, "dev", dev, compressed=True):
+        if item["ifname"] != dev:
+            continue
+        for vlan in item.get("vlans", []):
+            out.append((vlan["vlan"], vlan.get("vlanEnd", vlan["vlan"]),
+                        _entry_flags(vlan.get("flags", []))))
+    return out
+
+
+def show_entries(table: Entries) -> str:
+    """A table as short text for messages: 1:PU 5-7:T 10:T."""
+    parts: List[str] = []
+    for vid in sorted(table):
+        if parts and parts[-1][1] == vid - 1 and parts[-1][2] == table[vid]:
+            parts[-1] = (parts[-1][0], vid, table[vid])
+        else:
+            parts.append((vid, vid, table[vid]))
+    return " ".join(("%d" % a if a == b else "%d-%d" % (a, b)) + ":" + f for a, b, f in parts)
+
+
+def vlan_filtering(ns: str, bridge: str) -> Optional[int]:
+    """The bridge's vlan_filtering per `ip -d -json link`."""
+    return links(ns)[bridge].get("linkinfo", {}).get("info_data", {}).get("vlan_filtering")
+
+
+def default_pvid(ns: str, bridge: str) -> Optional[int]:
+    return links(ns)[bridge].get("linkinfo", {}).get("info_data", {}).get("vlan_default_pvid")
+
+
+class FilterLab(Lab):
+    """The filtering lab (see above); every test keeps two pings of the host
+    (untagged and on br0.10) running from the switch from build() to
+    check_host_pings()."""
+
+    bridge = "br0"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.pingers: Dict[str, Pinger] = {}
+        self.allowed = "5,7,9"
+        self.filtering_key = ""
+
+    def build_filtering(self, allowed: str = "5,7,9", adopted: bool = False,
+                        trunk_filtering: Optional[bool] = None) -> "FilterLab":
+        """Switch, host and config. `adopted`: the host's network config made
+        br0 (no VLAN filtering) with eth0, the untagged address and br0.10,
+        before virt-vlan ever runs; otherwise virt-vlan makes br0 and br0.10 at
+        a bootstrap plug/unplug of a scratch tap. Either way the host's two
+        addresses answer the switch when this returns, and the pings run."""
+        require_vm()
+        import virtvlan.apply  # noqa: F401
+        import virtvlan.cli  # noqa: F401
+        import virtvlan.engine  # noqa: F401
+        self.allowed = allowed
+        self.sw = self.netns("sw")
+        self.host = self.netns("host")
+        self.sysctl(self.sw, **{k.replace(".", "__"): v for k, v in _STRICT_ARP.items()})
+        ip(self.host, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
+           "netns", self.sw)
+        lines = ["link set eth0 up", "addr add %s/24 dev eth0" % SW_NATIVE]
+        for vid in FILTER_VLANS:
+            lines += ["link add link eth0 name eth0.%d type vlan id %d" % (vid, vid),
+                      "addr add 10.%d.0.1/24 dev eth0.%d" % (vid, vid),
+                      "link set eth0.%d up" % vid]
+        ip_batch(self.sw, lines)
+        if adopted:
+            mac = links(self.host)["eth0"]["address"]
+            ip_batch(self.host, [
+                "link add br0 address %s type bridge forward_delay 0 stp_state 0" % mac,
+                "link set eth0 master br0", "link set eth0 up", "link set br0 up",
+                "addr add %s/24 dev br0" % HOST_NATIVE,
+                "link add link br0 name br0.10 type vlan id 10",
+                "addr add %s/24 dev br0.10" % HOST_V10, "link set br0.10 up"])
+            self.set_trunk_filtering(bool(trunk_filtering))
+        else:
+            ip_batch(self.host, ["link set eth0 up", "addr add %s/24 dev eth0" % HOST_NATIVE])
+            if trunk_filtering is not None:
+                self.set_trunk_filtering(trunk_filtering)
+            else:
+                self.write_filter_conf()
+            peers = self.netns("boot")
+            self.tap("vnet0", peers)
+            self.ok("plug", "vnet0", "--trunk", "5")
+            self.ok("unplug", "vnet0")
+            ip(self.host, "addr", "add", "%s/24" % HOST_V10, "dev", "br0.10")
+        for addr in (HOST_NATIVE, HOST_V10):
+            assert reachable(self.sw, addr), "setup: the switch cannot reach the host's " + addr
+            self.pingers[addr] = Pinger(self.sw, addr)
+            self.children.append(self.pingers[addr])
+        return self
+
+    def write_filter_conf(self) -> None:
+        self.write_conf("trunk", self.allowed,
+                        "host-vlans = 10\n" + self.filtering_key)
+
+    def set_trunk_filtering(self, on: bool) -> None:
+        self.filtering_key = "trunk-filtering = %s\n" % ("yes" if on else "no")
+        self.write_filter_conf()
+
+    def filter_guest(self, name: str, tap: str, untagged: Sequence[str] = (),
+                     tagged: Dict[int, str] = None) -> str:
+        """Lab.guest with the switch's strict ARP: an address answers only on
+        the interface (VLAN) it is on."""
+        ns = self.guest(name, tap, untagged, tagged)
+        self.sysctl(ns, **{k.replace(".", "__"): v for k, v in _STRICT_ARP.items()})
+        return ns
+
+    def trunk_tables(self) -> Dict[str, Entries]:
+        """VLAN tables of br0 (self) and of each of its ports, by name."""
+        now = links(self.host)
+        members = {name for name, link in now.items() if link.get("master") == self.bridge}
+        return {name: table for name, table in bridge_vlans(self.host).items()
+                if name == self.bridge or name in members}
+
+    def assert_tables(self, expected: Dict[str, Entries], step: str) -> None:
+        actual = self.trunk_tables()
+        if actual != expected:
+            lines = ["%s: `bridge -json vlan show` differs (expected | actual):" % step]
+            for name in sorted(set(actual) | set(expected)):
+                want = show_entries(expected[name]) if name in expected else "(absent)"
+                got = show_entries(actual[name]) if name in actual else "(absent)"
+                lines.append("  %-8s %s | %s%s" % (name, want, got,
+                                                   "" if want == got else "   <--"))
+            pytest.fail("\n".join(lines))
+
+    def check_host_pings(self) -> List[str]:
+        """Stop the host pings; at most one lost each (100 ms apart)."""
+        summaries = []
+        for addr, pinger in self.pingers.items():
+            assert pinger.running(), "ping of the host's %s stopped" % addr
+            sent, lost, summary = pinger.result()
+            summaries.append("host %s: %s" % (addr, summary))
+            print(summaries[-1])
+            assert sent >= 10 and len(lost) <= 1, "the host's %s: %s" % (addr, summary)
+        self.pingers = {}
+        return summaries
+
+    def plug_trunk(self, tap: str, vlans: str, native: Optional[int] = None) -> Result:
+        args = ["plug", tap, "--trunk", vlans]
+        if native is not None:
+            args += ["--native", str(native)]
+        return self.ok(*args)
+
+    def status_port(self, port: str) -> Tuple[str, str]:
+        """(pvid, vlans) from the port's line of `virt-vlan status`."""
+        out = self.ok("status").out
+        for line in out.splitlines():
+            if line.split()[:1] == [port]:
+                pvid = re.search(r"\bpvid (\S+)", line)
+                vids = re.search(r"\bvlans (\S+)", line)
+                assert pvid and vids, "status line of %s lacks pvid/vlans: %r" % (port, line)
+                return pvid.group(1).rstrip(","), vids.group(1).rstrip(",")
+        pytest.fail("`virt-vlan status` has no line for %s:\n%s" % (port, out))
+
+    def status_bridge(self, bridge: str = "br0") -> str:
+        out = self.ok("status").out
+        for line in out.splitlines():
+            if line.split()[:1] == [bridge]:
+                return line
+        pytest.fail("`virt-vlan status` has no line for %s:\n%s" % (bridge, out))
+
+
+def vid_set(text: str) -> List[int]:
+    """'2-9,11' -> [2, ..., 9, 11] (parsed here, not with virt-vlan's code)."""
+    out: List[int] = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        out += range(int(first), int(last or first) + 1)
+    return out

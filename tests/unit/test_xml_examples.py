@@ -75,6 +75,11 @@ def _where(conf: Config, uplink_name: str, mode: str, vlans) -> str:
     return "bridge %s fed by %s" % (uplink.access_bridge(vlans[0]), uplink.feed(vlans[0]))
 
 
+def _native(native) -> str:
+    """', native V' for a trunk with a native VLAN ('' otherwise: older goldens stay)."""
+    return "" if native is None else ", native %d" % native
+
+
 def describe_domain(xml: bytes, conf: Config) -> List[str]:
     dom = metadata.parse_domain(xml)
     lines = ["domain %s (uuid %s)" % (dom.name, dom.uuid),
@@ -83,13 +88,15 @@ def describe_domain(xml: bytes, conf: Config) -> List[str]:
         lines.append("nic %s: type %s, source %s, target %s" % (
             nic.mac, nic.type, nic.source_bridge or nic.source_network or "-", nic.target or "-"))
     for spec in dom.specs:
-        lines.append("spec %s: %s %s, uplink %s" % (spec.mac, spec.mode,
-                                                     format_vlan_list(spec.vlans),
-                                                     spec.uplink or "(default)"))
+        lines.append("spec %s: %s %s%s, uplink %s" % (spec.mac, spec.mode,
+                                                       format_vlan_list(spec.vlans),
+                                                       _native(spec.native),
+                                                       spec.uplink or "(default)"))
     wants = metadata.wants(dom, conf)
     for spec, want in zip(dom.specs, wants):
-        lines.append("want %s: uplink %s, %s %s, port %s; %s" % (
-            spec.mac, want.uplink, want.mode, format_vlan_list(want.vlans), want.port or "-",
+        lines.append("want %s: uplink %s, %s %s%s, port %s; %s" % (
+            spec.mac, want.uplink, want.mode, format_vlan_list(want.vlans),
+            _native(want.native), want.port or "-",
             _where(conf, want.uplink, want.mode, want.vlans)))
     if not wants:
         lines.append("wants: none")
