@@ -155,6 +155,12 @@ def cmd_uninstall_hooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    from .agent.service import main as agent_main
+
+    return agent_main(args.connect, args.config, verbose=args.verbose)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="virt-vlan", description="Wire libvirt guest taps onto VLANs.")
     parser.add_argument("--version", action="version", version="virt-vlan " + __version__)
@@ -191,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="show virt-vlan bridges and their ports")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("agent", help="run the agent in the foreground (hot-plugged NICs, "
+                       "reconcile, heal; systemd: virt-vlan-agent.service)")
+    p.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: libvirt's)")
+    p.set_defaults(func=cmd_agent)
 
     for name, func, text in (("install-hooks", cmd_install_hooks, "install libvirt hook drop-ins"),
                              ("uninstall-hooks", cmd_uninstall_hooks, "remove our drop-ins")):
