@@ -142,7 +142,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_install_hooks(args: argparse.Namespace) -> int:
     from .install import install
 
-    for line in install(args.hooks_dir, dry_run=args.dry_run):
+    for line in install(args.hooks_dir, dry_run=args.dry_run, agent=not args.no_agent):
         print(line)
     return 0
 
@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--hooks-dir", default="/etc/libvirt/hooks")
         p.add_argument("--dry-run", action="store_true")
+        if name == "install-hooks":
+            p.add_argument("--no-agent", action="store_true",
+                           help="do not install the agent's systemd unit")
         p.set_defaults(func=func)
     return parser
 

@@ -29,7 +29,8 @@ def _run(path, args, xml, env=None):
 
 @pytest.fixture
 def installed(tmp_path):
-    install.install(str(tmp_path / "hooks"), apparmor_dir=str(tmp_path / "apparmor"))
+    install.install(str(tmp_path / "hooks"), apparmor_dir=str(tmp_path / "apparmor"),
+                    agent=False)
     return str(tmp_path / "hooks" / "qemu.d" / "virt-vlan")
 
 
