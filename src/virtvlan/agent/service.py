@@ -186,9 +186,11 @@ class Agent:
         held = self._held()
         failed = reconcile.wire_all(self._cache(), config, why, held)
         reconcile.cleanup(config, why)
-        self._status("%d tagged guest(s), %d virt-vlan network(s)%s; last full reconcile: %s"
-                     % (len(domains), len(networks),
-                        ", %d refused (see log)" % failed if failed else "", why))
+        summary = ("%d tagged guest(s), %d virt-vlan network(s)%s"
+                   % (len(domains), len(networks),
+                      ", %d refused (see above)" % failed if failed else ""))
+        log.info("agent: reconcile done (%s): %s", why, summary)
+        self._status("%s; last full reconcile: %s" % (summary, why))
 
     @staticmethod
     def _index(found: Iterable[Optional[Desired]]) -> Dict[str, Desired]:
