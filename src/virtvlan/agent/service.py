@@ -52,7 +52,9 @@ class Agent:
         self.uri = uri
         self.config_path = config_path
         self.heal = heal
-        self.queue: "queue.Queue[Item]" = queue.Queue()
+        # SimpleQueue: its put() is reentrant, so the SIGTERM handler may call
+        # it even when the signal lands inside a get() of the main thread.
+        self.queue: "queue.SimpleQueue[Item]" = queue.SimpleQueue()
         self.domains: Dict[str, Desired] = {}  # key "domain-<uuid>"
         self.networks: Dict[str, Desired] = {}  # key "network-<name>"
         self.monitor: Any = None
