@@ -79,6 +79,14 @@ class Agent:
     # --- the connection ----------------------------------------------------------------------
 
     def _connector(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._connect_loop()
+            except Exception:  # a bug of ours must not end reconnecting for good
+                log.exception("agent: libvirt connection thread failed; restarting it")
+                self._stop.wait(BACKOFF_MAX)
+
+    def _connect_loop(self) -> None:
         delay = BACKOFF_FIRST
         where = self.uri or "the default URI"
         while not self._stop.is_set():
