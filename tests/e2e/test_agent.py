@@ -144,8 +144,10 @@ def define_q35(guests: env.Guests, name: str, nics: List[Nic] = (), vv: List[str
     xml = env.domain_xml(name, nics, vv)
     xml = xml.replace("<type arch='x86_64'>hvm</type>",
                       "<type arch='x86_64' machine='q35'>hvm</type>")
+    ports_xml = "".join("    <controller type='pci' index='%d' model='pcie-root-port'/>\n" % i
+                        for i in (1, 2, 3))
     xml = xml.replace("    <controller type='usb'",
-                      "    <controller type='pci' model='pcie-root-port'/>\n" * 3
+                      "    <controller type='pci' index='0' model='pcie-root'/>\n" + ports_xml
                       + "    <controller type='usb'")
     path = guests.workdir / ("%s.xml" % name)
     path.write_text(xml)
