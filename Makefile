@@ -37,10 +37,11 @@ e2e: setup
 demo: setup
 	tests/vm/run $(CURDIR)/tests/demo/run
 
-# Figures, not assertions (hook latency, then warm trunk plug 2 VLANs vs 1-4094); Python is served from RAM in the VM (tests/vm/py-ram)
-# so they measure the hook rather than the VM's 9p root.
+# Figures, not assertions: hook latency, warm trunk plug (2 VLANs vs a full
+# trunk), hot-plug to wired (agent). Python is served from RAM in the VM
+# (tests/vm/py-ram) so they measure the hook rather than the VM's 9p root.
 bench: setup
-	tests/vm/run /bin/sh -c 'tests/vm/py-ram && $(CURDIR)/$(PY) tests/bench/hook_latency.py --runs 11 && exec $(CURDIR)/$(PY) tests/bench/trunk_filter.py --runs 11'
+	tests/vm/run /bin/sh -c 'tests/vm/py-ram && $(CURDIR)/$(PY) tests/bench/hook_latency.py --runs 11 && $(CURDIR)/$(PY) tests/bench/trunk_filter.py --runs 11 && exec $(CURDIR)/$(PY) tests/bench/hotplug.py --runs 5'
 
 
 # The Debian package, built with debhelper/pybuild from a copy of the tree

@@ -293,3 +293,222 @@ def connect(uri: Optional[str] = None, readonly: bool = False) -> Connection:
 
 
 # --- events (the agent) ---
+#
+# The agent's side of libvirt: the native event loop, event registration on
+# one connection, and the calls a reconcile needs beyond Connection's. The
+# callbacks run on libvirt's event thread and only hand a small Event to the
+# agent (a queue put): libvirt calls made from there would stall every other
+# event, and an exception raised there is printed by the C glue and lost.
+
+import threading  # noqa: E402  (kept in this section: the lead merges it below B1's)
+from dataclasses import dataclass  # noqa: E402
+from typing import Callable  # noqa: E402
+
+_loop_lock = threading.Lock()
+_loop_thread: Optional[threading.Thread] = None
+
+# Close reasons (virConnectCloseReason), for the log.
+_CLOSE_REASONS = {0: "error", 1: "end of file (daemon exited)", 2: "keepalive timeout",
+                  3: "closed by the client"}
+_LIFECYCLE = {getattr(libvirt, "VIR_DOMAIN_EVENT_" + n): n.lower() for n in (
+    "DEFINED", "UNDEFINED", "STARTED", "SUSPENDED", "RESUMED", "STOPPED", "SHUTDOWN",
+    "PMSUSPENDED", "CRASHED")}
+# Seconds between keepalive probes, and unanswered probes before libvirt
+# closes the connection: a hung daemon is noticed after about 20 s. A daemon
+# that exits is seen at once (end of file on the socket).
+KEEPALIVE = (5, 3)
+
+
+def start_event_loop() -> None:
+    """Register libvirt's native event implementation and run it in a daemon
+    thread. Must run before the first connect(): libvirt picks the event
+    implementation when a connection is opened and cannot change it later.
+    Idempotent."""
+    global _loop_thread
+    with _loop_lock:
+        if _loop_thread is not None:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        _loop_thread = threading.Thread(target=_run_event_loop, name="libvirt-events",
+                                        daemon=True)
+        _loop_thread.start()
+
+
+def _run_event_loop() -> None:
+    import time
+
+    while True:
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except Exception:  # never let the loop die: events and keepalive stop with it
+            log.exception("libvirt event loop iteration failed")
+            time.sleep(1)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One libvirt event, as the agent needs it.
+
+    `kind`: "lifecycle", "device-added", "device-removed", "metadata" (domain
+    events: `uuid` and `name` are the domain's), "network" (`name` is the
+    network's), or "closed" (the connection died; `detail` says why).
+    """
+
+    kind: str
+    uuid: str = ""
+    name: str = ""
+    detail: str = ""
+
+
+def _safe(what: str, func: Callable[..., None]) -> Callable[..., None]:
+    def callback(*args: object) -> None:
+        try:
+            func(*args)
+        except Exception:  # libvirt's C glue would only print it
+            log.exception("libvirt %s callback failed", what)
+    return callback
+
+
+class Watch:
+    """The agent's registrations on one open Connection.
+
+    `on_event` is called on libvirt's event thread, once per event; it must
+    not block or call libvirt. After a "closed" event the connection is dead:
+    `closed` is set and `close()` only forgets the registrations.
+    """
+
+    def __init__(self, connection: Connection, on_event: Callable[[Event], None]) -> None:
+        self.connection = connection
+        self.closed = threading.Event()
+        self.reason = ""
+        self._on_event = on_event
+        self._domain_ids: List[int] = []
+        self._network_ids: List[int] = []
+        conn = connection._conn
+        domain_events = (
+            (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, "lifecycle", self._lifecycle),
+            (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, "device-added", self._device_added),
+            (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, "device-removed", self._device_removed),
+            (libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE, "metadata", self._metadata))
+        try:
+            for event_id, what, func in domain_events:
+                self._domain_ids.append(
+                    conn.domainEventRegisterAny(None, event_id, _safe(what, func), None))
+            self._network_ids.append(conn.networkEventRegisterAny(
+                None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE, _safe("network", self._network),
+                None))
+            conn.registerCloseCallback(_safe("close", self._closed), None)
+        except libvirt.libvirtError as err:
+            self.close()
+            raise ConnectError("libvirt at %s: cannot register for events: %s; check the "
+                               "daemon's version (6.5 or later)" % (connection.uri,
+                                                                     _message(err))) from err
+
+        try:
+            conn.setKeepAlive(*KEEPALIVE)
+        except libvirt.libvirtError as err:
+            # In-process drivers (test:///) have no socket to keep alive.
+            log.debug("libvirt at %s: no keepalive: %s", connection.uri, _message(err))
+
+    def _emit(self, kind: str, dom: "libvirt.virDomain", detail: str) -> None:
+        # name() and UUIDString() read the local object: no call to the daemon.
+        self._on_event(Event(kind, uuid=dom.UUIDString(), name=dom.name(), detail=detail))
+
+    def _lifecycle(self, _conn: object, dom: "libvirt.virDomain", event: int, detail: int,
+                   _opaque: object) -> None:
+        self._emit("lifecycle", dom, "%s/%d" % (_LIFECYCLE.get(event, str(event)), detail))
+
+    def _device_added(self, _conn: object, dom: "libvirt.virDomain", alias: str,
+                      _opaque: object) -> None:
+        self._emit("device-added", dom, alias)
+
+    def _device_removed(self, _conn: object, dom: "libvirt.virDomain", alias: str,
+                        _opaque: object) -> None:
+        self._emit("device-removed", dom, alias)
+
+    def _metadata(self, _conn: object, dom: "libvirt.virDomain", mtype: int,
+                  nsuri: Optional[str], _opaque: object) -> None:
+        if nsuri and nsuri != NAMESPACE:
+            return  # another tool's element
+        self._emit("metadata", dom, nsuri or "type %d" % mtype)
+
+    def _network(self, _conn: object, net: "libvirt.virNetwork", event: int, detail: int,
+                 _opaque: object) -> None:
+        self._on_event(Event("network", name=net.name(), detail="%d/%d" % (event, detail)))
+
+    def _closed(self, _conn: object, reason: int, _opaque: object) -> None:
+        self.reason = _CLOSE_REASONS.get(reason, "reason %d" % reason)
+        self.closed.set()
+        self._on_event(Event("closed", detail=self.reason))
+
+    def lost(self, why: str) -> None:
+        """Declare the connection dead (a call failed and it no longer
+        answers) when libvirt has not said so itself."""
+        if not self.closed.is_set():
+            self.reason = why
+            self.closed.set()
+            self._on_event(Event("closed", detail=why))
+
+    def close(self) -> None:
+        """Deregister (best effort: a dead connection refuses, and that is fine)."""
+        conn = self.connection._conn
+        if conn is None:
+            return
+        for ids, dereg in ((self._domain_ids, conn.domainEventDeregisterAny),
+                           (self._network_ids, conn.networkEventDeregisterAny)):
+            for cid in ids:
+                try:
+                    dereg(cid)
+                except libvirt.libvirtError:
+                    pass
+            ids.clear()
+        try:
+            conn.unregisterCloseCallback()
+        except libvirt.libvirtError:
+            pass
+
+
+def is_alive(connection: Connection) -> bool:
+    """Whether the connection still answers (virConnectIsAlive: local check)."""
+    conn = connection._conn
+    try:
+        return conn is not None and bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
+def running_network_xmls(connection: Connection) -> List[bytes]:
+    """The XML of every active libvirt network (one that stops while we read
+    is skipped)."""
+    try:
+        nets = connection._conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)
+    except libvirt.libvirtError as err:
+        raise LibvirtError("libvirt at %s failed to list running networks: %s; check the "
+                           "daemon" % (connection.uri, _message(err))) from err
+    out = []
+    for net in nets:
+        try:
+            text = net.XMLDesc(0)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                continue
+            raise LibvirtError("libvirt at %s failed to return the XML of network %s: %s"
+                               % (connection.uri, net.name(), _message(err))) from err
+        out.append(text.encode("utf-8") if isinstance(text, str) else text)
+    return out
+
+
+def running_domain_xml(connection: Connection, uuid: str) -> Optional[bytes]:
+    """The live XML of domain `uuid` if it is running, else None (stopped,
+    undefined, or gone while we asked)."""
+    try:
+        dom = connection._conn.lookupByUUIDString(uuid)
+        if not dom.isActive():
+            return None
+        text = dom.XMLDesc(0)
+    except libvirt.libvirtError as err:
+        if err.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+            return None
+        raise LibvirtError("libvirt at %s failed to return the XML of domain %s: %s"
+                           % (connection.uri, uuid, _message(err))) from err
+    return text.encode("utf-8") if isinstance(text, str) else text
