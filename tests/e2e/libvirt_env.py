@@ -115,6 +115,19 @@ def topology(all_links: Optional[Dict[str, dict]] = None) -> Dict[str, tuple]:
             for n, l in all_links.items()}
 
 
+def bridge_vlans(dev: str) -> dict:
+    """VID -> sorted flags of `dev` per `bridge -json vlan show` (ranges expanded)."""
+    table = {}
+    out = run(["bridge", "-json", "vlan", "show", "dev", dev]).stdout.strip()
+    for item in json.loads(out) if out else []:
+        if item["ifname"] != dev:
+            continue
+        for vlan in item.get("vlans", []):
+            for vid in range(vlan["vlan"], vlan.get("vlanEnd", vlan["vlan"]) + 1):
+                table[vid] = sorted(vlan.get("flags", []))
+    return table
+
+
 def reservations() -> List[str]:
     try:
         return sorted(p.name for p in RESERVED_DIR.iterdir())

@@ -6,7 +6,6 @@ started paused: they only need their taps. See conftest.py for the uplinks
 and the host config (eacc: access wiring, etrk: trunk wiring, emix: access).
 """
 
-import json
 import os
 import signal
 import time
@@ -318,19 +317,7 @@ def test_guest_on_vlan_network(guests, vlan5_network):
 
 # --- 9. VLAN filtering: a trunk guest's tap carries exactly its list ---------------------
 
-def _bridge_vlans(dev: str) -> dict:
-    """VID -> sorted flags of `dev` per `bridge -json vlan show` (ranges expanded)."""
-    table = {}
-    out = env.run(["bridge", "-json", "vlan", "show", "dev", dev]).stdout.strip()
-    for item in json.loads(out) if out else []:
-        if item["ifname"] != dev:
-            continue
-        for vlan in item.get("vlans", []):
-            for vid in range(vlan["vlan"], vlan.get("vlanEnd", vlan["vlan"]) + 1):
-                table[vid] = sorted(vlan.get("flags", []))
-    return table
-
-
+@pytest.mark.installed
 def test_trunk_guest_tap_gets_exactly_its_vlans(guests):
     # etrk allows 5,7,9; the guest asks for 5 and 9 only.
     guests.define("trkf1", [Nic(mac(0x901), source_bridge=TRUNK_BRIDGE)],
@@ -342,10 +329,10 @@ def test_trunk_guest_tap_gets_exactly_its_vlans(guests):
     assert now[TRUNK_BRIDGE]["linkinfo"]["info_data"].get("vlan_filtering") == 1, \
         "trunk bridge %s does not filter VLANs" % TRUNK_BRIDGE
     # Exactly 5 and 9, tagged; no PVID (the bridge's default PVID removed).
-    assert _bridge_vlans(tap) == {5: [], 9: []}, _bridge_vlans(tap)
+    assert env.bridge_vlans(tap) == {5: [], 9: []}, env.bridge_vlans(tap)
     # The uplink: the VLANs in use, tagged, and its untagged default PVID.
     untagged = ["Egress Untagged", "PVID"]
-    assert _bridge_vlans("vvtrk") == {1: untagged, 5: [], 9: []}, _bridge_vlans("vvtrk")
+    assert env.bridge_vlans("vvtrk") == {1: untagged, 5: [], 9: []}, env.bridge_vlans("vvtrk")
 
     guests.destroy("trkf1")
-    assert _bridge_vlans("vvtrk") == {1: untagged}, "uplink entries did not shrink back"
+    assert env.bridge_vlans("vvtrk") == {1: untagged}, "uplink entries did not shrink back"
