@@ -275,6 +275,7 @@ class LinkMonitor:
         """Subscribe now (events from here on are seen), then run the threads.
         Raises VirtVlanError when the socket cannot be opened."""
         self._sock = self._open()
+        self._write_holds(time.monotonic())  # a hold of an earlier run ended with it
         self._wake_r, self._wake_w = os.pipe()
         self._threads = [threading.Thread(target=self._read_loop, name="vv-linkmon-read",
                                           daemon=True),
@@ -299,6 +300,11 @@ class LinkMonitor:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        # Holds live in this process: a stopped monitor rebuilds nothing, so
+        # nothing is held back any more.
+        with self._cond:
+            self.limiter.expire(float("inf"))
+            self._write_holds(time.monotonic())
 
     def held(self) -> frozenset:
         """Devices on hold now (the agent's periodic reconcile skips them too)."""
