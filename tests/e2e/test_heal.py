@@ -34,11 +34,13 @@ READY_TIMEOUT = 900  # TCG: importing libvirt-python + pyroute2 + first reconcil
 # --- the agent as a background process ---------------------------------------------------
 
 class Agent:
-    """`virt-vlan agent -c qemu:///system`, ready once it sent READY=1 to a
-    NOTIFY_SOCKET we own (as systemd's Type=notify sees it)."""
+    """`virt-vlan agent -c qemu:///system`, ready once it sent READY=1 and
+    the status of its first full reconcile to a NOTIFY_SOCKET we own (as
+    systemd's Type=notify sees them)."""
 
     def __init__(self, workdir: Path, extra_env: Dict[str, str]) -> None:
         self.log = workdir / "agent.log"
+        self.ready = False
         sock_path = str(workdir / "notify.sock")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(sock_path)
@@ -63,7 +65,13 @@ class Agent:
                 message = self.notify.recv(4096).decode(errors="replace")
             except socket.timeout:
                 continue
-            if "READY=1" in message.split("\n"):
+            lines = message.split("\n")
+            self.ready = self.ready or "READY=1" in lines
+            # READY=1 comes before the agent connects to libvirt (unit
+            # ordering); its status after the first full reconcile says the
+            # link monitor runs and the running guests' wants are known.
+            if self.ready and any(line.startswith("STATUS=") and "last full reconcile" in line
+                                  for line in lines):
                 return
 
     def output(self) -> str:

@@ -359,8 +359,11 @@ class LinkMonitor:
             sock = self._sock
             if sock is None:
                 return
+            poller = select.poll()  # not select(): no limit on fd numbers
+            poller.register(sock.fileno(), select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
             try:
-                ready, _, _ = select.select([sock, self._wake_r], [], [])
+                ready = [fd for fd, _ev in poller.poll()]
             except (OSError, ValueError):
                 return  # closed by stop()
             if self._wake_r in ready or self._stopped():
