@@ -157,6 +157,7 @@ def test_device_deleted_over_and_over_is_held(netns, calls, start_monitor, tmp_p
         start = len(calls.seen)
         _batch(netns, ["link add brx type bridge", "link set brx up"])
         calls.wait_names({"brx"}, start)
+        start = len(calls.seen)  # from here on, only the deletion can name brx
         netns.ip("link", "del", "brx")
         calls.wait("brx deleted or held", lambda seen: any(
             "brx" in c.names or "brx" in c.held for c in seen[start:]))
