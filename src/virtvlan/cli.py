@@ -142,7 +142,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_install_hooks(args: argparse.Namespace) -> int:
     from .install import install
 
-    for line in install(args.hooks_dir, dry_run=args.dry_run):
+    for line in install(args.hooks_dir, dry_run=args.dry_run, agent=not args.no_agent):
         print(line)
     return 0
 
@@ -153,6 +153,12 @@ def cmd_uninstall_hooks(args: argparse.Namespace) -> int:
     for line in uninstall(args.hooks_dir, dry_run=args.dry_run):
         print(line)
     return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from .agent.service import main as agent_main
+
+    return agent_main(args.connect, args.config, verbose=args.verbose)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,11 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show virt-vlan bridges and their ports")
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("agent", help="run the agent in the foreground (hot-plugged NICs, "
+                       "reconcile, heal; systemd: virt-vlan-agent.service)")
+    p.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default: libvirt's)")
+    p.set_defaults(func=cmd_agent)
+
     for name, func, text in (("install-hooks", cmd_install_hooks, "install libvirt hook drop-ins"),
                              ("uninstall-hooks", cmd_uninstall_hooks, "remove our drop-ins")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--hooks-dir", default="/etc/libvirt/hooks")
         p.add_argument("--dry-run", action="store_true")
+        if name == "install-hooks":
+            p.add_argument("--no-agent", action="store_true",
+                           help="do not install the agent's systemd unit")
         p.set_defaults(func=func)
     return parser
 

@@ -24,7 +24,7 @@ ENV_PATH = "VIRT_VLAN_CONFIG"
 IFNAMSIZ_MAX = 15
 _BAD_NAME = re.compile(r"[/:\s]")
 
-GLOBAL_KEYS = {"default-uplink", "lock-timeout"}
+GLOBAL_KEYS = {"default-uplink", "lock-timeout", "reconcile-interval"}
 UPLINK_DEFAULTS = {
     "device": "{uplink}",
     "wiring": ACCESS,
@@ -100,6 +100,9 @@ class Config:
     uplinks: Tuple[Uplink, ...] = ()
     default_uplink: Optional[str] = None
     lock_timeout: float = 30.0
+    # Seconds between the agent's full reconciles (live XML of every running
+    # guest against the host), its safety net for lost events.
+    reconcile_interval: float = 300.0
 
     def uplink(self, name: Optional[str], who: str) -> Uplink:
         """The uplink called `name` (the default one when None).
@@ -194,7 +197,19 @@ def parse(text: str, path: str) -> Config:
         if not 0 < lock_timeout <= 3600:
             raise InputError("config %s:%d: lock-timeout = %s is not a number of seconds "
                              "in 1-3600; write e.g. lock-timeout = 30" % (path, line, value))
-    return Config(path=path, uplinks=uplinks, default_uplink=default, lock_timeout=lock_timeout)
+    reconcile_interval = 300.0
+    if "reconcile-interval" in global_values:
+        value, line = global_values["reconcile-interval"]
+        try:
+            reconcile_interval = float(value)
+        except ValueError:
+            reconcile_interval = -1.0
+        if not 10 <= reconcile_interval <= 86400:
+            raise InputError("config %s:%d: reconcile-interval = %s is not a number of seconds "
+                             "in 10-86400; write e.g. reconcile-interval = 300"
+                             % (path, line, value))
+    return Config(path=path, uplinks=uplinks, default_uplink=default, lock_timeout=lock_timeout,
+                  reconcile_interval=reconcile_interval)
 
 
 def _read_ini(text: str, path: str) -> List[Tuple[str, int, Dict[str, Tuple[str, int]]]]:

@@ -6,7 +6,7 @@ lock so that concurrent hooks plan against what the previous one left.
 """
 
 import logging
-from typing import FrozenSet, Iterable, Optional, Sequence
+from typing import Callable, FrozenSet, Iterable, Optional, Sequence
 
 from . import state
 from .actions import Plan
@@ -49,11 +49,16 @@ def _snapshot() -> Snapshot:
 
 
 def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
-         reserve_key: Optional[str] = None) -> Plan:
+         reserve_key: Optional[str] = None,
+         select: Optional[Callable[[Sequence[Want], Snapshot], Sequence[Want]]] = None) -> Plan:
     """Make every want true. With `reserve_key`, also reserve the target
-    bridges under that key (see state.py) in the same locked section."""
+    bridges under that key (see state.py) in the same locked section.
+    `select` narrows the wants against the snapshot read under the lock (the
+    agent drops wants whose tap is gone or now belongs to another guest)."""
     with host_lock(config.lock_timeout):
         snap = _snapshot()
+        if select is not None:
+            wants = select(wants, snap)
         result = plan(wants, config, snap)
         if dry_run:
             return result

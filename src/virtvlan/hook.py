@@ -79,7 +79,15 @@ def _qemu(args: Sequence[str], xml: bytes) -> int:
     op = args[1] if len(args) > 1 else ""
     if op not in QEMU_WIRE_OPS | QEMU_CHECK_OPS | QEMU_RELEASE_OPS:
         return 0
-    domain = parse_domain(xml)
+    # Not strict: metadata for a MAC the domain lacks is how a hot-plug is
+    # prepared (`virsh metadata`, then `virsh attach-interface`); the agent
+    # wires that NIC when it appears. Only check-domain refuses it.
+    domain = parse_domain(xml, strict=False)
+    if op in ("prepare", "start"):
+        for spec in domain.pending:
+            log.warning("domain %s, interface %s: virt-vlan metadata names a MAC the domain has "
+                        "no <interface> for; ignored until a NIC with that MAC is attached "
+                        "(the virt-vlan agent wires it then)", domain.name, spec.mac)
     if not domain.tagged:
         return 0
     who = "domain %s" % domain.name

@@ -61,6 +61,10 @@ class Domain:
     uuid: str
     nics: Tuple[Nic, ...] = ()
     specs: Tuple[VlanSpec, ...] = ()  # empty: an untagged domain
+    # Non-strict parsing only: entries for MACs the domain has no <interface>
+    # for yet (metadata set before `virsh attach-interface`); ignored until
+    # the NIC exists.
+    pending: Tuple[VlanSpec, ...] = ()
 
     @property
     def tagged(self) -> bool:
@@ -135,10 +139,14 @@ def _mac(value: str) -> Optional[str]:
     return None
 
 
-def parse_domain(xml: bytes) -> Domain:
+def parse_domain(xml: bytes, strict: bool = True) -> Domain:
     """Parse a libvirt domain document (or one with a <domain> inside).
 
     Raises InputError, one line naming the domain, the MAC and the bad value.
+    An entry whose MAC names no <interface> of the domain is an error when
+    `strict` (check-domain); otherwise it goes to `Domain.pending` (hooks and
+    the agent: it is how a hot-plug is prepared, and the entry applies once
+    the NIC is attached).
     """
     root = _parse(xml, "domain XML")
     dom = root if root.tag == "domain" else root.find(".//domain")
@@ -170,6 +178,7 @@ def parse_domain(xml: bytes) -> Domain:
         raise InputError("domain %s: <metadata> has %d <vlan xmlns='%s'> elements; merge them "
                          "into one" % (name, len(containers), NAMESPACE))
     seen: Dict[str, int] = {}
+    pending = []
     for container in containers:
         for index, el in enumerate(container, start=1):
             if not isinstance(el.tag, str):
@@ -183,6 +192,9 @@ def parse_domain(xml: bytes) -> Domain:
                                  "(entries %d and %d); keep one" % (name, spec.mac, seen[spec.mac],
                                                                     index))
             seen[spec.mac] = index
+            if not any(nic.mac == spec.mac for nic in nics) and not strict:
+                pending.append(spec)
+                continue
             if not any(nic.mac == spec.mac for nic in nics):
                 have = ", ".join(n.mac for n in nics) or "none"
                 raise InputError("domain %s, interface %s: virt-vlan metadata names a MAC the "
@@ -197,7 +209,8 @@ def parse_domain(xml: bytes) -> Domain:
                                  "remove <vlan> from the interface or its virt-vlan entry"
                                  % (name, spec.mac))
             specs.append(spec)
-    return Domain(name=name, uuid=uuid, nics=tuple(nics), specs=tuple(specs))
+    return Domain(name=name, uuid=uuid, nics=tuple(nics), specs=tuple(specs),
+                  pending=tuple(pending))
 
 
 def _spec(domain: str, el, index: int) -> VlanSpec:  # type: ignore[no-untyped-def]

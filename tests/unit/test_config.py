@@ -306,7 +306,7 @@ def test_unknown_key_in_uplink(make_config):
 def test_unknown_key_in_global(make_config):
     refused(make_config, "[global]\ndefault_uplink = eth0\n",
             "config test.conf:2: unknown key 'default_uplink' in [global]; known keys: "
-            "default-uplink, lock-timeout")
+            "default-uplink, lock-timeout, reconcile-interval")
 
 
 @pytest.mark.parametrize("header", ["uplinks eth0", "uplink", "uplink eth0 eth1", "Global"])
@@ -548,3 +548,16 @@ def test_describe(mixed_config):
         "test.conf: 2 uplink(s), default eth0\n"
         "  eth0: device eth0, wiring access, VLANs 5,7; VLAN 5 -> bridge br05 fed by eth0.5\n"
         "  eth1: device eth1, wiring trunk, VLANs 5,7,100-110; VLAN 5 -> bridge br15 fed by br1.5")
+
+
+def test_reconcile_interval_default_and_set(make_config):
+    assert make_config("[uplink eth0]\nallowed-vlans = 5\n").reconcile_interval == 300.0
+    conf = make_config("[global]\nreconcile-interval = 60\n[uplink eth0]\nallowed-vlans = 5\n")
+    assert conf.reconcile_interval == 60.0
+
+
+@pytest.mark.parametrize("value", ["abc", "9", "0", "-5", "86401", "nan", "inf"])
+def test_bad_reconcile_interval(make_config, value):
+    refused(make_config, "[global]\nreconcile-interval = %s\n" % value,
+            "config test.conf:2: reconcile-interval = %s is not a number of seconds in 10-86400; "
+            "write e.g. reconcile-interval = 300" % value)

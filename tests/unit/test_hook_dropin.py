@@ -29,7 +29,8 @@ def _run(path, args, xml, env=None):
 
 @pytest.fixture
 def installed(tmp_path):
-    install.install(str(tmp_path / "hooks"), apparmor_dir=str(tmp_path / "apparmor"))
+    install.install(str(tmp_path / "hooks"), apparmor_dir=str(tmp_path / "apparmor"),
+                    agent=False)
     return str(tmp_path / "hooks" / "qemu.d" / "virt-vlan")
 
 
@@ -136,3 +137,16 @@ def test_syslog_handler_sends_one_entry_per_line_with_the_record_priority(monkey
         logger.removeHandler(handler)
     assert fake.lines == [(6, "domain vm1 prepare: ip link add name br05 type bridge"),
                           (3, "refused:"), (3, "second line")]
+
+
+def test_metadata_prepared_for_a_hot_plug_does_not_stop_the_guest(installed, tmp_path):
+    # `virsh metadata --config` for a NIC attached later: the entry waits for
+    # its NIC (the agent wires it on attach); starting the guest must work.
+    conf = tmp_path / "vv.conf"
+    conf.write_text("[uplink eth0]\nallowed-vlans = 5\n")
+    env = dict(os.environ, VIRT_VLAN_CONFIG=str(conf))
+    later = TAGGED.replace(b'<vv:interface mac="52:54:00:00:00:01"',
+                           b'<vv:interface mac="52:54:00:00:00:99"')
+    for op in ("prepare", "start"):
+        done = _run(installed, ["vm1", op, "begin", "-"], later, env)
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"", b""), op

@@ -560,3 +560,31 @@ def test_entity_declaration_refused_before_parsing():
     with pytest.raises(InputError, match="^domain XML: XML has a DOCTYPE; libvirt never writes "
                                          "one, remove it$"):
         metadata.parse_domain(xml)
+
+
+# --- metadata prepared for a NIC not attached yet (hot-plug) ------------------
+
+
+def test_not_strict_keeps_an_entry_for_a_missing_mac_pending(mixed_config):
+    xml = domain_xml(access("5"), access("7", mac="52:54:00:99:99:99"))
+    dom = metadata.parse_domain(xml, strict=False)
+    assert [s.mac for s in dom.specs] == [MAC1]
+    assert [(s.mac, s.vlans) for s in dom.pending] == [("52:54:00:99:99:99", (7,))]
+    assert [w.port for w in metadata.wants(dom, mixed_config)] == ["vnet0"]
+
+
+def test_not_strict_domain_with_only_pending_entries_is_untagged():
+    dom = metadata.parse_domain(domain_xml(access(mac="52:54:00:99:99:99")), strict=False)
+    assert not dom.tagged and len(dom.pending) == 1
+
+
+def test_strict_is_the_default_and_refuses_the_missing_mac():
+    message = parse_error(domain_xml(access(mac="52:54:00:99:99:99")))
+    assert "names a MAC the domain has no <interface> for" in message
+
+
+def test_not_strict_still_refuses_a_bad_pending_entry():
+    message = parse_error(domain_xml(access("4095", mac="52:54:00:99:99:99")),
+                          parse=lambda xml: metadata.parse_domain(xml, strict=False))
+    assert message == ("domain vm1, interface 52:54:00:99:99:99: vlan='4095': VLAN 4095 is "
+                       "reserved by 802.1Q (use 1-4094)")

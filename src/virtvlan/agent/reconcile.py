@@ -1,0 +1,230 @@
+"""What running guests and networks want, and making the host match it.
+
+The agent keeps, per running tagged domain and per running virt-vlan
+network, the wants parsed from libvirt's live XML (`Desired`). Wiring from
+that cache needs no libvirt call, so the netlink heal path and the periodic
+path share one function. The XML is always fetched before the host lock is
+taken: libvirt may be running a hook for the same domain, and that hook
+waits for the lock (a deadlock if we held it while waiting on libvirt).
+
+Decisions taken here, on data (tests/unit/test_reconcile.py):
+- a want is wired only if its tap exists and carries the guest's MAC (libvirt
+  gives a tap the guest MAC with the first byte 0xfe), so a tap name reused by
+  another guest after a stop is never rewired from a stale cache;
+- a network's want is wired only while the network hook's reservation of its
+  bridge exists (between network `start` and `stopped`);
+- what no running guest or network needs is removed by the engine's cleanup,
+  which keeps reserved bridges (guests between `prepare` and `start`).
+"""
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+
+from .. import engine, state
+from ..config import Config
+from ..errors import VirtVlanError
+from ..metadata import network_want, parse_domain, parse_network, wants
+from ..model import ACCESS, Snapshot, Want
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The wants of one running domain or network, as last read from libvirt.
+
+    `macs[i]` is the guest MAC behind `wants[i]` (empty for a network).
+    `error` is the one-line refusal when the metadata or config rejects it
+    (nothing of it is wired then); `pending` lists MACs with metadata but no
+    NIC yet (a prepared hot-plug).
+    """
+
+    key: str  # "domain-<uuid>" / "network-<name>", the hooks' reservation keys
+    who: str
+    wants: Tuple[Want, ...] = ()
+    macs: Tuple[str, ...] = ()
+    error: Optional[str] = None
+    pending: Tuple[str, ...] = ()
+
+    @property
+    def is_network(self) -> bool:
+        return self.key.startswith("network-")
+
+
+def domain_desired(xml: bytes, config: Config) -> Optional[Desired]:
+    """The live XML of a running domain -> its Desired; None when untagged.
+
+    Never raises a VirtVlanError: a refusal becomes `error`.
+    """
+    try:
+        domain = parse_domain(xml, strict=False)
+    except VirtVlanError as err:
+        return Desired(key="domain-?", who="domain ?", error=str(err))
+    key = "domain-%s" % (domain.uuid or domain.name)
+    who = "domain %s" % domain.name
+    pending = tuple(spec.mac for spec in domain.pending)
+    if not domain.tagged:
+        return Desired(key=key, who=who, pending=pending) if pending else None
+    try:
+        found = wants(domain, config)
+    except VirtVlanError as err:
+        return Desired(key=key, who=who, error=str(err), pending=pending)
+    macs = tuple(spec.mac for spec in domain.specs)
+    # A NIC without <target dev> (not created yet) has nothing to wire.
+    pairs = [(w, m) for w, m in zip(found, macs) if w.port]
+    return Desired(key=key, who=who, wants=tuple(w for w, _ in pairs),
+                   macs=tuple(m for _, m in pairs), pending=pending)
+
+
+def network_desired(xml: bytes, config: Config) -> Optional[Desired]:
+    """The XML of a running network -> its Desired; None when not ours."""
+    try:
+        network = parse_network(xml)
+    except VirtVlanError as err:
+        return Desired(key="network-?", who="network ?", error=str(err))
+    if network.vlan is None:
+        return None
+    key, who = "network-%s" % network.name, "network %s" % network.name
+    try:
+        return Desired(key=key, who=who, wants=(network_want(network, config),))
+    except VirtVlanError as err:
+        return Desired(key=key, who=who, error=str(err))
+
+
+def tap_macs(guest_mac: str) -> FrozenSet[str]:
+    """The MACs a tap of this guest NIC can carry: libvirt sets the guest MAC
+    with the first byte 0xfe (virnetdevtap.c, so the bridge never takes the
+    guest's MAC as its own), or the guest MAC itself for some tap kinds."""
+    return frozenset({guest_mac, "fe" + guest_mac[2:]})
+
+
+def present(desired: Desired, snap: Snapshot,
+            reserved: FrozenSet[str] = frozenset(), config: Optional[Config] = None
+            ) -> Tuple[Want, ...]:
+    """The wants of `desired` that may be wired on `snap` now.
+
+    Domain: each want whose tap exists with the guest's MAC. Network: its
+    want while its bridge is reserved (`reserved`, read under the host lock;
+    `config` names the bridge). A Desired with an error wires nothing.
+    """
+    if desired.error:
+        return ()
+    if desired.is_network:
+        if config is None:
+            return ()
+        return tuple(w for w in desired.wants
+                     if engine.target_bridges([w], config) <= reserved)
+    out = []
+    for want, mac in zip(desired.wants, desired.macs):
+        link = snap.get(want.port) if want.port else None
+        if link is not None and link.mac in tap_macs(mac):
+            out.append(want)
+    return tuple(out)
+
+
+def needed_names(want: Want, config: Config) -> FrozenSet[str]:
+    """The devices `want` depends on: its port, its bridge, the feed of an
+    access VLAN and the uplink device (and trunk bridge) under it."""
+    uplink = config.uplink(want.uplink, want.who)
+    names = {uplink.device, uplink.feed_parent()}
+    if want.port:
+        names.add(want.port)
+    if want.mode == ACCESS:
+        names.update((uplink.access_bridge(want.vlans[0]), uplink.feed(want.vlans[0])))
+    else:
+        names.add(uplink.trunk_bridge)
+    return frozenset(names)
+
+
+def affected(cache: Iterable[Desired], names: FrozenSet[str], config: Config) -> List[Desired]:
+    """The entries with a want that depends on one of `names` (the devices a
+    netlink burst reported)."""
+    out = []
+    for desired in cache:
+        try:
+            hit = any(needed_names(w, config) & names for w in desired.wants)
+        except VirtVlanError:  # the config changed under the cache: re-read will say
+            hit = True
+        if hit:
+            out.append(desired)
+    return out
+
+
+def not_held(wants_: Sequence[Want], held: FrozenSet[str], config: Config) -> Tuple[Want, ...]:
+    """The wants that need no device the heal rate limit holds back."""
+    if not held:
+        return tuple(wants_)
+    return tuple(w for w in wants_ if not needed_names(w, config) & held)
+
+
+def changes(old: Dict[str, Desired], new: Dict[str, Desired]) -> List[str]:
+    """Log lines for what a re-read of libvirt changed in the cache."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if before == after:
+            continue
+        if after is None:
+            lines.append("%s: no longer running (or no longer tagged)" % before.who)
+        elif after.error:
+            if before is None or before.error != after.error:
+                lines.append("%s: not wired: %s" % (after.who, after.error))
+        else:
+            ports = ", ".join("%s %s %s" % (w.port, w.mode, ",".join(map(str, w.vlans)))
+                              for w in after.wants) or "no tagged NIC yet"
+            lines.append("%s: wants %s%s" % (after.who, ports,
+                                             "; waiting for NIC(s) %s" % ", ".join(after.pending)
+                                             if after.pending else ""))
+    return lines
+
+
+def wire(desired: Desired, config: Config, why: str,
+         held: FrozenSet[str] = frozenset()) -> bool:
+    """Make `desired` true on the host (engine.wire under the host lock, with
+    the wants narrowed by `present` against the snapshot read there).
+
+    Returns False, having logged one line, when the engine refused; never
+    raises a VirtVlanError (one guest's problem must not stop the others).
+    """
+    if desired.error or not desired.wants:
+        return desired.error is None
+
+    def select(wants_: Sequence[Want], snap: Snapshot) -> Sequence[Want]:
+        reserved = state.reserved() if desired.is_network else frozenset()
+        keep = present(replace(desired, wants=tuple(wants_)), snap, reserved, config)
+        keep = not_held(keep, held, config)
+        for want in wants_:
+            if want not in keep and not desired.is_network:
+                log.debug("%s: tap %s is gone or belongs to another guest; skipped",
+                          want.who, want.port)
+        return keep
+
+    try:
+        engine.wire(desired.wants, config, why="agent: %s %s" % (desired.who, why),
+                    select=select)
+    except VirtVlanError as err:
+        log.error("agent: %s %s: %s", desired.who, why, err)
+        return False
+    return True
+
+
+def cleanup(config: Config, why: str) -> bool:
+    """Delete the virt-vlan bridges and feeds nobody uses (engine.release
+    without a port: guests' ports and reservations keep theirs)."""
+    try:
+        engine.release(config, why="agent: %s" % why)
+    except VirtVlanError as err:
+        log.error("agent: cleanup after %s: %s", why, err)
+        return False
+    return True
+
+
+def wire_all(cache: Iterable[Desired], config: Config, why: str,
+             held: FrozenSet[str] = frozenset()) -> int:
+    """Wire every entry; returns how many the engine refused."""
+    failed = 0
+    for desired in cache:
+        if not wire(desired, config, why, held):
+            failed += 1
+    return failed

@@ -1,0 +1,417 @@
+"""`virt-vlan agent`: wires what no hook sees (hot-plugged NICs, drift).
+
+Threads and who does what:
+- libvirt's native event loop (virt.start_event_loop) runs callbacks that
+  only put an Event on the queue;
+- the connector thread opens the connection (read-only: the agent only
+  reads XML and listens), registers for events, waits for it to close, and
+  opens it again with backoff; each (re)connect queues a full resync,
+  because events in the gap are lost;
+- the link monitor (monitor.py) queues the devices a netlink burst changed;
+- the main thread is the only one that acts: it drains the queue, reads XML
+  from libvirt (never under the host lock), then wires through the engine
+  under the lock, one domain at a time.
+
+The agent owns nothing on the host: it never keeps state the hooks need and
+never makes a change the hooks would not make, so killing it at any point
+leaves the host as the last completed engine call left it, and a restart
+reconciles. It exits only when asked to (SIGTERM/SIGINT); libvirt errors
+are logged and retried.
+"""
+
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import replace
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
+
+from .. import virt
+from ..config import Config, load
+from ..errors import VirtVlanError
+from . import reconcile, sdnotify
+from .reconcile import Desired
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST = 1.0  # seconds before the first reconnect attempt, doubled up to
+BACKOFF_MAX = 30.0
+DEFAULT_INTERVAL = 300.0  # reconcile interval while the config cannot be read
+
+Item = Tuple[str, Any]
+
+
+class Agent:
+    """The agent's state; `run()` is the main loop (call it from the main thread)."""
+
+    def __init__(self, uri: Optional[str] = None, config_path: Optional[str] = None,
+                 heal: bool = True) -> None:
+        self.uri = uri
+        self.config_path = config_path
+        self.heal = heal
+        self.queue: "queue.Queue[Item]" = queue.Queue()
+        self.domains: Dict[str, Desired] = {}  # key "domain-<uuid>"
+        self.networks: Dict[str, Desired] = {}  # key "network-<name>"
+        self.monitor: Any = None
+        self._stop = threading.Event()
+        self._conn_lock = threading.Lock()
+        self._watch: Optional[virt.Watch] = None
+        self._config_error: Optional[str] = None
+        self._interval = DEFAULT_INTERVAL
+
+    # --- producers (any thread) -----------------------------------------------------------
+
+    def on_libvirt_event(self, event: virt.Event) -> None:
+        self.queue.put(("libvirt", event))
+
+    def on_links_changed(self, changes: Any) -> None:
+        self.queue.put(("links", changes))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.put(("stop", None))
+
+    # --- the connection ----------------------------------------------------------------------
+
+    def _connector(self) -> None:
+        delay = BACKOFF_FIRST
+        where = self.uri or "the default URI"
+        while not self._stop.is_set():
+            try:
+                connection = virt.connect(self.uri, readonly=True)
+            except VirtVlanError as err:
+                log.warning("%s; retrying in %.0f s", err, delay)
+                self._status("waiting for libvirt at %s" % where)
+                self._stop.wait(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            try:
+                watch = virt.Watch(connection, self.on_libvirt_event)
+            except VirtVlanError as err:
+                connection.close()
+                log.warning("%s; retrying in %.0f s", err, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            delay = BACKOFF_FIRST
+            with self._conn_lock:
+                self._watch = watch
+            log.info("connected to libvirt at %s (read-only); listening for domain events",
+                     connection.uri)
+            self.queue.put(("resync", "connected to %s" % connection.uri))
+            while not self._stop.is_set() and not watch.closed.wait(1.0):
+                pass
+            with self._conn_lock:
+                self._watch = None
+            watch.close()
+            connection.close()
+            if self._stop.is_set():
+                return
+            log.warning("lost the connection to libvirt at %s (%s); reconnecting (events "
+                        "until then are lost: a full resync follows)", connection.uri,
+                        watch.reason)
+            self._status("reconnecting to libvirt at %s" % where)
+
+    def _connection(self) -> Optional[virt.Watch]:
+        with self._conn_lock:
+            watch = self._watch
+        return watch if watch is not None and not watch.closed.is_set() else None
+
+    def _libvirt_failed(self, watch: virt.Watch, err: VirtVlanError) -> None:
+        log.warning("%s", err)
+        if not virt.is_alive(watch.connection):
+            watch.lost("a call failed and the connection is dead")
+
+    # --- config ------------------------------------------------------------------------------
+
+    def _config(self) -> Optional[Config]:
+        """The host config, read again for each batch as the hooks do; None
+        (logged once per distinct error) when it cannot be used."""
+        try:
+            config = load(self.config_path)
+            if config is None:
+                from ..config import missing_config_error
+
+                raise missing_config_error(self.config_path, "the virt-vlan agent")
+        except VirtVlanError as err:
+            if str(err) != self._config_error:
+                log.error("%s; the agent wires nothing until it is fixed", err)
+                self._status("config error: %s" % err)
+            self._config_error = str(err)
+            return None
+        if self._config_error is not None:
+            log.info("config %s is usable again", config.path)
+        self._config_error = None
+        self._interval = config.reconcile_interval
+        return config
+
+    # --- the work ------------------------------------------------------------------------------
+
+    def _held(self, extra: FrozenSet[str] = frozenset()) -> FrozenSet[str]:
+        held = frozenset(extra)
+        if self.monitor is not None:
+            try:
+                held |= frozenset(self.monitor.held())
+            except Exception:  # the monitor is C2's: its failure must not stop wiring
+                log.exception("link monitor: cannot read held devices")
+        return held
+
+    def _cache(self) -> List[Desired]:
+        return list(self.domains.values()) + list(self.networks.values())
+
+    def resync(self, config: Config, why: str) -> None:
+        """Re-read every running domain and network from libvirt, then wire
+        them all and clean up. Without a connection: wire from the cache."""
+        watch = self._connection()
+        if watch is None:
+            self.heal_from_cache(config, why + " (libvirt unreachable: from the cache)",
+                                 self._cache(), cleanup=True)
+            return
+        try:
+            xmls = watch.connection.running_domain_xmls()
+            net_xmls = virt.running_network_xmls(watch.connection)
+        except VirtVlanError as err:
+            self._libvirt_failed(watch, err)
+            self.heal_from_cache(config, why + " (libvirt failed: from the cache)",
+                                 self._cache(), cleanup=True)
+            return
+        domains = self._index(reconcile.domain_desired(x, config) for x in xmls)
+        networks = self._index(reconcile.network_desired(x, config) for x in net_xmls)
+        for line in reconcile.changes({**self.domains, **self.networks}, {**domains, **networks}):
+            log.info("agent: %s", line)
+        self.domains, self.networks = domains, networks
+        held = self._held()
+        failed = reconcile.wire_all(self._cache(), config, why, held)
+        reconcile.cleanup(config, why)
+        self._status("%d tagged guest(s), %d virt-vlan network(s)%s; last full reconcile: %s"
+                     % (len(domains), len(networks),
+                        ", %d refused (see log)" % failed if failed else "", why))
+
+    @staticmethod
+    def _index(found: Iterable[Optional[Desired]]) -> Dict[str, Desired]:
+        out: Dict[str, Desired] = {}
+        for number, desired in enumerate(found):
+            if desired is None:
+                continue
+            key = desired.key if not desired.key.endswith("?") else "%s%d" % (desired.key, number)
+            out[key] = replace(desired, key=key) if key != desired.key else desired
+        return out
+
+    def sync_domain(self, config: Config, uuid: str, name: str, why: str) -> None:
+        """One domain changed (lifecycle, device, metadata): re-read it, wire
+        it, clean up what it no longer needs."""
+        watch = self._connection()
+        if watch is None:
+            return  # the resync after the reconnect covers it
+        try:
+            xml = virt.running_domain_xml(watch.connection, uuid)
+        except VirtVlanError as err:
+            self._libvirt_failed(watch, err)
+            return
+        key = "domain-%s" % uuid
+        old = self.domains.get(key)
+        new = reconcile.domain_desired(xml, config) if xml is not None else None
+        if new is not None and new.key != key:
+            new = replace(new, key=key)
+        if old is None and new is None:
+            return  # an untagged guest
+        for line in reconcile.changes({key: old} if old else {}, {key: new} if new else {}):
+            log.info("agent: %s", line)
+        if new is None:
+            self.domains.pop(key, None)
+        else:
+            self.domains[key] = new
+            reconcile.wire(new, config, why, self._held())
+        reconcile.cleanup(config, "domain %s %s" % (name, why))
+
+    def sync_networks(self, config: Config, why: str) -> None:
+        watch = self._connection()
+        if watch is None:
+            return
+        try:
+            xmls = virt.running_network_xmls(watch.connection)
+        except VirtVlanError as err:
+            self._libvirt_failed(watch, err)
+            return
+        networks = self._index(reconcile.network_desired(x, config) for x in xmls)
+        for line in reconcile.changes(self.networks, networks):
+            log.info("agent: %s", line)
+        self.networks = networks
+        # The network hooks wire and release networks themselves; this only
+        # refreshes the cache the heal path uses.
+
+    def heal_from_cache(self, config: Config, why: str, entries: List[Desired],
+                        held: FrozenSet[str] = frozenset(), cleanup: bool = False) -> None:
+        """Wire `entries` from the cache (no libvirt call): the netlink path."""
+        reconcile.wire_all(entries, config, why, self._held(held))
+        if cleanup:
+            reconcile.cleanup(config, why)
+
+    def handle(self, items: List[Item]) -> bool:
+        """Act on one drained batch of queue items; False once asked to stop."""
+        if any(kind == "stop" for kind, _ in items):
+            return False
+        resync: List[str] = []
+        domains: Dict[str, Tuple[str, str]] = {}
+        networks: List[str] = []
+        links_names: set = set()
+        links_resync = False
+        links_held: FrozenSet[str] = frozenset()
+        periodic = False
+        for kind, value in items:
+            if kind == "resync":
+                resync.append(value)
+            elif kind == "periodic":
+                periodic = True
+            elif kind == "libvirt":
+                event: virt.Event = value
+                if event.kind == "closed":
+                    continue  # the connector reconnects and queues a resync
+                if event.kind == "network":
+                    networks.append(event.name)
+                else:
+                    log.debug("libvirt event: domain %s %s %s", event.name, event.kind,
+                              event.detail)
+                    domains[event.uuid] = (event.name, "%s %s" % (event.kind, event.detail))
+            elif kind == "links":
+                links_names |= set(getattr(value, "names", ()) or ())
+                links_resync = links_resync or bool(getattr(value, "resync", False))
+                links_held |= frozenset(getattr(value, "held", ()) or ())
+        config = self._config()
+        if config is None:
+            return True
+        if resync or periodic:
+            self.resync(config, ", ".join(resync) or "periodic reconcile")
+            return True  # re-read everything: covers the events of this batch
+        for uuid, (name, why) in domains.items():
+            self.sync_domain(config, uuid, name, why)
+        if networks:
+            self.sync_networks(config, "network %s" % ", ".join(sorted(set(networks))))
+        if links_names or links_resync:
+            entries = (self._cache() if links_resync else
+                       reconcile.affected(self._cache(), frozenset(links_names), config))
+            if entries:
+                self.heal_from_cache(config, "heal after link changes (%s)"
+                                     % (", ".join(sorted(links_names)[:8]) or "resync"),
+                                     entries, links_held)
+        return True
+
+    # --- the main loop -----------------------------------------------------------------------
+
+    def _status(self, text: str) -> None:
+        sdnotify.notify("STATUS=%s" % text[:200])
+
+    def _start_monitor(self) -> None:
+        if not self.heal:
+            return
+        try:
+            from . import monitor  # the netlink link monitor (heal)
+        except ImportError:
+            log.warning("no link monitor in this build: devices deleted under running guests "
+                        "are rebuilt only by the periodic reconcile")
+            return
+        try:
+            self.monitor = monitor.LinkMonitor(self.on_links_changed)
+            self.monitor.start()
+        except Exception as err:  # heal is optional; hot-plug and reconcile still work
+            log.error("link monitor did not start (%s); devices deleted under running guests "
+                      "are rebuilt only by the periodic reconcile", err)
+            self.monitor = None
+
+    def run(self) -> int:
+        # READY before connecting: with socket-activated virtqemud a unit
+        # ordered before it must not wait for it (systemd would deadlock).
+        sdnotify.notify("READY=1\nSTATUS=starting")
+        log.info("virt-vlan agent starting (pid %d, libvirt %s)", os.getpid(),
+                 self.uri or "default URI")
+        virt.start_event_loop()
+        self._start_monitor()
+        connector = threading.Thread(target=self._connector, name="libvirt-connect",
+                                     daemon=True)
+        connector.start()
+        ping = sdnotify.watchdog_interval()
+        config = self._config()  # for the interval; logs a bad config at once
+        del config
+        next_reconcile = time.monotonic() + self._interval
+        running = True
+        while running:
+            now = time.monotonic()
+            timeout = max(0.0, next_reconcile - now)
+            if ping is not None:
+                timeout = min(timeout, ping)
+            try:
+                items = [self.queue.get(timeout=timeout)]
+            except queue.Empty:
+                items = []
+            while True:
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            if ping is not None:
+                sdnotify.notify("WATCHDOG=1")
+            if time.monotonic() >= next_reconcile:
+                items.append(("periodic", None))
+            if not items:
+                continue
+            try:
+                running = self.handle(items)
+            except Exception:  # a bug of ours: log it, keep serving
+                log.exception("agent: internal error while handling %s", items[:5])
+            if any(kind in ("periodic", "resync") for kind, _ in items):
+                next_reconcile = time.monotonic() + self._interval
+        sdnotify.notify("STOPPING=1")
+        log.info("virt-vlan agent stopping; the host stays as it is")
+        if self.monitor is not None:
+            self.monitor.stop()
+        self._stop.set()
+        connector.join(5.0)
+        return 0
+
+
+class _QuietNoops(logging.Filter):
+    """Drops the engine's "nothing to change" lines of the agent's own runs:
+    every periodic reconcile would log one per guest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "virtvlan.engine" and record.msg == "%s: nothing to change"
+                    and str(record.args[0] if record.args else "").startswith("agent:"))
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """syslog/journal as the hooks log, plus stderr when not under systemd
+    (under systemd stderr goes to the journal too: it would log twice)."""
+    from ..hook import _Syslog
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    handlers: List[logging.Handler] = []
+    if os.path.exists("/dev/log"):
+        handlers.append(_Syslog())
+    if not os.environ.get("JOURNAL_STREAM") or not handlers:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter("%(asctime)s virt-vlan agent[%(process)d]: "
+                                              "%(levelname)s %(message)s"))
+        handlers.append(stream)
+    for handler in handlers:
+        handler.addFilter(_QuietNoops())
+        root.addHandler(handler)
+
+
+def main(uri: Optional[str], config_path: Optional[str], verbose: bool = False) -> int:
+    """Entry of `virt-vlan agent`: runs until SIGTERM/SIGINT, exit 0."""
+    setup_logging(verbose)
+    agent = Agent(uri, config_path)
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        log.info("agent: %s received", signal.Signals(signum).name)
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    return agent.run()
