@@ -40,7 +40,7 @@ demo: setup
 # Figures, not assertions; Python is served from RAM in the VM (tests/vm/py-ram)
 # so they measure the hook rather than the VM's 9p root.
 bench: setup
-	tests/vm/run /bin/sh -c 'tests/vm/py-ram && exec $(CURDIR)/$(PY) tests/bench/hook_latency.py --runs 11'
+	tests/vm/run /bin/sh -c 'tests/vm/py-ram && $(CURDIR)/$(PY) tests/bench/hook_latency.py --runs 11 && exec $(CURDIR)/$(PY) tests/bench/hotplug.py --runs 5'
 
 
 clean:

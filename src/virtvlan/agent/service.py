@@ -52,7 +52,9 @@ class Agent:
         self.uri = uri
         self.config_path = config_path
         self.heal = heal
-        self.queue: "queue.Queue[Item]" = queue.Queue()
+        # SimpleQueue: its put() is reentrant, so the SIGTERM handler may call
+        # it even when the signal lands inside a get() of the main thread.
+        self.queue: "queue.SimpleQueue[Item]" = queue.SimpleQueue()
         self.domains: Dict[str, Desired] = {}  # key "domain-<uuid>"
         self.networks: Dict[str, Desired] = {}  # key "network-<name>"
         self.monitor: Any = None
@@ -77,6 +79,14 @@ class Agent:
     # --- the connection ----------------------------------------------------------------------
 
     def _connector(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._connect_loop()
+            except Exception:  # a bug of ours must not end reconnecting for good
+                log.exception("agent: libvirt connection thread failed; restarting it")
+                self._stop.wait(BACKOFF_MAX)
+
+    def _connect_loop(self) -> None:
         delay = BACKOFF_FIRST
         where = self.uri or "the default URI"
         while not self._stop.is_set():
@@ -186,9 +196,11 @@ class Agent:
         held = self._held()
         failed = reconcile.wire_all(self._cache(), config, why, held)
         reconcile.cleanup(config, why)
-        self._status("%d tagged guest(s), %d virt-vlan network(s)%s; last full reconcile: %s"
-                     % (len(domains), len(networks),
-                        ", %d refused (see log)" % failed if failed else "", why))
+        summary = ("%d tagged guest(s), %d virt-vlan network(s)%s"
+                   % (len(domains), len(networks),
+                      ", %d refused (see above)" % failed if failed else ""))
+        log.info("agent: reconcile done (%s): %s", why, summary)
+        self._status("%s; last full reconcile: %s" % (summary, why))
 
     @staticmethod
     def _index(found: Iterable[Optional[Desired]]) -> Dict[str, Desired]:
