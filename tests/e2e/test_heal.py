@@ -211,6 +211,15 @@ def _assert_resumed(lost: List[int], out: str) -> None:
         "the continuous ping never resumed:\n%s" % out
 
 
+def _assert_healed_by_monitor(running: Agent, device: str) -> None:
+    """The agent's log shows the rebuild came from the link monitor, not
+    from its periodic reconcile (the engine logs `why: ip command`)."""
+    lines = [line for line in running.output().splitlines()
+             if "heal after link changes" in line and device in line]
+    assert lines, "no heal of %s after link changes in the agent's log:\n%s" % (
+        device, running.output())
+
+
 def _lost_seconds(lost: List[int]) -> float:
     return len(lost) * Pinger.INTERVAL
 
@@ -222,7 +231,7 @@ def test_deleted_trunk_vlan_device_is_rebuilt(guests, standin, agent):
     env.assert_access_bridge(links(), "br15", feed="br1.5", parent=TRUNK_BRIDGE, vlan=5)
     standin.attach("br15", 5)
     _wait_ping(standin, 5)
-    agent()
+    running = agent()
 
     pinger = Pinger(5)
     _wait_ping(standin, 5)  # the pinger's first answers are in
@@ -237,6 +246,7 @@ def test_deleted_trunk_vlan_device_is_rebuilt(guests, standin, agent):
     assert now["br1.5"].get("ifalias") == env.MANAGED_ALIAS, "br1.5 was not rebuilt by virt-vlan"
     assert sorted(ports(now, "br15")) == sorted(["br1.5", tap, "vvsi5"])
     _assert_resumed(lost, out)
+    _assert_healed_by_monitor(running, "br1.5")
     print("br1.5 deleted: rebuilt (seen by ip) after %.1f s; ping lost %d of %d "
           "(%.1f s at 0.1 s intervals)" % (rebuilt_after, len(lost), sent, _lost_seconds(lost)))
 
@@ -264,7 +274,7 @@ def test_admin_bridge_ifdown_ifup_feed_comes_back(admin_br1, guests, standin, ag
     env.assert_access_bridge(now, "br15", feed="br1.5", parent=TRUNK_BRIDGE, vlan=5)
     standin.attach("br15", 5)
     _wait_ping(standin, 5)
-    agent()
+    running = agent()
 
     pinger = Pinger(5)
     _wait_ping(standin, 5)
@@ -288,6 +298,7 @@ def test_admin_bridge_ifdown_ifup_feed_comes_back(admin_br1, guests, standin, ag
     assert sorted(ports(now, "br15")) == sorted(["br1.5", tap, "vvsi5"])
     assert sorted(ports(now, TRUNK_BRIDGE)) == [UPLINK]
     _assert_resumed(lost, out)
+    _assert_healed_by_monitor(running, "br1.5")
     print("ifdown/ifup of admin br1: br1.5 back after %.1f s; ping lost %d of %d "
           "(%.1f s at 0.1 s intervals)" % (healed_after, len(lost), sent, _lost_seconds(lost)))
 
