@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from .config import Config, Uplink
-from .errors import InputError
+from .errors import InputError, VirtVlanError
 from .metadata import Domain
 from .model import ACCESS, TRUNK, Link, Snapshot
 
@@ -342,16 +342,30 @@ def _bridge_settings(snap: Snapshot, bridges: Dict[str, Optional[Uplink]],
     return out
 
 
+def _held(held: Sequence[Tuple[str, int, float]]) -> List[Finding]:
+    return [Finding(PROBLEM, "the agent stopped rebuilding %s" % device, device,
+                    "it was deleted %d times within %.0f s, so the agent leaves it alone for a "
+                    "while instead of fighting whatever deletes it; running guests that need it "
+                    "stay cut off meanwhile" % (deletions, window),
+                    "find what deletes it (journalctl -t virt-vlan, the host's network config); "
+                    "the agent tries again when the hold ends, or at once after "
+                    "systemctl restart virt-vlan-agent")
+            for device, deletions, window in held]
+
+
 def audit(snap: Snapshot, config: Optional[Config], domains: Optional[Sequence[Domain]],
-          reserved: FrozenSet[str] = frozenset()) -> Tuple[Finding, ...]:
+          reserved: FrozenSet[str] = frozenset(),
+          held: Sequence[Tuple[str, int, float]] = ()) -> Tuple[Finding, ...]:
     """Every finding on this host, problems first.
 
     `domains` are the running domains (parsed live XML; untagged ones are
     ignored), None when libvirt did not answer: the guest checks are then
     skipped and nothing counts as "used by a guest" except what its ports show.
-    `reserved` are bridges held by hooks between prepare and start.
+    `reserved` are bridges held by hooks between prepare and start; `held`
+    are (device, deletions, window seconds) the agent's heal rate limit has
+    put on hold (agent/monitor.py, read_holds).
     """
-    findings: List[Finding] = _mixed(snap)
+    findings: List[Finding] = _mixed(snap) + _held(held)
     if config is not None:
         findings += _wrong_parent(snap, config)
     in_use: Set[str] = set()
@@ -435,7 +449,17 @@ def cmd_check(args: argparse.Namespace) -> int:
                                "every tagged guest fails to start", str(err)))
     snap = rtnl.read_snapshot()
     domains, libvirt_error, bad = running_domains(getattr(args, "connect", None))
-    findings = tuple(refused + bad) + audit(snap, config, domains, reserved=state.reserved())
+    from .agent.monitor import read_holds
+
+    try:
+        held = [(h.device, h.deletions, h.window) for h in read_holds()]
+    except VirtVlanError as err:
+        held = []
+        refused.append(Finding(WARNING, "the agent's heal state is unreadable", "heal state",
+                               "devices the agent stopped rebuilding cannot be listed",
+                               str(err)))
+    findings = tuple(refused + bad) + audit(snap, config, domains, reserved=state.reserved(),
+                                            held=held)
     code = exit_code(findings)
     notes = []
     if config is None:

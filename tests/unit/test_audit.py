@@ -402,3 +402,25 @@ def test_check_help_states_nagios_convention(capsys):
         main(["check", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "0 no findings, 1 warnings only, 2 problems" in text and "Nagios" in text
+
+
+def test_device_the_agent_stopped_rebuilding_is_a_problem():
+    found = audit(_clean_access(), ACCESS, [_domain()], held=[("br1.5", 6, 60.0)])
+    assert _whats(found) == [(PROBLEM, "the agent stopped rebuilding br1.5")]
+    assert "deleted 6 times within 60 s" in found[0].why
+    assert exit_code(found) == 2
+
+
+def test_check_command_reports_the_agents_holds(host, capsys):
+    import time
+
+    from virtvlan.agent import monitor
+    from virtvlan.cli import main
+
+    # The file as the agent's monitor writes it (one hold in force, one over).
+    now = time.time()
+    monitor.write_holds([monitor.HeldDevice("br1.5", 6, 60.0, now - 10, now + 300),
+                         monitor.HeldDevice("br1.7", 6, 60.0, now - 900, now - 600)])
+    assert main(["--config", host["conf"], "check", "-c", "test:///default", "--json"]) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert [f["where"] for f in out["findings"]] == ["br1.5"]
