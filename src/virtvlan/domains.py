@@ -24,7 +24,7 @@ from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
 from . import nics
 from .config import Config, load, missing_config_error
 from .errors import InputError, Refused, VirtVlanError
-from .metadata import Domain, VlanSpec, parse_domain, wants
+from .metadata import Domain, VlanSpec, parse_domain, parse_mac, wants
 from .model import ACCESS, TRUNK, Want
 from .vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
 
@@ -51,16 +51,8 @@ def _flags(args: argparse.Namespace) -> int:
     return virt.affect_flags(args.live, args.affect_config, current)
 
 
-def _mac(value: str) -> Optional[str]:
-    parts = value.strip().lower().split(":")
-    if len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789abcdef" for c in p)
-                               for p in parts):
-        return ":".join(parts)
-    return None
-
-
 def _mac_arg(args: argparse.Namespace, value: str) -> str:
-    mac = _mac(value)
+    mac = parse_mac(value)
     if mac is None:
         _usage(args, "--mac %r is not a MAC address (write six hex pairs like "
                "52:54:00:11:22:33)" % value)

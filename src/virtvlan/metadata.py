@@ -131,7 +131,8 @@ def _text(root, path: str) -> Optional[str]:  # type: ignore[no-untyped-def]
     return found.text.strip() if found is not None and found.text else None
 
 
-def _mac(value: str) -> Optional[str]:
+def parse_mac(value: str) -> Optional[str]:
+    """'52:54:00:AA:bb:cc' -> '52:54:00:aa:bb:cc'; None when it is not a MAC."""
     parts = value.strip().lower().split(":")
     if len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789abcdef" for c in p)
                                for p in parts):
@@ -158,7 +159,7 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
     nics = []
     for iface in dom.iterfind("devices/interface"):
         mac_el = iface.find("mac")
-        mac = _mac(mac_el.get("address", "")) if mac_el is not None else None
+        mac = parse_mac(mac_el.get("address", "")) if mac_el is not None else None
         if mac is None:
             continue  # libvirt always assigns one; nothing of ours can match
         target, source = iface.find("target"), iface.find("source")
@@ -219,7 +220,7 @@ def _spec(domain: str, el, index: int) -> VlanSpec:  # type: ignore[no-untyped-d
     if raw_mac is None:
         raise InputError("%s: <vv:interface> has no mac attribute; add mac='52:54:00:..' of "
                          "the guest NIC" % who)
-    mac = _mac(raw_mac)
+    mac = parse_mac(raw_mac)
     if mac is None:
         raise InputError("%s: mac=%s is not a MAC address; write six hex pairs like "
                          "52:54:00:11:22:33" % (who, _q(raw_mac)))

@@ -7,6 +7,7 @@ imports the virtvlan package.
 
 import json
 import os
+import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -113,6 +114,17 @@ def topology(all_links: Optional[Dict[str, dict]] = None) -> Dict[str, tuple]:
     all_links = links() if all_links is None else all_links
     return {n: (kind(l), l.get("master"), vlan_of(l), l.get("link"), l.get("ifalias"))
             for n, l in all_links.items()}
+
+
+def restart_libvirtd() -> None:
+    """SIGTERM libvirtd, wait for it to exit, bring it back with libvirt-up."""
+    pid = int(open("/run/libvirtd.pid").read().strip())
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not os.path.exists("/proc/%d" % pid), 60, "libvirtd to exit")
+    proc = run([str(LIBVIRT_UP)], check=False, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail("libvirtd did not come back:\n%s%s\n%s"
+                    % (proc.stdout, proc.stderr, log_tail()))
 
 
 def bridge_vlans(dev: str) -> dict:

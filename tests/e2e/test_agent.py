@@ -23,7 +23,6 @@ import socket
 import struct
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -360,22 +359,12 @@ def test_agent_killed_while_guests_start_and_stop_ends_with_the_host_as_needed(
 
 # --- issue test 6: libvirtd restarted under the agent --------------------------------------
 
-def _restart_libvirtd() -> None:
-    pid = int(open("/run/libvirtd.pid").read().strip())
-    os.kill(pid, signal.SIGTERM)
-    env.wait_for(lambda: not os.path.exists("/proc/%d" % pid), 60, "libvirtd to exit")
-    proc = env.run([str(env.LIBVIRT_UP)], check=False, timeout=900)
-    if proc.returncode != 0:
-        pytest.fail("libvirtd did not come back:\n%s%s\n%s"
-                    % (proc.stdout, proc.stderr, env.log_tail()))
-
-
 def test_agent_reconnects_after_libvirtd_restart_and_wires_a_later_hotplug(guests, agent, lan):
     name = define_q35(guests, "rc1")
     guests.start(name)
     nic = mac(0xb01)
     connected = agent.count(r"connected to libvirt")
-    _restart_libvirtd()
+    env.restart_libvirtd()
     env.virsh("qemu-monitor-command", name, '{"execute":"query-status"}', timeout=600)
     agent.wait_log(r"connected to libvirt", connected + 1)
     assert agent.running()

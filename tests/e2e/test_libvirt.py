@@ -6,8 +6,6 @@ started paused: they only need their taps. See conftest.py for the uplinks
 and the host config (eacc: access wiring, etrk: trunk wiring, emix: access).
 """
 
-import os
-import signal
 import time
 
 import pytest
@@ -179,16 +177,6 @@ def test_untagged_guest_on_admin_bridge_is_untouched(guests, admin_bridge):
 
 # --- 6. libvirtd restarted while guests run ----------------------------------------------
 
-def _restart_libvirtd() -> None:
-    pid = int(open("/run/libvirtd.pid").read().strip())
-    os.kill(pid, signal.SIGTERM)
-    env.wait_for(lambda: not os.path.exists("/proc/%d" % pid), 60, "libvirtd to exit")
-    proc = env.run([str(env.LIBVIRT_UP)], check=False, timeout=900)
-    if proc.returncode != 0:
-        pytest.fail("libvirtd did not come back:\n%s%s\n%s"
-                    % (proc.stdout, proc.stderr, env.log_tail()))
-
-
 def test_libvirtd_restart_keeps_taps_on_vlan_bridges(guests, admin_bridge):
     # rs2's <source bridge> is a parking bridge: libvirt attaches its tap
     # there (at start, and again when it reconnects after a restart); the
@@ -207,7 +195,7 @@ def test_libvirtd_restart_keeps_taps_on_vlan_bridges(guests, admin_bridge):
     env.ip("link", "set", tap2, "master", "vvpark")
     assert links()[tap2].get("master") == "vvpark"
 
-    _restart_libvirtd()
+    env.restart_libvirtd()
     for name in ("rs1", "rs2"):
         # Needs the domain job, which the reconnect thread holds until the
         # reconnect hook has run: after this, reconnect is complete.

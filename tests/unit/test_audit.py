@@ -6,7 +6,6 @@ import json
 import pytest
 
 from conftest import ACCESS_CONF, MIXED_CONF, TRUNK_CONF
-from virtvlan import audit as audit_mod
 from virtvlan import config as config_mod
 from virtvlan.audit import PROBLEM, WARNING, Finding, audit, exit_code, table
 from virtvlan.metadata import Domain, Nic, VlanSpec

@@ -15,7 +15,6 @@ changing the host). Commands that would change the host refuse before they
 do (the test driver's taps do not exist), which is what those tests check.
 """
 
-import io
 import json
 import os
 import subprocess
