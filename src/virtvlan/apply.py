@@ -23,7 +23,7 @@ from .rtnl import (BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_RANGE_BEGIN, BRIDGE_V
                    BRIDGE_VLAN_INFO_UNTAGGED)
 from .vlans import format_vlan_list
 from .netlink import (IFA_F_NODAD, errno_text, family_number, link_alias, link_index,
-                      open_socket, proto_number, read, scope_number)
+                      open_socket, proto_number, scope_number)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def apply(plan: act.Plan, netns: Optional[str] = None,
     with open_socket(netns) as ipr:
         run = _Executor(ipr, netns)
         try:
-            model = before if before is not None else read(ipr)
+            model = before if before is not None else rtnl.read_snapshot(netns)
             for number, action in enumerate(plan):
                 run.step = str(action)
                 if fail_at is not None and fail_at.strip() == str(number):
@@ -87,7 +87,10 @@ def apply(plan: act.Plan, netns: Optional[str] = None,
                                    "%s (stale snapshot or planner bug)" % (action, err)) from err
                 run.execute(action, action.undo(model))
                 model = after
-            actual = read(ipr)
+            # Read back with rtnl, the product's reader: pyroute2's own parsing
+            # of AF_BRIDGE VLAN dumps differs between releases (0.7.2 drops
+            # ext_mask from a link dump, so it would see no VLAN table at all).
+            actual = rtnl.read_snapshot(netns)
             difference = _difference(plan, model, actual, run.adopted)
             if difference:
                 raise _Failure("verification after apply failed: " + difference)
@@ -197,7 +200,7 @@ class _Executor:
                 raise
             # Someone created it after our snapshot (or a VLAN with this
             # parent and id exists under another name: also EEXIST).
-            snap = read(self.ipr)
+            snap = rtnl.read_snapshot(self.netns)
             there = snap.get(name)
             if there is not None and fits(there):
                 log.info("%s already exists (made by another process); using it, "
