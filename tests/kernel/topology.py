@@ -121,9 +121,33 @@ _CARRIER_FLAGS = ("NO-CARRIER", "LOWER_UP", "DORMANT", "M-DOWN")
 _ADDR_VOLATILE = ("valid_life_time", "preferred_life_time", "tentative", "optimistic")
 
 
+def settled_links(ns: str, timeout: float = 120) -> Dict[str, Dict[str, Any]]:
+    """links(ns) once the kernel has caught up with every carrier change.
+
+    A veth's carrier flag (LOWER_UP) is set at once when its peer comes up,
+    but the kernel announces the change later, from its linkwatch work
+    (net/core/link_watch.c, delayed up to a second, longer under TCG). Only
+    then, under the same rtnl lock, does it set operstate UP, move a bridge
+    port from "disabled" to "forwarding" and add the IPv6 link-local address.
+    A snapshot taken in between sees those appear afterwards, as if virt-vlan
+    had made them (seen on CI). Waiting until no link with LOWER_UP still
+    has a stale operstate closes that window; gives up after `timeout` and
+    returns what it sees (the diff then names the link)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = links(ns)
+        pending = [name for name, link in now.items()
+                   if {"UP", "LOWER_UP"} <= set(link.get("flags", ()))
+                   and link.get("operstate") not in ("UP", "UNKNOWN")]
+        if not pending or time.monotonic() > deadline:
+            return now
+        time.sleep(0.05)
+
+
 def host_state(ns: str) -> Dict[str, Any]:
     """Everything about a namespace's links, addresses and routes that a
-    test may require to be unchanged (`ip -d -json`, minus counters/timers)."""
+    test may require to be unchanged (`ip -d -json`, minus counters/timers),
+    read once carrier changes have settled (settled_links)."""
 
     def addr(entry: Dict[str, Any], info: Dict[str, Any]) -> str:
         kept = {k: v for k, v in info.items() if k not in _ADDR_VOLATILE}
@@ -144,7 +168,7 @@ def host_state(ns: str) -> Dict[str, Any]:
         return kept
 
     return {
-        "links": {name: link_state(link) for name, link in links(ns).items()},
+        "links": {name: link_state(link) for name, link in settled_links(ns).items()},
         "addrs": sorted(addr(entry, info) for entry in ip_json(ns, "addr", "show")
                         for info in entry.get("addr_info", [])),
         "routes4": route_keys("-4", "route", "show"),
