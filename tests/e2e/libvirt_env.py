@@ -313,3 +313,37 @@ def sources(name: str, inactive: bool = False) -> Dict[str, str]:
         if len(words) >= 5 and ":" in words[-1]:
             result[words[-1].lower()] = words[2]
     return result
+
+
+# --- the guest's half of a PCI hot-unplug --------------------------------------------
+
+# QEMU's ACPI PCI hotplug registers on an i440fx ("pc") machine: PIIX4's block
+# at 0xae00 (hw/acpi/pcihp.c, ACPI_PCIHP_ADDR_PIIX4), where offset 0x08
+# (PCI_EJ_BASE) is the eject register. `device_del` only asks the guest to
+# let go of a device; QEMU removes it (and libvirt sends DEVICE_REMOVED)
+# once the guest's ACPI _EJ0 method writes the slot's bit there. The test
+# guests have no OS to do that, so the test does the write for them.
+PIIX4_PCI_EJECT = 0xAE08
+
+
+def pci_slot(name: str, nic_mac: str) -> int:
+    """The PCI slot (bus 0) of the NIC `nic_mac` in the live XML of `name`."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(virsh("dumpxml", name).stdout)
+    for nic in root.iter("interface"):
+        found = nic.find("mac")
+        if found is not None and found.get("address", "").lower() == nic_mac.lower():
+            address = nic.find("address")
+            assert address is not None and address.get("type") == "pci", ET.tostring(nic)
+            assert int(address.get("bus", "0"), 0) == 0, "not on the root bus: %s" % (
+                ET.tostring(nic))
+            return int(address.get("slot"), 0)
+    raise AssertionError("no NIC %s in the live XML of %s" % (nic_mac, name))
+
+
+def guest_ejects(name: str, slot: int) -> None:
+    """Do what an i440fx guest's OS does to complete a PCI hot-unplug of
+    `slot`: write its bit to the ACPI eject register (HMP `o`)."""
+    virsh("qemu-monitor-command", name, "--hmp",
+          "o /l 0x%x 0x%x" % (PIIX4_PCI_EJECT, 1 << slot))
