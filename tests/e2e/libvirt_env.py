@@ -91,6 +91,11 @@ def links(netns: Optional[str] = None) -> Dict[str, dict]:
     return {link["ifname"]: link for link in (json.loads(out) if out else [])}
 
 
+def gone(*names: str):  # type: ignore[no-untyped-def]
+    """A wait_for predicate: none of `names` is a link any more."""
+    return lambda: not (set(names) & set(links()))
+
+
 def kind(link: dict) -> str:
     return link.get("linkinfo", {}).get("info_kind", "device")
 
@@ -209,8 +214,11 @@ def vv_interface(**attrs: str) -> str:
     return "<vv:interface %s/>" % " ".join("%s='%s'" % (k, v) for k, v in attrs.items())
 
 
-def domain_xml(name: str, nics: Iterable[Nic], vv: Iterable[str] = ()) -> str:
-    """A tiny diskless qemu (TCG) guest; `vv` are <vv:interface/> elements."""
+def domain_xml(name: str, nics: Iterable[Nic], vv: Iterable[str] = (),
+               acpi: bool = False) -> str:
+    """A tiny diskless qemu (TCG) guest; `vv` are <vv:interface/> elements.
+    `acpi`: PCI hot-plug on i440fx goes through ACPI; without <acpi/> QEMU
+    refuses device_add ("Bus 'pci.0' does not support hotplugging")."""
     vv = list(vv)
     metadata = ("  <metadata>\n    <vv:vlan xmlns:vv='%s'>\n%s    </vv:vlan>\n  </metadata>\n"
                 % (NS, "".join("      %s\n" % e for e in vv))) if vv else ""
@@ -224,10 +232,11 @@ def domain_xml(name: str, nics: Iterable[Nic], vv: Iterable[str] = ()) -> str:
                       "      <model type='virtio'/>\n    </interface>\n" % (head, nic.mac, source))
     return ("<domain type='qemu'>\n  <name>%s</name>\n%s"
             "  <memory unit='MiB'>64</memory>\n  <vcpu>1</vcpu>\n"
-            "  <os><type arch='x86_64'>hvm</type></os>\n"
+            "  <os><type arch='x86_64'>hvm</type></os>\n%s"
             "  <devices>\n%s    <controller type='usb' model='none'/>\n"
             "    <memballoon model='none'/>\n  </devices>\n</domain>\n"
-            % (name, metadata, "".join(ifaces)))
+            % (name, metadata, "  <features><acpi/></features>\n" if acpi else "",
+               "".join(ifaces)))
 
 
 def mac(n: int) -> str:
@@ -241,9 +250,13 @@ class Guests:
         self.workdir = workdir
         self.names: List[str] = []
 
-    def define(self, name: str, nics: Iterable[Nic], vv: Iterable[str] = ()) -> str:
+    def define(self, name: str, nics: Iterable[Nic], vv: Iterable[str] = (),
+               acpi: bool = False) -> str:
+        return self.define_xml(name, domain_xml(name, nics, vv, acpi))
+
+    def define_xml(self, name: str, xml: str) -> str:
         path = self.workdir / ("%s.xml" % name)
-        path.write_text(domain_xml(name, nics, vv))
+        path.write_text(xml)
         self.names.append(name)
         virsh("define", str(path))
         return name
@@ -342,8 +355,21 @@ def pci_slot(name: str, nic_mac: str) -> int:
     raise AssertionError("no NIC %s in the live XML of %s" % (nic_mac, name))
 
 
-def guest_ejects(name: str, slot: int) -> None:
+def guest_ejects(name: str, slot: int, timeout: float = 300) -> None:
     """Do what an i440fx guest's OS does to complete a PCI hot-unplug of
-    `slot`: write its bit to the ACPI eject register (HMP `o`)."""
-    virsh("qemu-monitor-command", name, "--hmp",
-          "o /l 0x%x 0x%x" % (PIIX4_PCI_EJECT, 1 << slot))
+    `slot`: wait until QEMU asks for the eject (the slot's bit in the "down"
+    register, PCI_DOWN_BASE 0xae04), then write the bit to the eject register
+    (HMP `i`/`o`; `/w` is a 32-bit access, the only size these registers take)."""
+    def hmp(command: str) -> str:
+        return virsh("qemu-monitor-command", name, "--hmp", command).stdout.strip()
+
+    def requested() -> bool:
+        down = hmp("i /w 0x%x" % (PIIX4_PCI_EJECT - 4))
+        # "port[0xae04] = 0x00000008" (QEMU's hmp_ioport_read)
+        assert "=" in down, "HMP i: %r" % down
+        return bool(int(down.split("=")[-1], 16) & (1 << slot))
+
+    wait_for(requested, timeout, "QEMU to ask %s to eject PCI slot %d" % (name, slot),
+             interval=0.5)
+    out = hmp("o /w 0x%x 0x%x" % (PIIX4_PCI_EJECT, 1 << slot))
+    assert out == "", "HMP o: %r" % out

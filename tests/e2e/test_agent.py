@@ -149,11 +149,7 @@ def define_q35(guests: env.Guests, name: str, nics: List[Nic] = (), vv: List[str
     xml = xml.replace("    <controller type='usb'",
                       "    <controller type='pci' index='0' model='pcie-root'/>\n" + ports_xml
                       + "    <controller type='usb'")
-    path = guests.workdir / ("%s.xml" % name)
-    path.write_text(xml)
-    guests.names.append(name)
-    env.virsh("define", str(path))
-    return name
+    return guests.define_xml(name, xml)
 
 
 def set_metadata(name: str, entries: List[str]) -> None:
@@ -173,10 +169,6 @@ def attach(name: str, nic_mac: str, bridge: str = LAN) -> str:
 
 def master_is(tap: str, bridge: str):  # type: ignore[no-untyped-def]
     return lambda: links().get(tap, {}).get("master") == bridge
-
-
-def gone(*names: str):  # type: ignore[no-untyped-def]
-    return lambda: not (set(names) & set(links()))
 
 
 # --- traffic: ARP requests from the switch, captured on the tap ----------------------------
@@ -265,7 +257,7 @@ def test_hotplugged_access_nic_is_wired_onto_its_vlan_and_cleaned_up_on_unplug(
         guests, agent, lan, switch_vlans):
     # An i440fx guest: its unplug can be completed by an ACPI eject
     # (env.guest_ejects), which a q35 guest's native PCIe slot cannot.
-    name = guests.define("hp1", [])
+    name = guests.define("hp1", [], acpi=True)
     guests.start(name)
     nic = mac(0x901)
     set_metadata(name, [vv_access(nic, 5)])
@@ -286,7 +278,7 @@ def test_hotplugged_access_nic_is_wired_onto_its_vlan_and_cleaned_up_on_unplug(
     env.virsh("detach-interface", name, "bridge", "--mac", nic, "--live")
     env.guest_ejects(name, slot)
     env.wait_for(lambda: nic not in env.taps(name), 120, "NIC %s to leave %s" % (nic, name))
-    env.wait_for(gone("br05", "vvacc.5"), 300,
+    env.wait_for(env.gone("br05", "vvacc.5"), 300,
                  "br05 and vvacc.5 to be removed after the unplug; links: %s"
                  % sorted(links()))
 
@@ -401,5 +393,5 @@ def test_stopped_agent_changes_nothing_and_hooks_still_wire_guests(guests, agent
     assert now[env.tap("na2")].get("master") == "br07"
     env.assert_access_bridge(now, "br07", feed="vvacc.7", parent="vvacc", vlan=7)
     guests.destroy("na2")
-    env.wait_for(gone("br07", "vvacc.7"), 120, "the release hook to remove br07")
+    env.wait_for(env.gone("br07", "vvacc.7"), 120, "the release hook to remove br07")
     assert links()[env.tap("na1")].get("master") == "br05"

@@ -16,11 +16,6 @@ from libvirt_env import Nic, links, mac, ports, vv_access, vv_trunk
 TRUNK_BRIDGE = "br1"  # trunk bridge of uplink etrk (second [uplink] section)
 
 
-def _gone(*names: str):
-    """A predicate for wait_for: none of `names` exists any more."""
-    return lambda: not (set(names) & set(links()))
-
-
 # --- 1. access --------------------------------------------------------------------------
 
 @pytest.mark.installed
@@ -65,7 +60,7 @@ def test_trunk_and_access_guests_on_trunk_wired_uplink(guests):
     assert on_nic == [], "VLAN devices on the trunk-wired NIC vvtrk: %s" % on_nic
 
     guests.destroy("trkacc1")
-    env.wait_for(_gone("br15", "br1.5"), 20, "br15 and br1.5 to be removed")
+    env.wait_for(env.gone("br15", "br1.5"), 20, "br15 and br1.5 to be removed")
     guests.destroy("trk1")
     now = links()
     # The trunk bridge is never removed automatically; the NIC stays its port.
@@ -92,7 +87,7 @@ def test_destroy_keeps_shared_bridge_and_removes_unused(guests):
     assert ports(now, "br07") == sorted(["vvacc.7", tap2]), "br07 lost its other guest"
 
     guests.destroy("sh2")
-    env.wait_for(_gone("br07", "vvacc.7"), 20, "br07 and vvacc.7 to be removed")
+    env.wait_for(env.gone("br07", "vvacc.7"), 20, "br07 and vvacc.7 to be removed")
     assert "vvacc" in links(), "the uplink itself was removed"
     assert not [r for r in env.reservations() if "sh1" in r or "sh2" in r]
 
@@ -300,7 +295,7 @@ def test_guest_on_vlan_network(guests, vlan5_network):
     # The running network still holds its bridge and feed.
     env.assert_access_bridge(now, "br05", feed="vvacc.5", parent="vvacc", vlan=5)
     env.virsh("net-destroy", vlan5_network)
-    env.wait_for(_gone("br05", "vvacc.5"), 20, "net-destroy to remove br05 and vvacc.5")
+    env.wait_for(env.gone("br05", "vvacc.5"), 20, "net-destroy to remove br05 and vvacc.5")
     assert not [r for r in env.reservations() if "vlan5" in r]
 
 
