@@ -5,8 +5,8 @@ Prints figures, asserts nothing (`make bench`). Runs INSIDE the test VM as
 root: it brings up libvirtd with the hooks (tests/vm/libvirt-up) and a
 scratch uplink, starts `virt-vlan agent`, then, for each run, hot-plugs a
 tagged NIC (access VLAN 5) whose <source bridge> is a parking bridge into a
-paused q35 guest and watches sysfs (/sys/class/net/BRIDGE/brif) until the
-tap is a port of br05. Each run plugs a new NIC (a guest without an OS never
+paused q35 guest and watches sysfs until that NIC's tap (found by its MAC)
+has br05 as its master. Each run plugs a new NIC (a guest without an OS never
 completes a hot-unplug, see tests/e2e/test_agent.py), so the guest has as
 many spare PCIe root ports as runs.
 
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Optional
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -69,35 +69,55 @@ def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return sh("virsh", "-q", "-c", URI, *args, check=check)
 
 
-def brif(bridge: str) -> List[str]:
+def tap_of(nic_mac: str) -> Optional[str]:
+    """The host tap of the guest NIC `nic_mac`: libvirt gives a tap the
+    guest's MAC with the first byte set to 0xfe (so the bridge never takes
+    the guest's address as its own)."""
+    wanted = "fe" + nic_mac[2:]
+    for name in os.listdir("/sys/class/net"):
+        try:
+            with open("/sys/class/net/%s/address" % name) as handle:
+                if handle.read().strip() == wanted:
+                    return name
+        except OSError:
+            continue
+    return None
+
+
+def master_of(dev: str) -> Optional[str]:
     try:
-        return os.listdir("/sys/class/net/%s/brif" % bridge)
-    except FileNotFoundError:
-        return []
+        return os.path.basename(os.readlink("/sys/class/net/%s/master" % dev))
+    except OSError:
+        return None
 
 
 def one_run(run: int, timeout: float) -> "tuple[float, float, float]":
-    """(attach-to-wired, virsh attach-interface duration, time seen on PARK), seconds."""
-    before = set(brif(BRIDGE))
+    """(attach-to-wired, virsh attach-interface duration, time seen on PARK), seconds.
+    Follows this run's own tap (found by its MAC), never another port of BRIDGE."""
     start = time.monotonic()
     proc = subprocess.Popen(["virsh", "-q", "-c", URI, "attach-interface", NAME, "bridge", PARK,
                              "--mac", mac(run), "--model", "virtio", "--live"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     virsh_done: Optional[float] = None
     parked: Optional[float] = None
+    tap: Optional[str] = None
     while True:
         now = time.monotonic()
         if virsh_done is None and proc.poll() is not None:
             virsh_done = now
             if proc.returncode != 0:
                 raise SystemExit("bench: attach-interface failed: %s" % proc.stderr.read())
-        if parked is None and brif(PARK):
+        if tap is None:
+            tap = tap_of(mac(run))
+        master = master_of(tap) if tap is not None else None
+        if parked is None and master == PARK:
             parked = now
-        if set(brif(BRIDGE)) - before:
+        if master == BRIDGE:
             wired = now
             break
         if now - start > timeout:
-            raise SystemExit("bench: the tap was not on %s within %.0f s" % (BRIDGE, timeout))
+            raise SystemExit("bench: the tap of %s was not on %s within %.0f s (tap %s, on %s)"
+                             % (mac(run), BRIDGE, timeout, tap, master))
         time.sleep(0.001)
     proc.wait()
     if virsh_done is None:
