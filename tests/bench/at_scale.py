@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Hook figures at scale in the test VM (802.1Q): prints, asserts nothing.
+
+The figures of native.py (paths beside a bash hook, scale, storm, peak
+memory) on the real access path: a VLAN device vvup0.5 on the uplink feeds
+the per-VLAN bridge br05, an access guest's tap joins br05, and a cold
+`prepare` creates both. Scale adds `--bridges` access bridges, each with its
+feed (marked as virt-vlan marks its own), and `--taps` taps on them. The
+VM's CPU is emulated (TCG), where a process start costs 10-100x a real
+host's, so the defaults are smaller than native.py's (the output says the
+size): 250 bridges, 500 taps, a storm of 10 guests.
+
+Run as root in the VM: `make bench`, or
+`tests/vm/run .venv/bin/python tests/bench/at_scale.py`.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+from typing import Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import harness  # noqa: E402
+import native  # noqa: E402
+from harness import ip_batch, sh  # noqa: E402
+
+UPLINK, TAP, OTHER, PARK = native.UPLINK, native.TAP, "vvtap1", native.PARK
+BRIDGE, FEED = "br05", UPLINK + ".5"
+FIRST = native.SCALE_FIRST_VID
+
+CONFIG = """[uplink %(uplink)s]
+allowed-vlans = 5,%(first)d-%(last)d
+"""
+
+# A careful hand-written hook for one access guest on VLAN 5 (issue "Fast
+# at scale"): tests for our namespace, builds feed and bridge at prepare,
+# puts the tap on the bridge with the bridge's MTU (read with ip) at start.
+BASH_REFERENCE = r"""#!/bin/bash
+xml=$(cat)
+case "$xml" in *urn:virt-vlan:1*) ;; *) exit 0 ;; esac
+case "$2" in
+prepare)
+    ip link show dev %(feed)s >/dev/null 2>&1 || {
+        ip link add link %(uplink)s name %(feed)s type vlan id 5 &&
+        ip link set dev %(feed)s alias virt-vlan:managed; } || exit 1
+    ip link show dev %(bridge)s >/dev/null 2>&1 || {
+        ip link add name %(bridge)s type bridge stp_state 0 forward_delay 0 &&
+        ip link set dev %(bridge)s alias virt-vlan:managed; } || exit 1
+    ip link set dev %(feed)s master %(bridge)s up && ip link set dev %(bridge)s up ;;
+start)
+    tap=$(printf '%%s' "$xml" | sed -n "s/.*<target dev='\([^']*\)'.*/\1/p")
+    mtu=$(ip -o link show dev %(bridge)s | sed -n 's/.* mtu \([0-9]*\) .*/\1/p')
+    ip link set dev "$tap" mtu "$mtu" master %(bridge)s up ;;
+esac
+exit 0
+""" % {"feed": FEED, "uplink": UPLINK, "bridge": BRIDGE}
+
+
+class VmBench(native.Bench):
+    where = "in the test VM (TCG), access wiring with 802.1Q"
+    netns = "vvscale"
+    target = BRIDGE
+    spec = "mode='access' vlan='5'"
+    bash_text = BASH_REFERENCE
+    paths = [("tagged start, changes nothing", "start-nochange"),
+             ("tagged start, moves the tap onto br05", "start-moving"),
+             ("tagged cold prepare (creates feed + br05)", "cold-prepare")]
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.warm()
+
+    @classmethod
+    def setup_host(cls) -> None:
+        ip_batch(["link set lo up",
+                  "link add %s type veth peer name %sp" % (UPLINK, UPLINK),
+                  "link set %s up" % UPLINK, "link set %sp up" % UPLINK,
+                  "link add %s type bridge stp_state 0 forward_delay 0" % PARK,
+                  "link set %s up" % PARK]
+                 + ["link add %s type veth peer name %sp" % (tap, tap) for tap in (TAP, OTHER)]
+                 + ["link set %sp up" % tap for tap in (TAP, OTHER)])
+
+    @classmethod
+    def config_text(cls, args: argparse.Namespace) -> str:
+        return CONFIG % {"uplink": UPLINK, "first": FIRST,
+                         "last": FIRST + max(args.bridges, 1) - 1}
+
+    def warm(self) -> None:
+        """br05 and its feed exist, and another guest (OTHER) keeps them."""
+        self.call(self.hook, "prepare")
+        sh("ip", "link", "set", OTHER, "master", BRIDGE, "up")
+
+    def reset_cold(self) -> None:
+        for dev in (BRIDGE, FEED):
+            subprocess.run(["ip", "link", "del", dev], stderr=subprocess.DEVNULL)
+        harness.cleanup(os.path.join(self.work, "run"))
+
+    def cold(self, argv0: str) -> Callable[[], float]:
+        def one() -> float:
+            self.reset_cold()
+            took = self.call(argv0, "prepare")
+            now = harness.links()
+            if now.get(FEED, {}).get("master") != BRIDGE:
+                raise harness.Failed("bench: %s did not make %s a port of %s"
+                                     % (argv0, FEED, BRIDGE))
+            return took
+        return one
+
+    def prepare_path(self, tag: str) -> None:
+        try:
+            self.put("cold-prepare" + tag, "cold prepare" + tag, self.cold(self.hook))
+            self.put("bash-cold-prepare" + tag, "bash cold prepare" + tag, self.cold(self.bash))
+        finally:
+            self.reset_cold()
+            self.warm()
+
+    def populate(self) -> None:
+        lines = []
+        for n in range(self.args.bridges):
+            vid = FIRST + n
+            bridge, feed = "br0%d" % vid, "%s.%d" % (UPLINK, vid)
+            lines += ["link add link %s name %s type vlan id %d" % (UPLINK, feed, vid),
+                      "link add %s type bridge stp_state 0 forward_delay 0" % bridge]
+            lines += ["link set dev %s alias %s" % (dev, harness.MANAGED_ALIAS)
+                      for dev in (feed, bridge)]
+            lines += ["link set %s master %s up" % (feed, bridge), "link set %s up" % bridge]
+        for n in range(self.args.taps):
+            lines += ["tuntap add dev vnet%d mode tap" % (n + 100),
+                      "link set vnet%d master br0%d" % (
+                          n + 100, FIRST + n % max(self.args.bridges, 1))]
+        ip_batch(lines)
+
+    def depopulate(self) -> None:
+        ip_batch(["link del vnet%d" % (n + 100) for n in range(self.args.taps)]
+                 + ["link del br0%d" % (FIRST + n) for n in range(self.args.bridges)]
+                 + ["link del %s.%d" % (UPLINK, FIRST + n) for n in range(self.args.bridges)])
+
+
+if __name__ == "__main__":
+    sys.exit(native.main(VmBench, storm=10, bridges=250, taps=500))
