@@ -241,8 +241,9 @@ def parse_link(payload: bytes, names: Dict[int, str], addresses: Tuple[Address, 
 def _parse_link(msg: _LinkMsg, names: Dict[int, str], addresses: Tuple[Address, ...],
                 vlans: Optional[PortVlans]) -> Link:
     index, flags, attrs = msg.index, msg.flags, msg.attrs
-    info = attributes(attrs.get(IFLA_LINKINFO, b""))
-    kind = _text(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else "device"
+    kind = msg.kind or "device"
+    # Only bridges and VLAN devices have IFLA_INFO_DATA we use.
+    info = attributes(attrs[IFLA_LINKINFO]) if kind in ("bridge", "vlan") else {}
     vlan_id = parent = None
     bridge: Dict[str, object] = {}
     if kind == "bridge":
@@ -261,7 +262,7 @@ def _parse_link(msg: _LinkMsg, names: Dict[int, str], addresses: Tuple[Address, 
                 master=names.get(master) if master else None, vlan_id=vlan_id,
                 parent=parent, mtu=_u32(attrs, IFLA_MTU) or 0, up=bool(flags & IFF_UP),
                 managed=_text(attrs.get(IFLA_IFALIAS, b"")) == MANAGED_ALIAS,
-                mac=":".join("%02x" % byte for byte in attrs.get(IFLA_ADDRESS, b"")),
+                mac=attrs.get(IFLA_ADDRESS, b"").hex(":"),
                 addresses=addresses, vlans=vlans, **bridge)  # type: ignore[arg-type]
 
 
@@ -290,6 +291,12 @@ def parse_route(payload: bytes, names: Dict[int, str]) -> Optional[Route]:
     re-homed with its device (the rules of netlink._route)."""
     family, dst_len, src_len, _tos, rtm_table, proto, scope, kind, _flags = \
         _RTMSG.unpack_from(payload)
+    # The header alone rejects most routes of a busy host (a multicast route
+    # in table local per IPv6 device, a proto-kernel route per address):
+    # rtm_table is the table id when it is below 256, so 255 is local.
+    if (family not in FAMILIES or rtm_table == RT_TABLE_LOCAL or proto == RTPROT_KERNEL
+            or kind != RTN_UNICAST):
+        return None
     attrs = attributes(payload, _RTMSG.size)
     # rtm_table is 8 bits (RT_TABLE_COMPAT for larger ids): RTA_TABLE has the id.
     table = _u32(attrs, RTA_TABLE) or rtm_table
