@@ -35,28 +35,10 @@ CONFIG = """[uplink %(uplink)s]
 allowed-vlans = 5,%(first)d-%(last)d
 """
 
-# A careful hand-written hook for one access guest on VLAN 5 (issue "Fast
-# at scale"): tests for our namespace, builds feed and bridge at prepare,
-# puts the tap on the bridge with the bridge's MTU (read with ip) at start.
-BASH_REFERENCE = r"""#!/bin/bash
-xml=$(cat)
-case "$xml" in *urn:virt-vlan:1*) ;; *) exit 0 ;; esac
-case "$2" in
-prepare)
-    ip link show dev %(feed)s >/dev/null 2>&1 || {
-        ip link add link %(uplink)s name %(feed)s type vlan id 5 &&
-        ip link set dev %(feed)s alias virt-vlan:managed; } || exit 1
-    ip link show dev %(bridge)s >/dev/null 2>&1 || {
-        ip link add name %(bridge)s type bridge stp_state 0 forward_delay 0 &&
-        ip link set dev %(bridge)s alias virt-vlan:managed; } || exit 1
-    ip link set dev %(feed)s master %(bridge)s up && ip link set dev %(bridge)s up ;;
-start)
-    tap=$(printf '%%s' "$xml" | sed -n "s/.*<target dev='\([^']*\)'.*/\1/p")
-    mtu=$(ip -o link show dev %(bridge)s | sed -n 's/.* mtu \([0-9]*\) .*/\1/p')
-    ip link set dev "$tap" mtu "$mtu" master %(bridge)s up ;;
-esac
-exit 0
-""" % {"feed": FEED, "uplink": UPLINK, "bridge": BRIDGE}
+# The bash reference for one access guest on VLAN 5 (feed and bridge at
+# prepare).
+BASH_REFERENCE = harness.bash_reference(BRIDGE, harness.ACCESS_PREPARE, feed=FEED,
+                                        uplink=UPLINK)
 
 
 class VmBench(native.Bench):

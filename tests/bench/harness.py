@@ -22,6 +22,43 @@ MANAGED_ALIAS = "virt-vlan:managed"  # model.MANAGED_ALIAS: what cleanup may del
 NS_URI = "urn:virt-vlan:1"
 
 
+# The bash reference of issue "Fast at scale": a careful hand-written hook
+# that reads the XML on stdin, tests for our namespace, takes the tap from
+# <target dev> with sed, reads the bridge MTU with ip and runs one
+# `ip link set`. `prepare` (and `more`, further case branches) are the
+# shell for the rest of the work of the topology at hand.
+BASH_REFERENCE = r"""#!/bin/bash
+xml=$(cat)
+case "$xml" in *urn:virt-vlan:1*) ;; *) exit 0 ;; esac
+case "$2" in
+prepare)
+%(prepare)s ;;
+start)
+    tap=$(printf '%%s' "$xml" | sed -n "s/.*<target dev='\([^']*\)'.*/\1/p")
+    mtu=$(ip -o link show dev %(bridge)s | sed -n 's/.* mtu \([0-9]*\) .*/\1/p')
+    ip link set dev "$tap" mtu "$mtu" master %(bridge)s up ;;
+%(more)s
+esac
+exit 0
+"""
+
+# prepare for an access guest on VLAN 5: feed and bridge made and marked.
+ACCESS_PREPARE = r"""    ip link show dev %(feed)s >/dev/null 2>&1 || {
+        ip link add link %(uplink)s name %(feed)s type vlan id 5 &&
+        ip link set dev %(feed)s alias virt-vlan:managed; } || exit 1
+    ip link show dev %(bridge)s >/dev/null 2>&1 || {
+        ip link add name %(bridge)s type bridge stp_state 0 forward_delay 0 &&
+        ip link set dev %(bridge)s alias virt-vlan:managed; } || exit 1
+    ip link set dev %(feed)s master %(bridge)s up && ip link set dev %(bridge)s up"""
+
+
+def bash_reference(bridge: str, prepare: str, more: str = "", **names: str) -> str:
+    """The reference hook's text; `names` fill %(...)s in `prepare`/`more`."""
+    names["bridge"] = bridge
+    return BASH_REFERENCE % {"bridge": bridge, "prepare": prepare % names,
+                             "more": more % names}
+
+
 def domain_xml(name: str, index: int, mac: str, tap: str, source: str, spec: str) -> bytes:
     """A libvirt domain document with one bridge interface and our metadata
     `spec` (the attributes of <vv:interface> after mac=)."""
