@@ -81,32 +81,59 @@ def sh(*args: str) -> None:
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
 
 
-def ip_batch(lines: Sequence[str]) -> None:
+def ip_args(netns: Optional[str]) -> List[str]:
+    """`ip`, in namespace `netns` (a name in /run/netns) if given."""
+    return ["ip"] + (["-n", netns] if netns else [])
+
+
+def ip_batch(lines: Sequence[str], netns: Optional[str] = None) -> None:
     """Many `ip` commands in one process (`ip -batch`): thousands of
     devices in seconds rather than thousands of process starts."""
-    subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(lines) + "\n",
+    subprocess.run(ip_args(netns) + ["-force", "-batch", "-"], input="\n".join(lines) + "\n",
                    text=True, check=True, stdout=subprocess.DEVNULL)
 
 
-def links() -> Dict[str, dict]:
+def links(netns: Optional[str] = None) -> Dict[str, dict]:
     """`ip -json -details link` by name: the independent oracle."""
-    out = subprocess.run(["ip", "-json", "-details", "link", "show"], check=True,
+    out = subprocess.run(ip_args(netns) + ["-json", "-details", "link", "show"], check=True,
                          capture_output=True, text=True).stdout
     return {link["ifname"]: link for link in json.loads(out)}
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _entering(netns: str) -> Callable[[], None]:
+    """A preexec_fn moving the child into /run/netns/`netns` before exec,
+    so that its timing has no `ip netns exec` in it."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here, not in the child
+    path = os.path.join("/run/netns", netns)
+
+    def enter() -> None:
+        fd = os.open(path, os.O_RDONLY)
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns %s" % path)
+        os.close(fd)
+    return enter
 
 
 class Failed(SystemExit):
     pass
 
 
-def run_hook(argv: Sequence[str], stdin: bytes, env: Dict[str, str]) -> Tuple[float, int]:
+def run_hook(argv: Sequence[str], stdin: bytes, env: Dict[str, str],
+             netns: Optional[str] = None) -> Tuple[float, int]:
     """(seconds, peak RSS in KiB) of one hook process; Failed on non-zero exit.
 
     Peak memory is the child's own ru_maxrss from wait4(2), so concurrent
-    children do not mix (RUSAGE_CHILDREN would give the largest of all)."""
+    children do not mix (RUSAGE_CHILDREN would give the largest of all).
+    With `netns` the child runs in that namespace."""
+    enter = _entering(netns) if netns else None
     start = time.perf_counter()
     proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+                            stderr=subprocess.PIPE, env=env, preexec_fn=enter)
     # Write stdin and read stderr without proc.wait(): the child must be
     # reaped by our wait4 to get its rusage.
     assert proc.stdin is not None and proc.stderr is not None
@@ -126,22 +153,27 @@ def run_hook(argv: Sequence[str], stdin: bytes, env: Dict[str, str]) -> Tuple[fl
     return elapsed, usage.ru_maxrss
 
 
-def timed(argv: Sequence[str], stdin: bytes, env: Dict[str, str]) -> float:
-    return run_hook(argv, stdin, env)[0]
+def timed(argv: Sequence[str], stdin: bytes, env: Dict[str, str],
+          netns: Optional[str] = None) -> float:
+    return run_hook(argv, stdin, env, netns)[0]
 
 
-def median_ms(label: str, runs: int, one: Callable[[], float],
-              between: Callable[[], None] = lambda: None) -> float:
-    """Median of `runs` calls of `one` (seconds) in ms; `between` resets
-    the host after each call, outside the timing."""
-    samples = []
+def medians_ms(runs: int, ones: Dict[str, Callable[[], float]]) -> Dict[str, float]:
+    """{label: median ms} of `runs` rounds, each calling every `one` once
+    (seconds, host reset included but not timed). Interleaved, so that the
+    load of a shared machine falls on every variant alike and the ratios
+    between them hold."""
+    samples: Dict[str, List[float]] = {label: [] for label in ones}
     for _ in range(runs):
-        samples.append(one())
-        between()
-    value = statistics.median(samples) * 1000
-    print("bench: %-34s %8.1f ms (min %.1f, max %.1f)"
-          % (label, value, min(samples) * 1000, max(samples) * 1000), file=sys.stderr, flush=True)
-    return value
+        for label, one in ones.items():
+            samples[label].append(one())
+    out = {}
+    for label, values in samples.items():
+        out[label] = statistics.median(values) * 1000
+        print("bench: %-40s %8.1f ms (min %.1f, max %.1f)"
+              % (label, out[label], min(values) * 1000, max(values) * 1000),
+              file=sys.stderr, flush=True)
+    return out
 
 
 # --- the storm -------------------------------------------------------------

@@ -10,14 +10,16 @@ installed drop-in, called as libvirt calls it (argv, domain XML on stdin),
 one process per call; beside each path a bash hook does the same work with
 `ip` (the reference of issue "Fast at scale").
 
-Figures (each a median; ratios are within this run):
+Figures (each a median; ratios are within this run). The variants of a
+figure (hook and bash, empty and busy namespace) are measured interleaved,
+call by call, so that the load of a shared machine falls on them alike.
 - paths: untagged domain; tagged `start` that changes nothing; tagged
   `start` that moves the tap onto br0; a `prepare` that makes the uplink
   a port of br0 (a cold prepare that creates br0 needs VLAN filtering: a
   trunk bridge virt-vlan creates filters; it is measured in the VM);
-- scale: the tagged calls again with 1000 virt-vlan bridges and 2000 taps
-  in the namespace, and what one snapshot read (rtnl.read_snapshot) costs
-  in each (goal: calls at most 1.5x the empty namespace);
+- scale: the tagged calls again in a second namespace with 1000 virt-vlan
+  bridges and 2000 taps, and what one snapshot read (rtnl.read_snapshot)
+  costs in each (goal: calls at most 1.5x the empty namespace);
 - storm: 50 guests' prepare + start hook processes launched together
   (goal: at most 1.5x the same 50 guests one after another), all wired,
   the longest lock wait (from an strace of flock(2) in a second storm);
@@ -40,7 +42,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "src"))
 
 import harness  # noqa: E402  (beside this file)
-from harness import domain_xml, ip_batch, mac_of, median_ms, run_hook, sh, timed  # noqa: E402
+from harness import domain_xml, ip_batch, mac_of, run_hook, sh, timed  # noqa: E402
 
 NS = "vvnative"
 INNER = "VIRT_VLAN_BENCH_NS"  # set in the re-executed copy inside the namespace
@@ -65,34 +67,38 @@ BASH_REFERENCE = harness.bash_reference(BRIDGE, r"""    ip link show dev %(bridg
 
 def reexec_in_namespace(name: str) -> int:
     """Run this script again inside a fresh namespace `name` (`ip netns
-    exec` also mounts its /sys); delete the namespace after."""
-    subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
-    sh("ip", "netns", "add", name)
+    exec` also mounts its /sys), with a second one, `name`-scale, beside
+    it; delete both after."""
+    names = (name, name + "-scale")
+    for each in names:
+        subprocess.run(["ip", "netns", "del", each], stderr=subprocess.DEVNULL)
+        sh("ip", "netns", "add", each)
     try:
         return subprocess.run(["ip", "netns", "exec", name, sys.executable] + sys.argv,
                               env=dict(os.environ, **{INNER: name})).returncode
     finally:
-        subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+        for each in names:
+            subprocess.run(["ip", "netns", "del", each], stderr=subprocess.DEVNULL)
 
 
-def base_host() -> None:
+def base_host() -> List[str]:
     """lo, the uplink (a veth) on the admin's trunk bridge br0, a parking
     bridge (where <source bridge> put a tap the hook must move) and a tap."""
-    ip_batch(["link set lo up",
-              "link add %s type veth peer name %sp" % (UPLINK, UPLINK),
-              "link set %sp up" % UPLINK,
-              "link add %s type bridge stp_state 0 forward_delay 0" % BRIDGE,
-              "link set %s up" % BRIDGE,
-              "link set %s master %s up" % (UPLINK, BRIDGE),
-              "link add %s type bridge stp_state 0 forward_delay 0" % PARK,
-              "link set %s up" % PARK,
-              "link add %s type veth peer name %sp" % (TAP, TAP),
-              "link set %sp up" % TAP])
+    return ["link set lo up",
+            "link add %s type veth peer name %sp" % (UPLINK, UPLINK),
+            "link set %sp up" % UPLINK,
+            "link add %s type bridge stp_state 0 forward_delay 0" % BRIDGE,
+            "link set %s up" % BRIDGE,
+            "link set %s master %s up" % (UPLINK, BRIDGE),
+            "link add %s type bridge stp_state 0 forward_delay 0" % PARK,
+            "link set %s up" % PARK,
+            "link add %s type veth peer name %sp" % (TAP, TAP),
+            "link set %sp up" % TAP]
 
 
-def populate(bridges: int, taps: int) -> None:
+def populate(bridges: int, taps: int) -> List[str]:
     """`bridges` access bridges marked as virt-vlan marks its own (ifalias),
-    each with taps/bridges guest taps (tuntap, as libvirt's), in one batch."""
+    `taps` guest taps (tuntap, as libvirt's) spread over them."""
     lines = []
     for n in range(bridges):
         name = "br0%d" % (SCALE_FIRST_VID + n)
@@ -103,23 +109,22 @@ def populate(bridges: int, taps: int) -> None:
         tap = "vnet%d" % (n + 100)
         lines += ["tuntap add dev %s mode tap" % tap,
                   "link set %s master br0%d" % (tap, SCALE_FIRST_VID + n % max(bridges, 1))]
-    ip_batch(lines)
+    return lines
 
 
-def snapshot_ms(runs: int) -> float:
-    """Median of rtnl.read_snapshot() in this process: the read every
-    tagged hook call makes under the lock."""
+def snapshot_s(netns: Optional[str]) -> float:
+    """Seconds of one rtnl.read_snapshot(): the read every tagged hook call
+    makes under the lock."""
     from virtvlan import rtnl
 
-    def one() -> float:
-        start = time.perf_counter()
-        rtnl.read_snapshot()
-        return time.perf_counter() - start
-    return median_ms("snapshot read", runs, one)
+    start = time.perf_counter()
+    rtnl.read_snapshot(netns)
+    return time.perf_counter() - start
 
 
 class Bench:
-    """The figures on one topology. This one: the host kernel's, an admin's
+    """The figures on one topology in one namespace (`ns`: None for the
+    one this process runs in). This one: the host kernel's, an admin's
     trunk bridge br0 (no VLAN filtering) and trunk guests on it;
     at_scale.py subclasses it for the VM's access wiring."""
 
@@ -134,14 +139,26 @@ class Bench:
              ("tagged prepare, uplink joins br0", "prepare-join")]
 
     def __init__(self, args: argparse.Namespace, work: str, hook: str, bash: str,
-                 env: Dict[str, str]) -> None:
-        self.args, self.work, self.hook, self.bash, self.env = args, work, hook, bash, env
+                 env: Dict[str, str], ns: Optional[str] = None) -> None:
+        self.args, self.work, self.hook, self.bash, self.ns = args, work, hook, bash, ns
+        # Each namespace its own run directory (reservations, lock).
+        self.run_dir = os.path.join(work, "run-" + (ns or "main"))
+        self.env = dict(env, VIRT_VLAN_RUN_DIR=self.run_dir,
+                        VIRT_VLAN_LOCK=os.path.join(self.run_dir, "lock"))
         self.xml = domain_xml("bench", 1, mac_of(1), TAP, PARK, self.spec)
-        self.results: Dict[str, float] = {}
+        self.setup_host()
 
-    @classmethod
-    def setup_host(cls) -> None:
-        base_host()
+    def ip(self, *args: str) -> None:
+        sh(*harness.ip_args(self.ns), *args)
+
+    def batch(self, lines: List[str]) -> None:
+        ip_batch(lines, self.ns)
+
+    def links(self) -> Dict[str, dict]:
+        return harness.links(self.ns)
+
+    def setup_host(self) -> None:
+        self.batch(base_host())
 
     @classmethod
     def config_text(cls, args: argparse.Namespace) -> str:
@@ -149,100 +166,79 @@ class Bench:
                          "last": SCALE_FIRST_VID + max(args.bridges, 1) - 1}
 
     def populate(self) -> None:
-        populate(self.args.bridges, self.args.taps)
+        self.batch(populate(self.args.bridges, self.args.taps))
 
-    def depopulate(self) -> None:
-        ip_batch(["link del vnet%d" % (n + 100) for n in range(self.args.taps)]
-                 + ["link del br0%d" % (SCALE_FIRST_VID + n) for n in range(self.args.bridges)])
+    def call(self, argv0: str, op: str) -> float:
+        return timed([argv0, "bench", op, "begin", "-"], self.xml, self.env, self.ns)
 
-    def put(self, key: str, label: str, one: Callable[[], float],
-            between: Callable[[], None] = lambda: None, runs: Optional[int] = None) -> float:
-        self.results[key] = median_ms(label, runs or self.args.runs, one, between)
-        return self.results[key]
+    # --- the tagged paths: a factory per path gives one call of `argv0`
+    # (hook or bash) that resets the host first, untimed.
 
-    def call(self, argv0: str, op: str, xml: Optional[bytes] = None) -> float:
-        return timed([argv0, "bench", op, "begin", "-"], xml or self.xml, self.env)
+    def path_calls(self) -> Dict[str, Callable[[str], Callable[[], float]]]:
+        return {"start-nochange": self.start_nochange, "start-moving": self.start_moving,
+                "prepare-join": self.prepare_join}
+
+    def after_paths(self) -> None:
+        """Back to the state the paths started from (nothing to do here)."""
 
     def start_nochange(self, argv0: str) -> Callable[[], float]:
         def one() -> float:
-            sh("ip", "link", "set", TAP, "master", self.target)  # libvirt: <source bridge>
+            self.ip("link", "set", TAP, "master", self.target)  # libvirt: <source bridge>
             return self.call(argv0, "start")
         return one
 
     def start_moving(self, argv0: str) -> Callable[[], float]:
         def one() -> float:
-            sh("ip", "link", "set", TAP, "master", PARK)  # <source bridge> named another
+            self.ip("link", "set", TAP, "master", PARK)  # <source bridge> named another
             took = self.call(argv0, "start")
-            if harness.links()[TAP].get("master") != self.target:
+            if self.links()[TAP].get("master") != self.target:
                 raise harness.Failed("bench: %s did not move %s onto %s"
                                      % (argv0, TAP, self.target))
             return took
         return one
 
-    def tagged(self, tag: str) -> None:
-        """The tagged paths, hook and bash reference, keys suffixed `tag`."""
-        self.put("start-nochange" + tag, "start, no change" + tag,
-                 self.start_nochange(self.hook))
-        self.put("bash-start-nochange" + tag, "bash start, no change" + tag,
-                 self.start_nochange(self.bash))
-        self.put("start-moving" + tag, "start moving the tap" + tag, self.start_moving(self.hook))
-        self.put("bash-start-moving" + tag, "bash start moving the tap" + tag,
-                 self.start_moving(self.bash))
-        self.prepare_path(tag)
-
-    def prepare_path(self, tag: str) -> None:
+    def prepare_join(self, argv0: str) -> Callable[[], float]:
         # A cold prepare that creates br0 is not measurable here: a trunk
         # bridge virt-vlan creates filters VLANs, which this kernel lacks
         # (ENOTSUP). The prepare that changes something here puts the
         # uplink onto the admin's br0.
-        self.put("prepare-join" + tag, "prepare, uplink joins br0" + tag,
-                 self.prepare_join(self.hook))
-        self.put("bash-prepare-join" + tag, "bash prepare, uplink joins br0" + tag,
-                 self.prepare_join(self.bash))
-
-    def prepare_join(self, argv0: str) -> Callable[[], float]:
         def one() -> float:
-            sh("ip", "link", "set", UPLINK, "nomaster")
-            harness.cleanup(os.path.join(self.work, "run"))  # reservations of earlier calls
+            self.ip("link", "set", UPLINK, "nomaster")
+            harness.cleanup(self.run_dir)  # reservations of earlier calls
             took = self.call(argv0, "prepare")
-            if harness.links()[UPLINK].get("master") != BRIDGE:
+            if self.links()[UPLINK].get("master") != BRIDGE:
                 raise harness.Failed("bench: %s did not put %s on %s" % (argv0, UPLINK, BRIDGE))
             return took
         return one
 
-    def memory(self) -> None:
+    def memory(self, r: Dict[str, float]) -> None:
         """Peak RSS of the hook process on the two start paths (largest of
         `runs` calls)."""
-        for key, prepare in (("rss-start-nochange", lambda: sh(
-                "ip", "link", "set", TAP, "master", self.target)),
-                             ("rss-start-moving", lambda: sh(
-                                 "ip", "link", "set", TAP, "master", PARK))):
+        for key, source in (("rss-start-nochange", self.target), ("rss-start-moving", PARK)):
             peak = 0
             for _ in range(self.args.runs):
-                prepare()
+                self.ip("link", "set", TAP, "master", source)
                 peak = max(peak, run_hook([self.hook, "bench", "start", "begin", "-"],
-                                          self.xml, self.env)[1])
-            self.results[key] = harness.mib(peak)
+                                          self.xml, self.env, self.ns)[1])
+            r[key] = harness.mib(peak)
 
-    def storm(self) -> None:
+    def storm(self, r: Dict[str, float]) -> None:
+        """50 guests at once and one after another (see the module doc)."""
+        assert self.ns is None  # the storm's threads spawn hooks in this namespace
         count = self.args.storm
-        guests = []
-        lines = []
-        for n in range(count):
-            tap = "vvs%d" % n
-            guests.append((domain_xml("storm%d" % n, 100 + n, mac_of(100 + n), tap, PARK,
-                                      self.spec), "storm%d" % n))
-            lines += ["link add %s type veth peer name %sp" % (tap, tap), "link set %sp up" % tap]
-        ip_batch(lines)
         taps = ["vvs%d" % n for n in range(count)]
+        guests = [(domain_xml("storm%d" % n, 100 + n, mac_of(100 + n), tap, PARK, self.spec),
+                   "storm%d" % n) for n, tap in enumerate(taps)]
+        self.batch(["link add %s type veth peer name %sp" % (tap, tap) for tap in taps]
+                   + ["link set %sp up" % tap for tap in taps])
 
         def park() -> None:
-            ip_batch(["link set %s master %s" % (tap, PARK) for tap in taps])
-            harness.cleanup(os.path.join(self.work, "run"))
+            self.batch(["link set %s master %s" % (tap, PARK) for tap in taps])
+            harness.cleanup(self.run_dir)
 
         def wired(key: str, took: Tuple[float, List[str]]) -> None:
             """Record the time, the failed guests and the taps not wired."""
-            now = harness.links()
+            now = self.links()
             r[key] = took[0] * 1000
             r[key + "-failed"] = len(took[1])
             r[key + "-timeouts"] = sum("held the lock" in line for line in took[1])
@@ -251,7 +247,6 @@ class Bench:
             for line in took[1][:3]:
                 print(line, file=sys.stderr)
 
-        r = self.results
         park()
         wired("sequential", harness.storm(guests, self.hook, self.env, False))
         park()
@@ -267,11 +262,11 @@ class Bench:
         print("bench: storm of %d guests %.0f ms, sequential %.0f ms, longest lock wait %.0f ms"
               % (count, r["storm"], r["sequential"], r["lock-wait-max"]),
               file=sys.stderr, flush=True)
-        ip_batch(["link del %s" % tap for tap in taps])
+        self.batch(["link del %s" % tap for tap in taps])
 
 
-def report(bench: Bench, mode: str) -> None:
-    r, args = bench.results, bench.args
+def report(bench: "Bench", r: Dict[str, float], mode: str) -> None:
+    args = bench.args
 
     def ratio(a: str, b: str) -> float:
         return r[a] / r[b]
@@ -330,26 +325,31 @@ def report(bench: Bench, mode: str) -> None:
                   % (label, r[key], verdict(r[key], 40)))
 
 
-def measure(bench: Bench) -> Bench:
-    r, args, hook, env = bench.results, bench.args, bench.hook, bench.env
-    bench.put("bare", "bare interpreter", lambda: timed([sys.executable, "-IS", "-c", "pass"],
-                                                         b"", env))
-    bench.put("untagged", "untagged", lambda: timed(
-        [hook, "plain", "prepare", "begin", "-"], harness.untagged(bench.xml), env))
-    bench.tagged("")
-    r["snapshot"] = snapshot_ms(args.runs)
+def measure(empty: Bench, busy: Optional[Bench]) -> Dict[str, float]:
+    """Every figure; `busy` (if any) is the namespace with the scale
+    population, measured interleaved with `empty`."""
+    args, hook, env = empty.args, empty.hook, empty.env
+    r: Dict[str, float] = {}
+    r.update(harness.medians_ms(args.runs, {
+        "bare": lambda: timed([sys.executable, "-IS", "-c", "pass"], b"", env),
+        "untagged": lambda: timed([hook, "plain", "prepare", "begin", "-"],
+                                  harness.untagged(empty.xml), env)}))
+    where = [("", empty)] + ([("@scale", busy)] if busy else [])
+    for key in empty.path_calls():
+        ones = {}
+        for tag, bench in where:
+            make = bench.path_calls()[key]
+            ones[key + tag] = make(bench.hook)
+            ones["bash-" + key + tag] = make(bench.bash)
+        r.update(harness.medians_ms(args.runs, ones))
+    for _tag, bench in where:
+        bench.after_paths()
+    r.update(harness.medians_ms(args.runs, {
+        "snapshot" + tag: (lambda ns=bench.ns: snapshot_s(ns)) for tag, bench in where}))
     if args.storm:
-        bench.storm()
-    bench.memory()
-    if args.bridges or args.taps:
-        started = time.perf_counter()
-        bench.populate()
-        print("bench: %d bridges and %d taps made in %.1f s" % (
-            args.bridges, args.taps, time.perf_counter() - started), file=sys.stderr, flush=True)
-        bench.tagged("@scale")
-        r["snapshot@scale"] = snapshot_ms(args.runs)
-        bench.depopulate()
-    return bench
+        empty.storm(r)
+    empty.memory(r)
+    return r
 
 
 def main(bench_class: type = Bench, storm: int = 50, bridges: int = 1000,
@@ -370,21 +370,31 @@ def main(bench_class: type = Bench, storm: int = 50, bridges: int = 1000,
     work = harness.scratch()
     agent = harness.Agent(args.with_agent, work)
     try:
-        bench_class.setup_host()
         hook = harness.install_hook(work)
         bash = harness.write_script(os.path.join(work, "reference.sh"), bench_class.bash_text)
         conf = os.path.join(work, "virt-vlan.conf")
         with open(conf, "w") as handle:
             handle.write(bench_class.config_text(args))
-        base = dict(os.environ, VIRT_VLAN_CONFIG=conf,
-                    VIRT_VLAN_RUN_DIR=os.path.join(work, "run"),
-                    VIRT_VLAN_LOCK=os.path.join(work, "run", "lock"))
+        base = dict(os.environ, VIRT_VLAN_CONFIG=conf)
+        empty = bench_class(args, work, hook, bash, base)
+        busy = None
+        if args.bridges or args.taps:
+            busy = bench_class(args, work, hook, bash, base, bench_class.netns + "-scale")
+            started = time.perf_counter()
+            busy.populate()
+            print("bench: %d bridges and %d taps made in %.1f s"
+                  % (args.bridges, args.taps, time.perf_counter() - started),
+                  file=sys.stderr, flush=True)
         for mode in agent.modes():
-            env = agent.env(base, mode)
+            for bench in (empty, busy):
+                if bench is not None:
+                    bench.env = agent.env(bench.env, mode)
             if mode == "agent":
-                agent.start(env)
+                agent.start(empty.env)
             try:
-                report(measure(bench_class(args, work, hook, bash, env)), mode)
+                # An agent serves the namespace it runs in: with one, the
+                # busy namespace (which it does not see) is left out.
+                report(empty, measure(empty, busy if mode == "hook" else None), mode)
             finally:
                 agent.stop()
     finally:
