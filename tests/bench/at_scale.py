@@ -18,14 +18,13 @@ import argparse
 import os
 import subprocess
 import sys
-from typing import Callable
+from typing import Callable, Dict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import harness  # noqa: E402
 import native  # noqa: E402
-from harness import ip_batch, sh  # noqa: E402
 
 UPLINK, TAP, OTHER, PARK = native.UPLINK, native.TAP, "vvtap1", native.PARK
 BRIDGE, FEED = "br05", UPLINK + ".5"
@@ -51,19 +50,15 @@ class VmBench(native.Bench):
              ("tagged start, moves the tap onto br05", "start-moving"),
              ("tagged cold prepare (creates feed + br05)", "cold-prepare")]
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def setup_host(self) -> None:
+        self.batch(["link set lo up",
+                    "link add %s type veth peer name %sp" % (UPLINK, UPLINK),
+                    "link set %s up" % UPLINK, "link set %sp up" % UPLINK,
+                    "link add %s type bridge stp_state 0 forward_delay 0" % PARK,
+                    "link set %s up" % PARK]
+                   + ["link add %s type veth peer name %sp" % (tap, tap) for tap in (TAP, OTHER)]
+                   + ["link set %sp up" % tap for tap in (TAP, OTHER)])
         self.warm()
-
-    @classmethod
-    def setup_host(cls) -> None:
-        ip_batch(["link set lo up",
-                  "link add %s type veth peer name %sp" % (UPLINK, UPLINK),
-                  "link set %s up" % UPLINK, "link set %sp up" % UPLINK,
-                  "link add %s type bridge stp_state 0 forward_delay 0" % PARK,
-                  "link set %s up" % PARK]
-                 + ["link add %s type veth peer name %sp" % (tap, tap) for tap in (TAP, OTHER)]
-                 + ["link set %sp up" % tap for tap in (TAP, OTHER)])
 
     @classmethod
     def config_text(cls, args: argparse.Namespace) -> str:
@@ -73,31 +68,31 @@ class VmBench(native.Bench):
     def warm(self) -> None:
         """br05 and its feed exist, and another guest (OTHER) keeps them."""
         self.call(self.hook, "prepare")
-        sh("ip", "link", "set", OTHER, "master", BRIDGE, "up")
+        self.ip("link", "set", OTHER, "master", BRIDGE, "up")
 
     def reset_cold(self) -> None:
         for dev in (BRIDGE, FEED):
-            subprocess.run(["ip", "link", "del", dev], stderr=subprocess.DEVNULL)
-        harness.cleanup(os.path.join(self.work, "run"))
+            subprocess.run(harness.ip_args(self.ns) + ["link", "del", dev],
+                           stderr=subprocess.DEVNULL)
+        harness.cleanup(self.run_dir)
+
+    def path_calls(self) -> Dict[str, Callable[[str], Callable[[], float]]]:
+        return {"start-nochange": self.start_nochange, "start-moving": self.start_moving,
+                "cold-prepare": self.cold}
+
+    def after_paths(self) -> None:
+        self.reset_cold()
+        self.warm()
 
     def cold(self, argv0: str) -> Callable[[], float]:
         def one() -> float:
             self.reset_cold()
             took = self.call(argv0, "prepare")
-            now = harness.links()
-            if now.get(FEED, {}).get("master") != BRIDGE:
+            if self.links().get(FEED, {}).get("master") != BRIDGE:
                 raise harness.Failed("bench: %s did not make %s a port of %s"
                                      % (argv0, FEED, BRIDGE))
             return took
         return one
-
-    def prepare_path(self, tag: str) -> None:
-        try:
-            self.put("cold-prepare" + tag, "cold prepare" + tag, self.cold(self.hook))
-            self.put("bash-cold-prepare" + tag, "bash cold prepare" + tag, self.cold(self.bash))
-        finally:
-            self.reset_cold()
-            self.warm()
 
     def populate(self) -> None:
         lines = []
@@ -113,12 +108,7 @@ class VmBench(native.Bench):
             lines += ["tuntap add dev vnet%d mode tap" % (n + 100),
                       "link set vnet%d master br0%d" % (
                           n + 100, FIRST + n % max(self.args.bridges, 1))]
-        ip_batch(lines)
-
-    def depopulate(self) -> None:
-        ip_batch(["link del vnet%d" % (n + 100) for n in range(self.args.taps)]
-                 + ["link del br0%d" % (FIRST + n) for n in range(self.args.bridges)]
-                 + ["link del %s.%d" % (UPLINK, FIRST + n) for n in range(self.args.bridges)])
+        self.batch(lines)
 
 
 if __name__ == "__main__":
