@@ -153,6 +153,37 @@ def run_hook(argv: Sequence[str], stdin: bytes, env: Dict[str, str],
     return elapsed, usage.ru_maxrss
 
 
+# Peak memory: a child's ru_maxrss also counts what its parent had mapped
+# when it forked (Linux keeps the high-water mark across exec), so the hook
+# is started from this small interpreter rather than from the bench, whose
+# own heap grows with the namespaces it reads.
+_LAUNCHER = ("import os, sys\n"
+             "pid = os.fork()\n"
+             "if pid == 0:\n"
+             "    os.execv(sys.argv[1], sys.argv[1:])\n"
+             "_, status, usage = os.wait4(pid, 0)\n"
+             "sys.stderr.write('maxrss %d\\n' % usage.ru_maxrss)\n"
+             "sys.exit(os.waitstatus_to_exitcode(status))\n")
+
+
+def peak_kib(argv: Sequence[str], stdin: bytes, env: Dict[str, str],
+             netns: Optional[str] = None) -> int:
+    """ru_maxrss (KiB) of one run of `argv`, started by a minimal launcher
+    (`launcher_kib()` is what the launcher alone brings)."""
+    proc = subprocess.run([sys.executable, "-IS", "-c", _LAUNCHER] + list(argv), input=stdin,
+                          env=env, capture_output=True, preexec_fn=_entering(netns) if netns
+                          else None)
+    text = proc.stderr.decode(errors="replace")
+    found = re.search(r"^maxrss (\d+)$", text, re.M)
+    if proc.returncode != 0 or not found:
+        raise Failed("bench: %s failed (%d): %s" % (" ".join(argv), proc.returncode, text.strip()))
+    return int(found.group(1))
+
+
+def launcher_kib() -> int:
+    return peak_kib(["/bin/true"], b"", dict(os.environ))
+
+
 def timed(argv: Sequence[str], stdin: bytes, env: Dict[str, str],
           netns: Optional[str] = None) -> float:
     return run_hook(argv, stdin, env, netns)[0]
