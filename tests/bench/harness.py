@@ -214,13 +214,15 @@ def medians_ms(runs: int, ones: Dict[str, Callable[[], float]]) -> Dict[str, flo
 _FLOCK = re.compile(r"^(\d+)\s+(\d+\.\d+)\s+flock\(\d+, LOCK_EX\|LOCK_NB\)\s+=\s+(-?\d+)")
 
 
-def lock_waits(trace_dir: str) -> List[float]:
-    """Per hook process, seconds from its first failed try of the host lock
-    to the try that got it (0 when the first try got it), from strace logs
-    of flock(2) calls only (lock.py polls with LOCK_NB)."""
-    waits = []
+def lock_waits(trace_dir: str) -> Tuple[List[float], int]:
+    """(waits, gave up): per hook process that tried the host lock, seconds
+    from its first try to the try that got it (0 when the first did), or
+    to its last try when it never got it (it timed out: counted in `gave
+    up`), from strace logs of flock(2) calls (lock.py polls with LOCK_NB)."""
+    waits, gave_up = [], 0
     for name in os.listdir(trace_dir):
         first: Dict[str, float] = {}
+        last: Dict[str, float] = {}
         got: Dict[str, float] = {}
         with open(os.path.join(trace_dir, name)) as handle:
             for line in handle:
@@ -229,10 +231,13 @@ def lock_waits(trace_dir: str) -> List[float]:
                     continue
                 pid, when, result = match.group(1), float(match.group(2)), int(match.group(3))
                 first.setdefault(pid, when)
+                last[pid] = when
                 if result == 0:
                     got.setdefault(pid, when)
-        waits.extend(got[pid] - first[pid] for pid in got)
-    return waits
+        for pid in first:
+            waits.append(got.get(pid, last[pid]) - first[pid])
+            gave_up += pid not in got
+    return waits, gave_up
 
 
 def storm(guests: Sequence[Tuple[bytes, str]], hook: str, env: Dict[str, str],

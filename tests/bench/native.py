@@ -257,7 +257,7 @@ class Bench:
         harness.cleanup(traces)
         os.makedirs(traces)
         wired("storm-traced", harness.storm(guests, self.hook, self.env, True, traces))
-        waits = harness.lock_waits(traces)
+        waits, r["lock-gave-up"] = harness.lock_waits(traces)
         r["lock-wait-max"] = max(waits) * 1000 if waits else 0.0
         r["lock-calls"] = len(waits)
         print("bench: storm of %d guests %.0f ms, sequential %.0f ms, longest lock wait %.0f ms"
@@ -316,9 +316,9 @@ def report(bench: "Bench", r: Dict[str, float], mode: str) -> None:
             print("  %-24s %d guests failed (%d lock timeouts), %d of %d taps not wired"
                   % (label + ":", r[key + "-failed"], r[key + "-timeouts"],
                      r[key + "-unwired"], args.storm))
-        print("  longest lock wait %.0f ms over %d locked calls (the storm under "
-              "strace -e flock, %.0f ms)" % (r["lock-wait-max"], r["lock-calls"],
-                                            r["storm-traced"]))
+        print("  longest lock wait %.0f ms over %d calls that tried the lock, %d of them "
+              "gave up (the storm under strace -e flock, %.0f ms)"
+              % (r["lock-wait-max"], r["lock-calls"], r["lock-gave-up"], r["storm-traced"]))
     for key, label in (("rss-start-nochange", "start, no change"),
                        ("rss-start-moving", "start moving the tap")):
         if key in r:
