@@ -19,7 +19,7 @@ import logging
 import os
 import struct
 import time
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from .errors import ApplyError
 from .model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
@@ -32,6 +32,7 @@ RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK, IFLA_AF_SPEC, IFLA_LINK_NETNSID = 18, 20, 29, 26, 37
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_VLAN_ID = 1, 2, 1
+_INFO_ATTRS = frozenset({IFLA_INFO_KIND})
 # Bridge IFLA_INFO_DATA (if_link.h enum IFLA_BR_*).
 IFLA_BR_STP_STATE, IFLA_BR_VLAN_FILTERING = 5, 7
 IFLA_BR_NF_CALL_IPTABLES, IFLA_BR_VLAN_DEFAULT_PVID = 36, 39
@@ -44,6 +45,7 @@ BRIDGE_VLAN_INFO_RANGE_BEGIN, BRIDGE_VLAN_INFO_RANGE_END = 0x8, 0x10
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC = 1, 4, 5, 6, 7
 RTA_TABLE, RTA_VIA, RTA_NH_ID = 15, 18, 30
+_OIF = frozenset({RTA_OIF})
 IFF_UP, IFA_F_PERMANENT = 0x1, 0x80
 RTN_UNICAST, RTPROT_KERNEL, RT_TABLE_LOCAL = 1, 2, 255
 CLONE_NEWNET = 0x40000000
@@ -94,18 +96,49 @@ def _link_local6(data: bytes, prefixlen: int = 128) -> bool:
     return prefixlen >= 10 and data[0] == 0xFE and data[1] & 0xC0 == 0x80  # in fe80::/10
 
 
-def attributes(data: bytes, offset: int = 0) -> Dict[int, bytes]:
-    """The rtattr chain from `offset` as {type: payload}. The first of a
-    repeated type wins, as with pyroute2's get_attr."""
+_RTATTR = struct.Struct("=HH")  # rta_len, rta_type
+# The top-level attributes of an RTM_NEWLINK that a Snapshot uses. A link
+# message carries about 40 (statistics, per-family settings: ~1.9 KiB), and
+# at a thousand devices copying all of them out costs more than the dumps.
+LINK_ATTRS = frozenset({IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER,
+                        IFLA_LINKINFO, IFLA_IFALIAS, IFLA_LINK_NETNSID})
+_PORT_ATTRS = frozenset({IFLA_MASTER, IFLA_AF_SPEC})
+
+
+def attributes(data: bytes, offset: int = 0,
+               wanted: Optional[FrozenSet[int]] = None) -> Dict[int, bytes]:
+    """The rtattr chain from `offset` as {type: payload}, only the types in
+    `wanted` if given. The first of a repeated type wins, as with pyroute2's
+    get_attr."""
     attrs: Dict[int, bytes] = {}
-    while offset + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, offset)
+    unpack, end = _RTATTR.unpack_from, len(data)
+    while offset + 4 <= end:
+        length, kind = unpack(data, offset)
         if length < 4:
             break  # malformed; the kernel never sends this
         # 0x3fff: without the NLA_F_NESTED / NLA_F_NET_BYTEORDER flag bits.
-        attrs.setdefault(kind & 0x3FFF, data[offset + 4:offset + length])
+        kind &= 0x3FFF
+        if (wanted is None or kind in wanted) and kind not in attrs:
+            attrs[kind] = data[offset + 4:offset + length]
         offset += (length + 3) & ~3  # attributes are 4-byte aligned (RTA_ALIGN)
     return attrs
+
+
+class _LinkMsg:
+    """One RTM_NEWLINK payload with its header and used attributes parsed
+    once: the snapshot, the consistency checks and the VLAN tables all
+    look at every link."""
+
+    __slots__ = ("payload", "index", "flags", "attrs", "name", "master", "kind")
+
+    def __init__(self, payload: bytes) -> None:
+        _family, _type, self.index, self.flags, _change = _IFINFOMSG.unpack_from(payload)
+        self.payload = payload
+        self.attrs = attributes(payload, _IFINFOMSG.size, LINK_ATTRS)
+        self.name = _text(self.attrs.get(IFLA_IFNAME, b""))
+        self.master = _u32(self.attrs, IFLA_MASTER)
+        info = attributes(self.attrs.get(IFLA_LINKINFO, b""), 0, _INFO_ATTRS)
+        self.kind = _text(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else ""
 
 
 def attribute_list(data: bytes, offset: int = 0) -> List[Tuple[int, bytes]]:
@@ -129,7 +162,7 @@ def parse_port_vlans(payload: bytes) -> Tuple[int, Optional[int], PortVlans]:
     compressed); a port or bridge without entries has no IFLA_AF_SPEC.
     """
     index = _IFINFOMSG.unpack_from(payload)[2]
-    attrs = attributes(payload, _IFINFOMSG.size)
+    attrs = attributes(payload, _IFINFOMSG.size, _PORT_ATTRS)
     tagged: Set[int] = set()
     untagged: Set[int] = set()
     pvid: Optional[int] = None
@@ -180,8 +213,8 @@ def split_messages(data: bytes, seq: int, what: str) -> Tuple[List[bytes], bool,
 
 def link_name(payload: bytes) -> Tuple[int, str]:
     """(ifindex, name) of an RTM_NEWLINK payload."""
-    attrs = attributes(payload, _IFINFOMSG.size)
-    return _IFINFOMSG.unpack_from(payload)[2], _text(attrs.get(IFLA_IFNAME, b""))
+    msg = _LinkMsg(payload)
+    return msg.index, msg.name
 
 
 def _bridge_options(data: Dict[int, bytes]) -> Dict[str, object]:
@@ -202,10 +235,15 @@ def parse_link(payload: bytes, names: Dict[int, str], addresses: Tuple[Address, 
                vlans: Optional[PortVlans] = None) -> Link:
     """An RTM_NEWLINK payload as a Link; `names` maps ifindex to name;
     `vlans` its bridge VLAN entries (from the AF_BRIDGE dump), if any."""
-    _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
-    attrs = attributes(payload, _IFINFOMSG.size)
-    info = attributes(attrs.get(IFLA_LINKINFO, b""))
-    kind = _text(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else "device"
+    return _parse_link(_LinkMsg(payload), names, addresses, vlans)
+
+
+def _parse_link(msg: _LinkMsg, names: Dict[int, str], addresses: Tuple[Address, ...],
+                vlans: Optional[PortVlans]) -> Link:
+    index, flags, attrs = msg.index, msg.flags, msg.attrs
+    kind = msg.kind or "device"
+    # Only bridges and VLAN devices have IFLA_INFO_DATA we use.
+    info = attributes(attrs[IFLA_LINKINFO]) if kind in ("bridge", "vlan") else {}
     vlan_id = parent = None
     bridge: Dict[str, object] = {}
     if kind == "bridge":
@@ -224,7 +262,7 @@ def parse_link(payload: bytes, names: Dict[int, str], addresses: Tuple[Address, 
                 master=names.get(master) if master else None, vlan_id=vlan_id,
                 parent=parent, mtu=_u32(attrs, IFLA_MTU) or 0, up=bool(flags & IFF_UP),
                 managed=_text(attrs.get(IFLA_IFALIAS, b"")) == MANAGED_ALIAS,
-                mac=":".join("%02x" % byte for byte in attrs.get(IFLA_ADDRESS, b"")),
+                mac=attrs.get(IFLA_ADDRESS, b"").hex(":"),
                 addresses=addresses, vlans=vlans, **bridge)  # type: ignore[arg-type]
 
 
@@ -253,6 +291,12 @@ def parse_route(payload: bytes, names: Dict[int, str]) -> Optional[Route]:
     re-homed with its device (the rules of netlink._route)."""
     family, dst_len, src_len, _tos, rtm_table, proto, scope, kind, _flags = \
         _RTMSG.unpack_from(payload)
+    # The header alone rejects most routes of a busy host (a multicast route
+    # in table local per IPv6 device, a proto-kernel route per address):
+    # rtm_table is the table id when it is below 256, so 255 is local.
+    if (family not in FAMILIES or rtm_table == RT_TABLE_LOCAL or proto == RTPROT_KERNEL
+            or kind != RTN_UNICAST):
+        return None
     attrs = attributes(payload, _RTMSG.size)
     # rtm_table is 8 bits (RT_TABLE_COMPAT for larger ids): RTA_TABLE has the id.
     table = _u32(attrs, RTA_TABLE) or rtm_table
@@ -284,17 +328,15 @@ def parse_route(payload: bytes, names: Dict[int, str]) -> Optional[Route]:
 def bridge_tables(links: List[bytes], bridges: List[bytes]) -> Dict[int, PortVlans]:
     """ifindex -> VLAN entries, for every bridge and every port of a bridge
     (an empty PortVlans when it has none), from the AF_BRIDGE dump."""
-    kinds: Dict[int, str] = {}
-    masters: Dict[int, Optional[int]] = {}
-    for payload in links:
-        index = _IFINFOMSG.unpack_from(payload)[2]
-        attrs = attributes(payload, _IFINFOMSG.size)
-        info = attributes(attrs.get(IFLA_LINKINFO, b""))
-        kinds[index] = _text(info.get(IFLA_INFO_KIND, b""))
-        masters[index] = _u32(attrs, IFLA_MASTER)
+    return _bridge_tables([_LinkMsg(p) for p in links], [parse_port_vlans(p) for p in bridges])
+
+
+def _bridge_tables(links: Sequence[_LinkMsg],
+                   ports: Sequence[Tuple[int, Optional[int], PortVlans]]) -> Dict[int, PortVlans]:
+    kinds = {msg.index: msg.kind for msg in links}
+    masters = {msg.index: msg.master for msg in links}
     tables: Dict[int, PortVlans] = {}
-    for payload in bridges:
-        index, _master, vlans = parse_port_vlans(payload)
+    for index, _master, vlans in ports:
         # A port is reported by its bridge first; a driver with its own
         # ndo_bridge_getlink (SR-IOV NICs) may report it again: first wins.
         tables.setdefault(index, vlans)
@@ -310,16 +352,20 @@ def build_snapshot(links: List[bytes], addrs: List[bytes], routes: List[bytes],
                    bridges: Optional[List[bytes]] = None) -> Snapshot:
     """The Snapshot from the payloads of RTM_NEWLINK/NEWADDR/NEWROUTE dumps
     and of the AF_BRIDGE link dump (None: VLAN tables not read)."""
-    indexed = [link_name(payload) for payload in links]
-    names = dict(indexed)
+    return _build([_LinkMsg(p) for p in links], addrs, routes,
+                  None if bridges is None else [parse_port_vlans(p) for p in bridges])
+
+
+def _build(links: Sequence[_LinkMsg], addrs: List[bytes], routes: List[bytes],
+           ports: Optional[Sequence[Tuple[int, Optional[int], PortVlans]]]) -> Snapshot:
+    names = {msg.index: msg.name for msg in links}
     by_index: Dict[int, List[Address]] = {}
     for found in filter(None, map(parse_address, addrs)):
         by_index.setdefault(found[0], []).append(found[1])
-    tables = bridge_tables(links, bridges) if bridges is not None else {}
+    tables = _bridge_tables(links, ports) if ports is not None else {}
     return Snapshot(
-        links=tuple(parse_link(payload, names, tuple(by_index.get(index, ())),
-                               tables.get(index))
-                    for payload, (index, _name) in zip(links, indexed)),
+        links=tuple(_parse_link(msg, names, tuple(by_index.get(msg.index, ())),
+                                tables.get(msg.index)) for msg in links),
         routes=tuple(filter(None, (parse_route(payload, names) for payload in routes))))
 
 
@@ -353,10 +399,15 @@ def unknown_indexes(links: List[bytes], addrs: List[bytes], routes: List[bytes],
     only: the four dumps then disagree and must all be read again.
     """
     # The index is in the ifinfomsg header: no attribute parsing (hot path).
-    known = {_IFINFOMSG.unpack_from(payload)[2] for payload in links}
+    return _unknown({_IFINFOMSG.unpack_from(payload)[2] for payload in links}, addrs, routes,
+                    bridges)
+
+
+def _unknown(known: Set[int], addrs: List[bytes], routes: List[bytes],
+             bridges: Sequence[bytes]) -> Set[int]:
     named = {_IFADDRMSG.unpack_from(payload)[4] for payload in addrs}
     for payload in routes:
-        oif = _u32(attributes(payload, _RTMSG.size), RTA_OIF)
+        oif = _u32(attributes(payload, _RTMSG.size, _OIF), RTA_OIF)
         if oif is not None:
             named.add(oif)
     named.update(_IFINFOMSG.unpack_from(payload)[2] for payload in bridges)
@@ -366,13 +417,14 @@ def unknown_indexes(links: List[bytes], addrs: List[bytes], routes: List[bytes],
 def moved_ports(links: List[bytes], bridges: List[bytes]) -> Set[int]:
     """Ports whose master in the AF_BRIDGE dump is not the one of the link
     dump (enslaved or released between the two): the dumps must be re-read."""
-    masters = {}
-    for payload in links:
-        masters[_IFINFOMSG.unpack_from(payload)[2]] = _u32(
-            attributes(payload, _IFINFOMSG.size), IFLA_MASTER)
+    return _moved([_LinkMsg(p) for p in links], [parse_port_vlans(p) for p in bridges])
+
+
+def _moved(links: Sequence[_LinkMsg],
+           ports: Sequence[Tuple[int, Optional[int], PortVlans]]) -> Set[int]:
+    masters = {msg.index: msg.master for msg in links}
     moved = set()
-    for payload in bridges:
-        index, master, _vlans = parse_port_vlans(payload)
+    for index, master, _vlans in ports:
         # A bridge's own message names itself as master (br_fill_ifinfo).
         if master not in (None, index) and index in masters and masters[index] != master:
             moved.add(index)
@@ -418,10 +470,13 @@ def _read(sock: _socket.socket) -> Snapshot:
                 payloads, interrupted = _dump(sock, next(seq), *request)
             dumps.append(payloads)
         links, addrs, routes4, routes6, bridges = dumps
-        unknown = unknown_indexes(links, addrs, routes4 + routes6, tuple(bridges))
-        moved = moved_ports(links, bridges)
+        # Each message parsed once, for the checks and the snapshot.
+        parsed = [_LinkMsg(payload) for payload in links]
+        ports = [parse_port_vlans(payload) for payload in bridges]
+        unknown = _unknown({msg.index for msg in parsed}, addrs, routes4 + routes6, bridges)
+        moved = _moved(parsed, ports)
         if not unknown and not moved:
-            return build_snapshot(links, addrs, routes4 + routes6, bridges)
+            return _build(parsed, addrs, routes4 + routes6, ports)
         if unknown:
             wait("ifindex %s appeared after the link dump" % ",".join(map(str, sorted(unknown))))
         else:

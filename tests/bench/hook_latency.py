@@ -29,6 +29,9 @@ import time
 from typing import Callable, Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import harness  # noqa: E402  (beside this file)
+
 NS = "vvbench"
 UPLINK, TAP, OTHER = "vvbup0", "vvbtap0", "vvbtap1"
 BRIDGE, FEED = "br05", UPLINK + ".5"
@@ -43,29 +46,11 @@ UNTAGGED = DOMAIN.split(b"<metadata>")[0] + b"</domain>"
 LIFECYCLE = (("prepare", "begin"), ("start", "begin"), ("started", "begin"),
              ("stopped", "end"), ("release", "end"))
 
-BASH_REFERENCE = r"""#!/bin/bash
 # What a careful hand-written hook does for one access guest on VLAN 5.
-xml=$(cat)
-case "$xml" in *urn:virt-vlan:1*) ;; *) exit 0 ;; esac
-op=$2
-case "$op" in
-prepare)
-    ip link show dev %(feed)s >/dev/null 2>&1 || {
-        ip link add link %(uplink)s name %(feed)s type vlan id 5 &&
-        ip link set dev %(feed)s alias virt-vlan:managed; } || exit 1
-    ip link show dev %(bridge)s >/dev/null 2>&1 || {
-        ip link add name %(bridge)s type bridge stp_state 0 forward_delay 0 &&
-        ip link set dev %(bridge)s alias virt-vlan:managed; } || exit 1
-    ip link set dev %(feed)s master %(bridge)s up && ip link set dev %(bridge)s up ;;
-start)
-    tap=$(printf '%%s' "$xml" | sed -n "s/.*<target dev='\([^']*\)'.*/\1/p")
-    ip link set dev "$tap" mtu "$(cat /sys/class/net/%(bridge)s/mtu)" master %(bridge)s up ;;
-release)
+BASH_REFERENCE = harness.bash_reference(BRIDGE, harness.ACCESS_PREPARE, r"""release)
     ports=$(ls /sys/class/net/%(bridge)s/brif 2>/dev/null | grep -vx %(feed)s)
-    [ -n "$ports" ] || { ip link del dev %(bridge)s; ip link del dev %(feed)s; } ;;
-esac
-exit 0
-""" % {"feed": FEED, "uplink": UPLINK, "bridge": BRIDGE}
+    [ -n "$ports" ] || { ip link del dev %(bridge)s; ip link del dev %(feed)s; } ;;""",
+                                        feed=FEED, uplink=UPLINK)
 
 
 def sh(*args: str) -> None:

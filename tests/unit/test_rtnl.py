@@ -376,3 +376,39 @@ def test_a_port_that_changed_bridge_between_dumps_is_noticed():
     assert rtnl.moved_ports(links, [bridge_msg(5, "vnet0", 4), bridge_msg(4, "br0", 4)]) == set()
     assert rtnl.moved_ports(links, [bridge_msg(5, "vnet0", 8)]) == {5}
     assert rtnl.unknown_indexes(links, [], [], (bridge_msg(9, "vnet9", 4),)) == {9}
+
+
+# --- parsing only what a Snapshot uses ----------------------------------------
+
+
+def test_wanted_attributes_only_and_first_still_wins():
+    data = nla(3, b"eth0\0") + nla(4, u32(9000)) + nla(4, u32(1)) + nla(7, u32(2))
+    assert rtnl.attributes(data, 0, frozenset({4, 99})) == {4: u32(9000)}
+    assert rtnl.attributes(data, 0, frozenset()) == {}
+
+
+# What a kernel puts around the attributes we use (rtnl_fill_ifinfo): the
+# queue length, operstate, statistics, per-family settings; some of them use
+# numbers that are meaningful inside IFLA_LINKINFO (1, 2), a trap for a
+# parser that looked them up at the wrong level.
+NOISE = (nla(13, u32(1000)) + nla(16, b"\6") + nla(23, b"\0" * 192) + nla(7, b"\0" * 24)
+         + nla(26 | NLA_F_NESTED, nla(2, b"\0" * 700) + nla(10, b"\0" * 900))
+         + nla(2, b"\xff" * 6))  # IFLA_BROADCAST
+
+
+def test_a_busy_link_message_gives_the_same_snapshot_as_a_lean_one():
+    def links(noise: bytes) -> List[bytes]:
+        return [link(4, "br0", noise, bridge_info(nla(7, b"\1"), nla(39, struct.pack("=H", 1)))),
+                link(5, "vnet0", noise, nla(10, u32(4)), nla(1, b"\x52\x54\0\0\0\1"),
+                     nla(20, MANAGED_ALIAS.encode())),
+                link(6, "br0.5", noise, nla(5, u32(4)), VLAN_LINKINFO, nla(4, u32(1496)))]
+    bridges = [bridge_msg(4, "br0", 4, vinfo(0x6, 1)), bridge_msg(5, "vnet0", 4, vinfo(0, 5))]
+    lean = rtnl.build_snapshot(links(b""), [], [], bridges)
+    busy = rtnl.build_snapshot(links(NOISE), [], [], bridges)
+    assert busy == lean
+    # Not vacuous: the lean snapshot has what the noise sits around.
+    assert lean.get("vnet0") == Link(name="vnet0", kind="device", index=5, master="br0",
+                                     managed=True, mac="52:54:00:00:00:01", mtu=0,
+                                     vlans=PortVlans(tagged=frozenset({5})))
+    assert (lean.get("br0.5").parent, lean.get("br0.5").vlan_id,
+            lean.get("br0.5").mtu) == ("br0", 5, 1496)
