@@ -19,15 +19,10 @@ from typing import Callable, Iterator, List
 
 import pytest
 
+from test_hook_dropin import DROPIN, TAGGED, UNTAGGED, _load_dropin, installed  # noqa: F401
 from virtvlan import hook, install
 from virtvlan.agent import serve
 
-DROPIN = os.path.join(os.path.dirname(install.__file__), "dropin.py")
-TAGGED = (b'<domain><name>vm1</name><devices><interface type="bridge">'
-          b'<mac address="52:54:00:00:00:01"/></interface></devices><metadata>'
-          b'<vv:vlan xmlns:vv="urn:virt-vlan:1"><vv:interface mac="52:54:00:00:00:01" '
-          b'mode="access" vlan="5"/></vv:vlan></metadata></domain>')
-UNTAGGED = b"<domain><name>plain</name></domain>"
 MIGRATE = ["vm1", "migrate", "begin", "-"]
 
 
@@ -36,13 +31,6 @@ def refused(conf: Path) -> str:
     return ("virt-vlan: domain vm1, interface 52:54:00:00:00:01: VLAN 5 not allowed on uplink "
             "eth0 (allowed: 7); ask the host admin to add it to allowed-vlans in [uplink eth0] "
             "of %s\n" % conf)
-
-
-def _load_dropin() -> dict:
-    namespace = {"__name__": "dropin"}
-    with open(DROPIN, encoding="utf-8") as handle:
-        exec(compile(handle.read(), DROPIN, "exec"), namespace)
-    return namespace
 
 
 @pytest.fixture
@@ -71,14 +59,6 @@ def server(sock_path) -> Iterator[serve.HookServer]:
         yield running
     finally:
         running.stop()
-
-
-@pytest.fixture
-def installed(tmp_path) -> str:
-    """The drop-in as install-hooks writes it (this venv's interpreter)."""
-    install.install(str(tmp_path / "hooks"), apparmor_dir=str(tmp_path / "apparmor"),
-                    agent=False)
-    return str(tmp_path / "hooks" / "qemu.d" / "virt-vlan")
 
 
 @pytest.fixture
