@@ -52,14 +52,16 @@ def ask_agent(driver: str, args: list, xml: bytes):  # -> Optional[Tuple[int, st
             sock.connect(os.environ.get("VIRT_VLAN_AGENT_SOCKET") or AGENT_SOCKET)
             sock.settimeout(REPLY_TIMEOUT)
             sock.sendall(struct.pack("!I", len(request)) + request)
-            reply = b""
-            while len(reply) < 4 or len(reply) < 4 + struct.unpack("!I", reply[:4])[0]:
+            reply, size = b"", None
+            while size is None or len(reply) < 4 + size:
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 chunk = sock.recv(1 << 16)
                 if not chunk:
-                    return None
+                    return None  # the agent closed before a whole reply
                 reply += chunk
-        answer = json.loads(reply[4:4 + struct.unpack("!I", reply[:4])[0]].decode("utf-8"))
+                if size is None and len(reply) >= 4:
+                    (size,) = struct.unpack("!I", reply[:4])
+        answer = json.loads(reply[4:4 + size])
         code, err = answer["rc"], answer["err"]
     except (OSError, ValueError, KeyError, TypeError):
         return None

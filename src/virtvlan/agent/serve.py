@@ -214,8 +214,11 @@ class HookServer:
 
     def _work_loop(self) -> None:
         if self.preload:
-            # pyroute2 once, now, rather than under the first request's lock.
-            from .. import apply  # noqa: F401
+            # pyroute2 once, now, rather than in the first request that changes something.
+            try:
+                from .. import apply  # noqa: F401
+            except Exception:  # each request then reports it, as the hook would
+                log.exception("agent: cannot load virtvlan.apply")
         while True:
             item = self._queue.get()
             if item is None:
