@@ -94,6 +94,10 @@ class Agent:
 @pytest.fixture
 def agent(libvirt, tmp_path) -> Iterator[Agent]:  # type: ignore[no-untyped-def]
     """A connected agent whose first full reconcile is done."""
+    yield from _connected_agent(tmp_path)
+
+
+def _connected_agent(tmp_path: Path) -> Iterator[Agent]:
     started = Agent(tmp_path / "agent.log")
     started.start()
     started.wait_reconciled()
@@ -410,9 +414,17 @@ def test_stopped_agent_changes_nothing_and_hooks_still_wire_guests(guests, agent
 AGENT_SOCKET = Path("/run/virt-vlan/agent.sock")
 
 
-def test_running_agent_serves_the_hooks_of_a_tagged_guest(guests, agent):
+@pytest.fixture
+def serving_agent(libvirt, tmp_path, monkeypatch) -> Iterator[Agent]:  # type: ignore[no-untyped-def]
+    """Like `agent`, started with VIRT_VLAN_SERVE_HOOKS=1: it serves the hooks."""
+    monkeypatch.setenv("VIRT_VLAN_SERVE_HOOKS", "1")
+    yield from _connected_agent(tmp_path)
+
+
+def test_running_agent_serves_the_hooks_of_a_tagged_guest(guests, serving_agent):
     import stat
 
+    agent = serving_agent
     # The socket: root-only (0600), a socket, there while the agent runs.
     info = AGENT_SOCKET.stat()
     assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600, oct(info.st_mode)
