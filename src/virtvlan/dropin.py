@@ -6,10 +6,21 @@
 """Wire guests with virt-vlan metadata; leave every other guest alone, fast.
 
 -S (in -IS) skips site-packages at start-up: an untagged domain costs one read of
-stdin and one substring test. Only tagged documents load site and the package.
+stdin and one substring test. A tagged document is first offered to the
+virt-vlan agent (its socket below; stdlib only, before site and the package
+load); only when no agent answers does the drop-in load them and do the work.
 """
 import os
 import sys
+
+# The agent's hook server (virtvlan/agent/serve.py has the protocol).
+# VIRT_VLAN_AGENT_SOCKET overrides the path; VIRT_VLAN_NO_AGENT=1 skips it.
+AGENT_SOCKET = "/run/virt-vlan/agent.sock"
+CONNECT_TIMEOUT = 0.5  # seconds; an agent that does not accept by then is not asked
+# Seconds for the agent's answer, from connect to reply. It runs requests one
+# at a time, each may wait for the host lock (lock-timeout): past this bound
+# the hook does the work itself (idempotent: it re-plans from the host).
+REPLY_TIMEOUT = 60.0
 
 
 # The operations virt-vlan acts on (hook.py); for any other the drop-in
@@ -17,6 +28,46 @@ import sys
 # and stop and need no work from us.
 OPS = {"qemu": {"prepare", "start", "reconnect", "attach", "release", "migrate", "restore"},
        "network": {"start", "stopped"}}
+
+
+def ask_agent(driver: str, args: list, xml: bytes):  # -> Optional[Tuple[int, str]]
+    """(exit code, stderr text) from the agent, or None: do the work here.
+
+    None when the agent is absent, refuses, or fails before a whole reply
+    (no socket, refused, timeout, EOF, reset, a garbled or refused reply).
+    """
+    if os.environ.get("VIRT_VLAN_NO_AGENT") == "1":
+        return None
+    import json
+    import socket
+    import struct
+    import time
+
+    request = json.dumps({"v": 1, "driver": driver, "args": args, "xml": xml.decode("latin-1"),
+                          "config": os.environ.get("VIRT_VLAN_CONFIG")}).encode("utf-8")
+    deadline = time.monotonic() + REPLY_TIMEOUT
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(CONNECT_TIMEOUT)
+            sock.connect(os.environ.get("VIRT_VLAN_AGENT_SOCKET") or AGENT_SOCKET)
+            sock.settimeout(REPLY_TIMEOUT)
+            sock.sendall(struct.pack("!I", len(request)) + request)
+            reply, size = b"", None
+            while size is None or len(reply) < 4 + size:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    return None  # the agent closed before a whole reply
+                reply += chunk
+                if size is None and len(reply) >= 4:
+                    (size,) = struct.unpack("!I", reply[:4])
+        answer = json.loads(reply[4:4 + size])
+        code, err = answer["rc"], answer["err"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if type(code) is not int or not isinstance(err, str):
+        return None
+    return code, err
 
 
 def main() -> int:
@@ -32,6 +83,10 @@ def main() -> int:
         return 0
     if b"urn:virt-vlan:1" not in xml:
         return 0
+    served = ask_agent(driver, sys.argv[1:], xml)
+    if served is not None:
+        sys.stderr.write(served[1])
+        return served[0]
     import site
 
     site.main()

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from dataclasses import replace
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from .errors import VirtVlanError
 
@@ -63,16 +63,16 @@ def _setup_logging() -> None:
     root.addHandler(_Syslog() if os.path.exists("/dev/log") else logging.NullHandler())
 
 
-def _config(who: str):  # type: ignore[no-untyped-def]
+def _config(who: str, path: Optional[str]):  # type: ignore[no-untyped-def]
     from .config import load, missing_config_error
 
-    config = load()
+    config = load(path)
     if config is None:
-        raise missing_config_error(None, who)
+        raise missing_config_error(path, who)
     return config
 
 
-def _qemu(args: Sequence[str], xml: bytes) -> int:
+def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
     from . import engine
     from .metadata import parse_domain, wants
 
@@ -92,7 +92,7 @@ def _qemu(args: Sequence[str], xml: bytes) -> int:
         return 0
     who = "domain %s" % domain.name
     key = "domain-%s" % (domain.uuid or domain.name)
-    config = _config(who)
+    config = _config(who, config_path)
     if op in QEMU_RELEASE_OPS:
         engine.release(config, why="%s %s" % (who, op), reserve_key=key)
         return 0
@@ -114,7 +114,7 @@ def _qemu(args: Sequence[str], xml: bytes) -> int:
     return 0
 
 
-def _network(args: Sequence[str], xml: bytes) -> int:
+def _network(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
     from . import engine
     from .metadata import network_want, parse_network
 
@@ -126,7 +126,7 @@ def _network(args: Sequence[str], xml: bytes) -> int:
         return 0
     who = "network %s" % network.name
     key = "network-%s" % network.name
-    config = _config(who)
+    config = _config(who, config_path)
     if op == "stopped":
         engine.release(config, why="%s stopped" % who, reserve_key=key)
         return 0
@@ -134,19 +134,34 @@ def _network(args: Sequence[str], xml: bytes) -> int:
     return 0
 
 
-def run(driver: str, args: List[str], xml: bytes) -> int:
-    """Entry from the drop-in, for a document that mentions our namespace."""
-    _setup_logging()
+def serve(driver: str, args: Sequence[str], xml: bytes,
+          config_path: Optional[str] = None) -> Tuple[int, str]:
+    """Do what the hook call asks; return (exit code, stderr text).
+
+    The one function behind both the drop-in's own run (`run`) and the
+    agent's hook server (agent/serve.py). `config_path` None: the default
+    ($VIRT_VLAN_CONFIG, else /etc/virt-vlan/virt-vlan.conf).
+    """
     op = args[1] if len(args) > 1 else ""
     must_succeed = op in QEMU_WIRE_OPS | QEMU_CHECK_OPS | {"start"}
     try:
-        return _qemu(args, xml) if driver == "qemu" else _network(args, xml)
+        if driver == "qemu":
+            return _qemu(args, xml, config_path), ""
+        return _network(args, xml, config_path), ""
     except VirtVlanError as err:
         log.error("%s %s refused: %s", driver, " ".join(args[:2]), err)
-        print("virt-vlan: %s" % err, file=sys.stderr)
-        return 1 if must_succeed else 0
+        return (1 if must_succeed else 0), "virt-vlan: %s\n" % err
     except Exception as err:  # a bug of ours: say so; fail only where wiring is at stake
         log.exception("%s %s: internal error", driver, " ".join(args[:2]))
-        print("virt-vlan: internal error during %s %s: %s: %s (please report this bug)"
-              % (driver, op, type(err).__name__, err), file=sys.stderr)
-        return 1 if must_succeed else 0
+        return ((1 if must_succeed else 0),
+                "virt-vlan: internal error during %s %s: %s: %s (please report this bug)\n"
+                % (driver, op, type(err).__name__, err))
+
+
+def run(driver: str, args: List[str], xml: bytes) -> int:
+    """Entry from the drop-in, for a document that mentions our namespace."""
+    _setup_logging()
+    code, err = serve(driver, args, xml)
+    if err:
+        sys.stderr.write(err)
+    return code

@@ -94,6 +94,10 @@ class Agent:
 @pytest.fixture
 def agent(libvirt, tmp_path) -> Iterator[Agent]:  # type: ignore[no-untyped-def]
     """A connected agent whose first full reconcile is done."""
+    yield from _connected_agent(tmp_path)
+
+
+def _connected_agent(tmp_path: Path) -> Iterator[Agent]:
     started = Agent(tmp_path / "agent.log")
     started.start()
     started.wait_reconciled()
@@ -395,3 +399,45 @@ def test_stopped_agent_changes_nothing_and_hooks_still_wire_guests(guests, agent
     guests.destroy("na2")
     env.wait_for(env.gone("br07", "vvacc.7"), 120, "the release hook to remove br07")
     assert links()[env.tap("na1")].get("master") == "br05"
+
+
+# --- the agent serves the hooks (issue "Fast at scale") ----------------------------------------
+
+AGENT_SOCKET = Path("/run/virt-vlan/agent.sock")
+
+
+@pytest.fixture
+def serving_agent(libvirt, tmp_path, monkeypatch) -> Iterator[Agent]:  # type: ignore[no-untyped-def]
+    """Like `agent`, started with VIRT_VLAN_SERVE_HOOKS=1: it serves the hooks."""
+    monkeypatch.setenv("VIRT_VLAN_SERVE_HOOKS", "1")
+    yield from _connected_agent(tmp_path)
+
+
+def test_running_agent_serves_the_hooks_of_a_tagged_guest(guests, serving_agent):
+    import stat
+
+    agent = serving_agent
+    # The socket: root-only (0600), a socket, there while the agent runs.
+    info = AGENT_SOCKET.stat()
+    assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600, oct(info.st_mode)
+    assert info.st_uid == 0
+
+    guests.define("sv1", [Nic(mac(0xd01), source_bridge="br09")], [vv_access(mac(0xd01), 9)])
+    guests.start("sv1")
+    # The hook calls were served by the agent: its log names each of them
+    # (the drop-in falls back to doing the work itself only without an answer).
+    for op in ("prepare", "start"):
+        assert agent.count(r"served hook qemu sv1 %s begin: exit 0" % op) == 1, (
+            op, agent.text()[-3000:])
+    now = links()
+    tap = env.tap("sv1")
+    assert now[tap].get("master") == "br09", (tap, now[tap].get("master"))
+    env.assert_access_bridge(now, "br09", feed="vvacc.9", parent="vvacc", vlan=9)
+
+    guests.destroy("sv1")
+    agent.wait_log(r"served hook qemu sv1 release end: exit 0")
+    env.wait_for(gone("br09", "vvacc.9"), 120, "the served release hook to remove br09")
+
+    # A clean stop removes the socket: the next hooks do not even try it.
+    assert agent.signal(signal.SIGTERM) == 0
+    assert not AGENT_SOCKET.exists()

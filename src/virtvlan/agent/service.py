@@ -8,9 +8,12 @@ Threads and who does what:
   opens it again with backoff; each (re)connect queues a full resync,
   because events in the gap are lost;
 - the link monitor (monitor.py) queues the devices a netlink burst changed;
-- the main thread is the only one that acts: it drains the queue, reads XML
-  from libvirt (never under the host lock), then wires through the engine
-  under the lock, one domain at a time.
+- the main thread acts on that queue: it drains it, reads XML from libvirt
+  (never under the host lock), then wires through the engine under the
+  lock, one domain at a time;
+- the hook server (serve.py) runs libvirt's hook calls that the drop-ins
+  hand over, on its own worker thread, through the hook's own code and the
+  same host lock; it never calls libvirt and starts before the connection.
 
 The agent owns nothing on the host: it never keeps state the hooks need and
 never makes a change the hooks would not make, so killing it at any point
@@ -32,7 +35,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 from .. import virt
 from ..config import Config, load
 from ..errors import VirtVlanError
-from . import reconcile, sdnotify
+from . import reconcile, sdnotify, serve
 from .reconcile import Desired
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 BACKOFF_FIRST = 1.0  # seconds before the first reconnect attempt, doubled up to
 BACKOFF_MAX = 30.0
 DEFAULT_INTERVAL = 300.0  # reconcile interval while the config cannot be read
+SERVE_HOOKS_ENV = "VIRT_VLAN_SERVE_HOOKS"  # "1": serve libvirt's hooks (serve.py)
 
 Item = Tuple[str, Any]
 
@@ -48,10 +52,12 @@ class Agent:
     """The agent's state; `run()` is the main loop (call it from the main thread)."""
 
     def __init__(self, uri: Optional[str] = None, config_path: Optional[str] = None,
-                 heal: bool = True) -> None:
+                 heal: bool = True, serve_hooks: bool = True) -> None:
         self.uri = uri
         self.config_path = config_path
         self.heal = heal
+        self.serve_hooks = serve_hooks
+        self.hook_server: Optional[serve.HookServer] = None
         # SimpleQueue: its put() is reentrant, so the SIGTERM handler may call
         # it even when the signal lands inside a get() of the main thread.
         self.queue: "queue.SimpleQueue[Item]" = queue.SimpleQueue()
@@ -333,12 +339,26 @@ class Agent:
                       "are rebuilt only by the periodic reconcile", err)
             self.monitor = None
 
+    def _start_hook_server(self) -> None:
+        if not self.serve_hooks:
+            return
+        try:
+            server = serve.HookServer(config_path=self.config_path)
+            server.start()
+        except OSError as err:  # the hooks then do their work themselves, as without an agent
+            log.error("agent: cannot serve hooks on %s (%s); hooks do their work themselves",
+                      serve.socket_path(), err)
+            return
+        self.hook_server = server
+
     def run(self) -> int:
         # READY before connecting: with socket-activated virtqemud a unit
         # ordered before it must not wait for it (systemd would deadlock).
         sdnotify.notify("READY=1\nSTATUS=starting")
         log.info("virt-vlan agent starting (pid %d, libvirt %s)", os.getpid(),
                  self.uri or "default URI")
+        # First, and without libvirt: hooks may call while libvirtd is unreachable.
+        self._start_hook_server()
         virt.start_event_loop()
         self._start_monitor()
         connector = threading.Thread(target=self._connector, name="libvirt-connect",
@@ -379,6 +399,8 @@ class Agent:
         log.info("virt-vlan agent stopping; the host stays as it is")
         if self.monitor is not None:
             self.monitor.stop()
+        if self.hook_server is not None:
+            self.hook_server.stop()
         self._stop.set()
         connector.join(5.0)
         return 0
@@ -418,7 +440,9 @@ def setup_logging(verbose: bool = False) -> None:
 def main(uri: Optional[str], config_path: Optional[str], verbose: bool = False) -> int:
     """Entry of `virt-vlan agent`: runs until SIGTERM/SIGINT, exit 0."""
     setup_logging(verbose)
-    agent = Agent(uri, config_path)
+    # Opt-in for now: an agent killed in the middle of a served change can
+    # leave a device created but not yet marked as virt-vlan's (README, Agent).
+    agent = Agent(uri, config_path, serve_hooks=os.environ.get(SERVE_HOOKS_ENV) == "1")
 
     def _on_signal(signum: int, _frame: object) -> None:
         log.info("agent: %s received", signal.Signals(signum).name)
