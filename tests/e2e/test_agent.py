@@ -436,7 +436,7 @@ def test_running_agent_serves_the_hooks_of_a_tagged_guest(guests, serving_agent)
 
     guests.destroy("sv1")
     agent.wait_log(r"served hook qemu sv1 release end: exit 0")
-    env.wait_for(gone("br09", "vvacc.9"), 120, "the served release hook to remove br09")
+    env.wait_for(env.gone("br09", "vvacc.9"), 120, "the served release hook to remove br09")
 
     # A clean stop removes the socket: the next hooks do not even try it.
     assert agent.signal(signal.SIGTERM) == 0
