@@ -36,7 +36,10 @@ def ask_agent(driver: str, args: list, xml: bytes):  # -> Optional[Tuple[int, st
     None when the agent is absent, refuses, or fails before a whole reply
     (no socket, refused, timeout, EOF, reset, a garbled or refused reply).
     """
-    if os.environ.get("VIRT_VLAN_NO_AGENT") == "1":
+    path = os.environ.get("VIRT_VLAN_AGENT_SOCKET") or AGENT_SOCKET
+    # No socket (no agent, or one that does not serve hooks): one stat, and
+    # none of the imports below on the hook's path.
+    if os.environ.get("VIRT_VLAN_NO_AGENT") == "1" or not os.path.exists(path):
         return None
     import json
     import socket
@@ -49,7 +52,7 @@ def ask_agent(driver: str, args: list, xml: bytes):  # -> Optional[Tuple[int, st
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(CONNECT_TIMEOUT)
-            sock.connect(os.environ.get("VIRT_VLAN_AGENT_SOCKET") or AGENT_SOCKET)
+            sock.connect(path)
             sock.settimeout(REPLY_TIMEOUT)
             sock.sendall(struct.pack("!I", len(request)) + request)
             reply, size = b"", None

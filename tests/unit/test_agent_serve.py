@@ -359,3 +359,19 @@ def test_untagged_domain_imports_neither_socket_nor_json(tmp_path, sock_path):
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.decode().splitlines()}
     assert "encodings" in imported  # the import log works...
     assert not {"socket", "json", "_socket", "site"} & imported  # ...and these never load
+
+
+def test_tagged_domain_without_an_agent_socket_imports_nothing_to_ask_it(tmp_path):
+    # No socket: one stat, then the hook's own run; socket/json are not
+    # loaded just to find nobody there.
+    base = getattr(sys, "_base_executable", sys.executable)
+    code = ("import importlib.util, sys\n"
+            "spec = importlib.util.spec_from_file_location('dropin', sys.argv[1])\n"
+            "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+            "print(mod.ask_agent('qemu', ['vm1', 'start'], b'x'),"
+            " sorted({'socket', 'json', 'struct'} & set(sys.modules)))\n")
+    done = subprocess.run([base, "-IS", "-c", code, str(DROPIN)], capture_output=True,
+                          text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin",
+                               "VIRT_VLAN_AGENT_SOCKET": str(tmp_path / "absent.sock")})
+    assert (done.returncode, done.stdout.strip()) == (0, "None []"), done.stderr
