@@ -106,6 +106,27 @@ class CreateVlan(Action):
 
 
 @dataclass(frozen=True)
+class MarkManaged(Action):
+    """Finish the creation of `name` that a killed run left unmarked (its
+    intent is in state.py): set our alias and, unless `addrgen`, switch off
+    IPv6 address generation, as CreateBridge/CreateVlan would have."""
+
+    name: str
+    addrgen: bool = False
+
+    def render(self) -> Tuple[str, ...]:
+        lines = _managed_lines(self.name)
+        return lines[:1] if self.addrgen else lines
+
+    def simulate(self, snap: Snapshot) -> Snapshot:
+        return snap.changed(self.name, managed=True)
+
+    def undo(self, before: Snapshot) -> Tuple[Action, ...]:
+        # The device is ours either way: nothing to take back.
+        return ()
+
+
+@dataclass(frozen=True)
 class SetMaster(Action):
     """Make `port` a port of `bridge`."""
 

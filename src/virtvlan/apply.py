@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple, Type
 from pyroute2.netlink.exceptions import NetlinkError
 
 from . import actions as act
-from . import rtnl
+from . import rtnl, state
 from .errors import ApplyError
 from .model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
 from .rtnl import (BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_RANGE_BEGIN, BRIDGE_VLAN_INFO_RANGE_END,
@@ -120,7 +120,7 @@ class _Executor:
             act.SetMtu: self._set_mtu, act.SetUp: self._set_up, act.SetDown: self._set_down,
             act.DeleteLink: self._delete, act.MoveAddresses: self._move,
             act.AddBridgeVlan: self._bridge_vlan, act.DelBridgeVlan: self._bridge_vlan,
-            act.SetVlanFiltering: self._vlan_filtering}
+            act.SetVlanFiltering: self._vlan_filtering, act.MarkManaged: self._finish_mark}
 
     # -- bookkeeping -----------------------------------------------------
 
@@ -191,11 +191,22 @@ class _Executor:
 
     def _create(self, action: act.Action, name: str, attrs: Dict[str, object],
                 fits: Callable[[Link], bool], wanted: str) -> bool:
-        """RTM_NEWLINK with NLM_F_EXCL; False when an equal device already exists."""
+        """RTM_NEWLINK with NLM_F_EXCL; False when an equal device already exists.
+
+        True leaves the intent to mark `name` recorded (state.intend) until
+        _mark clears it: a run killed in between leaves it for the next."""
         self.step = action.render()[0]
+        # Only in our own namespace: the next run (engine.py) reads the host's.
+        journal = self.netns is None
+        if journal:
+            state.intend(name, str(attrs["kind"]), bool(getattr(action, "addrgen", False)))
         try:
             self.ipr.link("add", ifname=name, **attrs)
         except NetlinkError as err:
+            # The kernel refused: nothing of ours to mark later. (Any other
+            # exception keeps the intent: the device may exist by now.)
+            if journal:
+                state.intended(name)
             if err.code != errno.EEXIST:
                 raise
             # Someone created it after our snapshot (or a VLAN with this
@@ -223,6 +234,12 @@ class _Executor:
                   ifalias=MANAGED_ALIAS)
         if not addrgen:
             self._addrgen_none(name)
+        if self.netns is None:
+            state.intended(name)
+
+    def _finish_mark(self, action: act.Action) -> None:
+        assert isinstance(action, act.MarkManaged)
+        self._mark(action.name, action.addrgen)
 
     def _addrgen_none(self, name: str) -> None:
         try:

@@ -8,14 +8,18 @@ No run holds the lock while importing apply.py (pyroute2: 0.4 s natively,
 tens of seconds on an emulated CPU): a run that finds work to do before
 apply is loaded lets go of the lock, imports it, and starts over (the host
 may have changed meanwhile). Runs that plan nothing never import it.
+
+Before planning, a run finishes what a killed run left half done: a device
+created but not yet marked as ours (state.py's intents; the kernel takes
+the mark only in a second request).
 """
 
 import logging
 import sys
-from typing import Callable, FrozenSet, Iterable, Optional, Sequence
+from typing import Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
 
 from . import state
-from .actions import Plan
+from .actions import MarkManaged, Plan
 from .config import Config, Uplink
 from .lock import host_lock
 from .model import ACCESS, Snapshot, Want
@@ -71,6 +75,60 @@ def _snapshot() -> Snapshot:
     return rtnl.read_snapshot()
 
 
+def unfinished(pending: Dict[str, Tuple[str, bool]],
+               snap: Snapshot) -> Tuple[Tuple[MarkManaged, ...], Tuple[str, ...]]:
+    """Split leftover creation intents into marks to finish and intents to drop.
+
+    A device is finished only if it is what we were creating: present, of
+    the recorded kind, still down (apply.py sets it up only after marking
+    it) and unmarked. Anything else is either gone, marked already, or not
+    the device we made (the admin's since): its intent is dropped and the
+    device left alone."""
+    marks = []
+    drop = []
+    for name in sorted(pending):
+        kind, addrgen = pending[name]
+        link = snap.get(name)
+        if link is not None and not link.managed and not link.up and link.kind == kind:
+            marks.append(MarkManaged(name, addrgen))
+        else:
+            if link is not None and not link.managed:
+                log.warning("%s: an interrupted virt-vlan run meant to create it, but it is %s; "
+                            "left alone as not virt-vlan's", name,
+                            "up" if link.up else "a %s device" % link.kind)
+            drop.append(name)
+    return tuple(marks), tuple(drop)
+
+
+def _finish_creations(snap: Snapshot) -> Optional[Snapshot]:
+    """Mark what a killed run created (see unfinished); the snapshot to plan
+    from, or None when apply.py must be imported first (without the lock).
+    The common case costs one failed listdir. Called with the lock held."""
+    pending = state.intents()
+    if not pending:
+        return snap
+    marks, drop = unfinished(pending, snap)
+    for name in drop:
+        state.intended(name)
+    if not marks:
+        return snap
+    if _must_import_first(Plan(marks), False):
+        return None
+    from . import apply
+
+    for mark in marks:
+        log.warning("%s: created by an interrupted virt-vlan run; marking it as virt-vlan's",
+                    mark.name)
+    return apply.apply(Plan(marks), before=snap)
+
+
+def _read(dry_run: bool) -> Optional[Snapshot]:
+    """The snapshot to plan from, read under the lock; None when apply.py
+    must be imported first (the caller lets go of the lock for that)."""
+    snap = _snapshot()
+    return snap if dry_run else _finish_creations(snap)
+
+
 def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
          reserve_key: Optional[str] = None,
          select: Optional[Callable[[Sequence[Want], Snapshot], Sequence[Want]]] = None) -> Plan:
@@ -80,10 +138,13 @@ def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
     agent drops wants whose tap is gone or now belongs to another guest)."""
     while True:
         with host_lock(config.lock_timeout):
-            snap = _snapshot()
-            chosen = select(wants, snap) if select is not None else wants
-            result = plan(chosen, config, snap)
-            if not _must_import_first(result, dry_run):
+            snap = _read(dry_run)
+            chosen = wants
+            result = None
+            if snap is not None:
+                chosen = select(wants, snap) if select is not None else wants
+                result = plan(chosen, config, snap)
+            if result is not None and not _must_import_first(result, dry_run):
                 _warn(result)
                 if dry_run:
                     return result
@@ -111,13 +172,14 @@ def release(config: Config, why: str, port: Optional[str] = None,
         with host_lock(config.lock_timeout):
             if reserve_key is not None and not dry_run:
                 state.unreserve(reserve_key)  # idempotent: a second pass finds it gone
-            snap = _snapshot()
-            in_use = state.reserved()
-            result = (plan_unplug(port, config, snap, in_use) if port is not None
-                      else plan_cleanup(config, snap, in_use))
-            if not _must_import_first(result, dry_run):
-                _warn(result)
-                if not dry_run:
-                    _apply(result, why, snap)
-                return result
+            snap = _read(dry_run)
+            if snap is not None:
+                in_use = state.reserved()
+                result = (plan_unplug(port, config, snap, in_use) if port is not None
+                          else plan_cleanup(config, snap, in_use))
+                if not _must_import_first(result, dry_run):
+                    _warn(result)
+                    if not dry_run:
+                        _apply(result, why, snap)
+                    return result
         _import_apply()  # outside the lock, then plan again from a fresh snapshot

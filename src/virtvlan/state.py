@@ -11,7 +11,7 @@ Callers hold the host lock (lock.py) around reads and writes.
 
 import os
 import re
-from typing import FrozenSet, Iterable
+from typing import Dict, FrozenSet, Iterable, Tuple
 
 ENV_DIR = "VIRT_VLAN_RUN_DIR"
 DEFAULT_DIR = "/run/virt-vlan"
@@ -62,3 +62,58 @@ def reserved() -> FrozenSet[str]:
         except FileNotFoundError:
             continue
     return frozenset(names)
+
+
+# -- creations in flight ------------------------------------------------------
+#
+# The kernel takes a device's alias (our mark, model.MANAGED_ALIAS) only in a
+# request after the one that creates it. A run killed between the two (an
+# agent or hook SIGKILLed mid-change) would leave a device that later runs
+# take for the admin's and never remove. So apply.py writes an intent file
+# before the create and removes it once the mark is set; the next run reads
+# the leftovers under the lock and finishes the mark (engine.py).
+
+def _intent_path(name: str) -> str:
+    return os.path.join(run_dir(), "creating", name)
+
+
+def intend(name: str, kind: str, addrgen: bool) -> None:
+    """Record that a `kind` device `name` is about to be created and marked."""
+    path = _intent_path(name)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write("%s %d\n" % (kind, int(addrgen)))
+    os.replace(tmp, path)
+
+
+def intended(name: str) -> None:
+    """The creation of `name` is over (marked, or not made after all)."""
+    try:
+        os.unlink(_intent_path(name))
+    except FileNotFoundError:
+        pass
+
+
+def intents() -> Dict[str, Tuple[str, bool]]:
+    """Leftover intents: device name -> (kind, addrgen). {} in the common
+    case (one failed listdir)."""
+    folder = os.path.join(run_dir(), "creating")
+    try:
+        entries = os.listdir(folder)
+    except FileNotFoundError:
+        return {}
+    found: Dict[str, Tuple[str, bool]] = {}
+    for entry in entries:
+        if entry.endswith(".tmp"):
+            continue
+        try:
+            with open(os.path.join(folder, entry), encoding="utf-8") as handle:
+                words = handle.read().split()
+        except FileNotFoundError:
+            continue
+        if len(words) == 2 and words[1] in ("0", "1"):
+            found[entry] = (words[0], words[1] == "1")
+        else:
+            intended(entry)  # unreadable (a torn write): nothing to finish by it
+    return found

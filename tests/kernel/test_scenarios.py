@@ -302,6 +302,52 @@ def test_failure_in_the_middle_leaves_nothing_behind(lab, wiring):
     assert reachable(g1, SW5)
 
 
+@pytest.mark.parametrize("killed_at", [1, 2])
+def test_run_killed_between_create_and_mark_is_finished_by_the_next(lab, monkeypatch, killed_at):
+    """The kernel takes our mark (the alias) only in a request after the one
+    that creates a device. A run SIGKILLed in between leaves an unmarked
+    device; the next run must mark it and treat it as ours, so that the
+    last unplug removes it again."""
+    import signal
+
+    from virtvlan import apply
+
+    lab.build()
+    g1 = lab.guest("g1", "vnet1", untagged=["10.5.0.10/24"])
+    before = lab.state()
+    real_mark = apply._Executor._mark
+    calls = []
+
+    def mark_then_die(self, name, addrgen):  # runs in the forked virt-vlan child
+        calls.append(name)
+        if len(calls) == killed_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_mark(self, name, addrgen)
+
+    monkeypatch.setattr(apply._Executor, "_mark", mark_then_die)
+    result = lab.vv("plug", "vnet1", "--access", "5")
+    monkeypatch.undo()
+    assert result.rc == -signal.SIGKILL, result
+    links = lab.links()
+    unmarked = sorted(name for name in ("eth0.5", "br05")
+                      if name in links and not managed(links[name]))
+    assert len(unmarked) == 1, {name: links.get(name) for name in ("eth0.5", "br05")}
+    creating = lab.workdir / "run" / "creating"
+    assert sorted(os.listdir(creating)) == unmarked
+
+    result = lab.vv("plug", "vnet1", "--access", "5")
+    assert result.rc == 0, result
+    assert result.err == ("virt-vlan: %s: created by an interrupted virt-vlan run; "
+                          "marking it as virt-vlan's\n" % unmarked[0]), result
+    assert_access_wired(lab.links(), "eth0", 5, "br05", "eth0.5", ["vnet1"])
+    assert reachable(g1, SW5)
+    assert os.listdir(creating) == []
+
+    lab.unplug("vnet1")
+    diff = state_diff(before, lab.state())
+    assert diff == "", "the half-made device outlived the last unplug:\n" + diff
+
+
 # 8 ---------------------------------------------------------------------------
 
 def _fingerprint(ns: str) -> Dict[str, Tuple[int, int, Tuple[str, ...]]]:

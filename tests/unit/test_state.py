@@ -16,3 +16,24 @@ def test_reserve_unreserve(tmp_path, monkeypatch):
     state.unreserve("domain-1234")  # idempotent
     assert state.reserved() == frozenset()
     assert not list((tmp_path / "reserved").glob("*.tmp"))
+
+
+def test_intents_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv(state.ENV_DIR, str(tmp_path))
+    assert state.intents() == {}  # no folder yet: the common case
+    state.intend("eth0.5", "vlan", False)
+    state.intend("br05", "bridge", True)
+    assert state.intents() == {"eth0.5": ("vlan", False), "br05": ("bridge", True)}
+    state.intended("eth0.5")
+    state.intended("eth0.5")  # idempotent
+    assert state.intents() == {"br05": ("bridge", True)}
+    assert not list((tmp_path / "creating").glob("*.tmp"))
+
+
+def test_torn_intent_is_dropped(tmp_path, monkeypatch):
+    monkeypatch.setenv(state.ENV_DIR, str(tmp_path))
+    state.intend("br07", "bridge", False)
+    (tmp_path / "creating" / "br07").write_text("bri")  # a write cut short
+    (tmp_path / "creating" / "br09.tmp").write_text("bridge 0\n")  # never renamed
+    assert state.intents() == {}
+    assert not (tmp_path / "creating" / "br07").exists()

@@ -1,0 +1,43 @@
+"""engine.unfinished: which leftover creation intents are finished (marked
+as ours) and which are dropped with the device left alone."""
+
+import logging
+
+from virtvlan.actions import MarkManaged
+from virtvlan.engine import unfinished
+from virtvlan.model import MANAGED_ALIAS, Link, Snapshot
+
+
+def test_created_but_unmarked_device_is_marked():
+    snap = Snapshot((Link("eth0"), Link("eth0.5", kind="vlan", parent="eth0", vlan_id=5, up=False),
+                     Link("br05", kind="bridge", up=False)))
+    marks, drop = unfinished({"eth0.5": ("vlan", False), "br05": ("bridge", True)}, snap)
+    assert marks == (MarkManaged("br05", True), MarkManaged("eth0.5", False))
+    assert drop == ()
+
+
+def test_gone_or_marked_devices_only_drop_the_intent():
+    snap = Snapshot((Link("br05", kind="bridge", up=False, managed=True),))
+    marks, drop = unfinished({"eth0.5": ("vlan", False), "br05": ("bridge", False)}, snap)
+    assert marks == ()
+    assert drop == ("br05", "eth0.5")
+
+
+def test_device_that_does_not_fit_is_left_alone(caplog):
+    # Up (apply.py ups a device only after marking it) or of another kind:
+    # not the device the killed run made, so not ours to mark.
+    snap = Snapshot((Link("br05", kind="bridge", up=True), Link("br07", kind="dummy", up=False)))
+    with caplog.at_level(logging.WARNING):
+        marks, drop = unfinished({"br05": ("bridge", False), "br07": ("bridge", False)}, snap)
+    assert marks == ()
+    assert drop == ("br05", "br07")
+    assert "br05: an interrupted virt-vlan run meant to create it, but it is up" in caplog.text
+    assert "br07" in caplog.text and "a dummy device" in caplog.text
+
+
+def test_mark_renders_and_simulates():
+    snap = Snapshot((Link("br05", kind="bridge", up=False),))
+    assert MarkManaged("br05", True).render() == (
+        "ip link set dev br05 alias %s" % MANAGED_ALIAS,)
+    assert len(MarkManaged("br05").render()) == 2  # plus addrgen off
+    assert MarkManaged("br05").simulate(snap).get("br05").managed
