@@ -408,8 +408,8 @@ AGENT_SOCKET = Path("/run/virt-vlan/agent.sock")
 
 @pytest.fixture
 def serving_agent(libvirt, tmp_path, monkeypatch) -> Iterator[Agent]:  # type: ignore[no-untyped-def]
-    """Like `agent`, started with VIRT_VLAN_SERVE_HOOKS=1: it serves the hooks."""
-    monkeypatch.setenv("VIRT_VLAN_SERVE_HOOKS", "1")
+    """An agent as the unit starts it (no VIRT_VLAN_SERVE_HOOKS=0): it serves the hooks."""
+    monkeypatch.delenv("VIRT_VLAN_SERVE_HOOKS", raising=False)
     yield from _connected_agent(tmp_path)
 
 

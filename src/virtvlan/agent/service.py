@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 BACKOFF_FIRST = 1.0  # seconds before the first reconnect attempt, doubled up to
 BACKOFF_MAX = 30.0
 DEFAULT_INTERVAL = 300.0  # reconcile interval while the config cannot be read
-SERVE_HOOKS_ENV = "VIRT_VLAN_SERVE_HOOKS"  # "1": serve libvirt's hooks (serve.py)
+SERVE_HOOKS_ENV = "VIRT_VLAN_SERVE_HOOKS"  # "0": do not serve libvirt's hooks (serve.py)
 
 Item = Tuple[str, Any]
 
@@ -442,7 +442,7 @@ def main(uri: Optional[str], config_path: Optional[str], verbose: bool = False) 
     setup_logging(verbose)
     # Opt-in for now: an agent killed in the middle of a served change can
     # leave a device created but not yet marked as virt-vlan's (README, Agent).
-    agent = Agent(uri, config_path, serve_hooks=os.environ.get(SERVE_HOOKS_ENV) == "1")
+    agent = Agent(uri, config_path, serve_hooks=os.environ.get(SERVE_HOOKS_ENV, "1") != "0")
 
     def _on_signal(signum: int, _frame: object) -> None:
         log.info("agent: %s received", signal.Signals(signum).name)
