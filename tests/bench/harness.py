@@ -282,13 +282,17 @@ def storm(guests: Sequence[Tuple[bytes, str]], hook: str, env: Dict[str, str],
 # --- an agent serving the hooks (optional) -----------------------------------
 
 class Agent:
-    """`--with-agent CMD`: CMD started (in this namespace) before measuring;
-    ready when its socket exists. Hooks find it through
-    VIRT_VLAN_AGENT_SOCKET; without an agent they get VIRT_VLAN_NO_AGENT=1."""
+    """`--with-agent CMD`: CMD started in namespace `netns` (None: this
+    one) before measuring; ready when its socket exists. Hooks find it
+    through VIRT_VLAN_AGENT_SOCKET (one socket per namespace: an agent
+    serves the namespace it runs in); without an agent they get
+    VIRT_VLAN_NO_AGENT=1."""
 
-    def __init__(self, command: Optional[str], work: str) -> None:
+    def __init__(self, command: Optional[str], socket: str,
+                 netns: Optional[str] = None) -> None:
         self.command = command
-        self.socket = os.path.join(work, "agent.sock")
+        self.socket = socket
+        self.netns = netns
         self.proc: Optional[subprocess.Popen] = None
 
     def modes(self) -> List[str]:
@@ -303,13 +307,22 @@ class Agent:
 
     def start(self, env: Dict[str, str], timeout: float = 300) -> None:
         assert self.command
-        self.proc = subprocess.Popen(self.command, shell=True, env=self.env(env, "agent"),
-                                     stdout=subprocess.DEVNULL)
+        argv = ["/bin/sh", "-c", "exec " + self.command]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns] + argv
+        # Its log (a line per served call) would bury the figures: kept in
+        # a file beside the socket, shown if it fails to come up.
+        log_path = self.socket + ".log"
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, env=self.env(env, "agent"),
+                                         stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + timeout
         while not os.path.exists(self.socket):
             if self.proc.poll() is not None:
-                raise Failed("bench: agent `%s` exited (%d) before its socket %s appeared"
-                             % (self.command, self.proc.returncode, self.socket))
+                with open(log_path, errors="replace") as log:
+                    tail = log.read()[-2000:]
+                raise Failed("bench: agent `%s` exited (%d) before its socket %s appeared:\n%s"
+                             % (self.command, self.proc.returncode, self.socket, tail))
             if time.monotonic() > deadline:
                 raise Failed("bench: agent socket %s did not appear within %g s"
                              % (self.socket, timeout))

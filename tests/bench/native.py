@@ -25,9 +25,10 @@ call by call, so that the load of a shared machine falls on them alike.
   the longest lock wait (from an strace of flock(2) in a second storm);
 - peak memory (ru_maxrss) of one tagged hook process (goal < 40 MiB).
 
-`--with-agent CMD` also runs every figure with CMD serving the hooks (it
-is started in the namespace and waited for until its socket exists);
-without it the hook works alone (VIRT_VLAN_NO_AGENT=1).
+`--with-agent CMD` also runs every figure with CMD serving the hooks: one
+agent in each namespace (an agent serves the namespace it runs in), each
+waited for until its socket exists; without it the hook works alone
+(VIRT_VLAN_NO_AGENT=1).
 """
 
 import argparse
@@ -371,7 +372,7 @@ def main(bench_class: type = Bench, storm: int = 50, bridges: int = 1000,
         return reexec_in_namespace(bench_class.netns)
 
     work = harness.scratch()
-    agent = harness.Agent(args.with_agent, work)
+    agents: List[harness.Agent] = []
     try:
         hook = harness.install_hook(work)
         bash = harness.write_script(os.path.join(work, "reference.sh"), bench_class.bash_text)
@@ -391,20 +392,25 @@ def main(bench_class: type = Bench, storm: int = 50, bridges: int = 1000,
             print("bench: %d bridges and %d taps made in %.1f s"
                   % (args.bridges, args.taps, time.perf_counter() - started),
                   file=sys.stderr, flush=True)
-        for mode in agent.modes():
-            for bench in (empty, busy):
-                if bench is not None:
-                    bench.env = agent.env(bench.env, mode)
-            if mode == "agent":
-                agent.start(empty.env)
+        benches = [bench for bench in (empty, busy) if bench is not None]
+        # The empty namespace is the one this process runs in (its agent
+        # starts here); the busy one's agent is started inside it.
+        agents = [harness.Agent(args.with_agent, os.path.join(work, "agent-%s.sock" % bench.ns),
+                                None if bench is empty else bench.ns) for bench in benches]
+        for mode in agents[0].modes():
+            for bench, agent in zip(benches, agents):
+                bench.env = agent.env(bench.env, mode)
             try:
-                # An agent serves the namespace it runs in: with one, the
-                # busy namespace (which it does not see) is left out.
-                report(empty, measure(empty, busy if mode == "hook" else None), mode)
+                if mode == "agent":
+                    for bench, agent in zip(benches, agents):
+                        agent.start(bench.env)
+                report(empty, measure(empty, busy), mode)
             finally:
-                agent.stop()
+                for agent in agents:
+                    agent.stop()
     finally:
-        agent.stop()
+        for agent in agents:
+            agent.stop()
         harness.cleanup(work)
     return 0
 
