@@ -204,7 +204,8 @@ def test_stop_leaves_a_socket_that_a_newer_agent_bound(sock_path):
 @pytest.mark.parametrize("payload, reason", [
     (struct.pack("!I", serve.MAX_REQUEST + 1), "over the limit"),
     (struct.pack("!I", 5) + b"{nope", "not JSON"),
-    (_request(v=2), "protocol version 2"),
+    (_request(v=3), "protocol version 3"),
+    (_request(v=True), "protocol version True"),
     (_request(driver="lxc"), "driver 'lxc'"),
     (_request(args="vm1 start"), "args must be a list"),
     (_request(xml=None), "xml must be a string"),
@@ -218,6 +219,17 @@ def test_bad_request_gets_an_error_reply_and_the_server_survives(conf, server, d
     assert server.served == 0
     assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) == (1, refused(conf))
     assert server.served == 1
+
+
+def test_bad_version_2_request_is_refused_in_version_2_form(server, dropin):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(server.path)
+        body = dropin["request_for"]("lxc", MIGRATE, TAGGED, None)
+        sock.sendall(struct.pack("!I", len(body)) + body)
+        data = sock.recv(65536, socket.MSG_WAITALL)
+    assert data[4:].startswith(b"-\ndriver 'lxc' is not qemu or network"), data
+    assert server.served == 0
 
 
 def test_client_that_hangs_up_mid_request_does_not_stop_the_server(conf, server, dropin):
@@ -290,18 +302,23 @@ def _read_request(conn: socket.socket) -> dict:
     return json.loads(conn.recv(size, socket.MSG_WAITALL))
 
 
+def _reply(body: bytes) -> bytes:
+    return struct.pack("!I", len(body)) + body
+
+
 @pytest.mark.parametrize("name, behave", [
     ("closes before replying", lambda conn: conn.recv(10)),
     ("dies mid-reply", lambda conn: (_read_request(conn),
-                                      conn.sendall(struct.pack("!I", 100) + b'{"v": 1, "rc"'))),
-    ("garbled reply", lambda conn: (_read_request(conn),
-                                     conn.sendall(struct.pack("!I", 9) + b"not json!"))),
-    ("reply without rc", lambda conn: (_read_request(conn),
-                                        conn.sendall(serve.encode({"v": 1, "err": "x"})))),
-    ("reply with a string rc", lambda conn: (_read_request(conn), conn.sendall(
-        serve.encode({"v": 1, "rc": "0", "err": ""})))),
-    ("reply that is a list", lambda conn: (_read_request(conn), conn.sendall(
-        serve.encode([0, ""])))),
+                                      conn.sendall(struct.pack("!I", 100) + b"0\nvirt-"))),
+    ("garbled reply", lambda conn: (_read_request(conn), conn.sendall(_reply(b"not a code")))),
+    ("refusal", lambda conn: (_read_request(conn), conn.sendall(_reply(b"-\nbad request")))),
+    ("reply without a code", lambda conn: (_read_request(conn), conn.sendall(_reply(b"\nx")))),
+    ("reply with a quoted code", lambda conn: (_read_request(conn),
+                                                conn.sendall(_reply(b'"0"\n')))),
+    ("a version 1 reply", lambda conn: (_read_request(conn), conn.sendall(
+        serve.encode({"v": 1, "rc": 0, "err": ""})))),
+    ("stderr that is not UTF-8", lambda conn: (_read_request(conn),
+                                                conn.sendall(_reply(b"1\n\xff")))),
 ])
 def test_agent_failing_before_a_whole_reply_means_local(sock_path, dropin, name, behave):
     thread = _fake_agent(sock_path, behave)
@@ -324,14 +341,29 @@ def test_request_carries_the_hooks_bytes_args_and_config(sock_path, dropin, conf
 
     def behave(conn: socket.socket) -> None:
         seen.append(_read_request(conn))
-        conn.sendall(serve.encode({"v": 1, "rc": 3, "err": "three\n"}))
+        conn.sendall(serve.encode_reply(2, 3, "three\n"))
     thread = _fake_agent(sock_path, behave)
     assert dropin["ask_agent"]("network", ["net1", "start", "begin", "-"], xml) == (3, "three\n")
     thread.join(10)
     (request,) = seen
-    assert request == {"v": 1, "driver": "network", "args": ["net1", "start", "begin", "-"],
+    assert request == {"v": 2, "driver": "network", "args": ["net1", "start", "begin", "-"],
                        "xml": xml.decode("latin-1"), "config": str(conf)}
     assert request["xml"].encode("latin-1") == xml
+
+
+@pytest.mark.parametrize("text", ['plain', 'quote " and backslash \\ and \\u0041',
+                                  "controls \x00\x01\t\n\r\x1f\x7f", "latin-1 \xe9\xff"])
+def test_hand_written_request_is_the_json_the_server_reads(dropin, text):
+    xml = text.encode("latin-1")
+    body = dropin["request_for"]("qemu", [text, "start"], xml, text)
+    assert json.loads(body.decode("utf-8")) == {"v": 2, "driver": "qemu", "args": [text, "start"],
+                                                "xml": text, "config": text}
+    assert json.loads(dropin["request_for"]("qemu", [], b"", None))["config"] is None
+
+
+def test_version_1_request_of_an_older_dropin_gets_a_version_1_reply(conf, server, sock_path):
+    reply = _raw(sock_path, _request(v=1))
+    assert reply == {"v": 1, "rc": 1, "err": refused(conf)}
 
 
 def test_dropin_process_falls_back_to_local_when_the_agent_dies(conf, sock_path, installed):
@@ -359,6 +391,19 @@ def test_untagged_domain_imports_neither_socket_nor_json(tmp_path, sock_path):
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.decode().splitlines()}
     assert "encodings" in imported  # the import log works...
     assert not {"socket", "json", "_socket", "site"} & imported  # ...and these never load
+
+
+def test_served_call_imports_neither_socket_nor_json(conf, server, sock_path, installed):
+    base = getattr(sys, "_base_executable", sys.executable)
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")
+    done = subprocess.run([base, "-X", "importtime", "-IS", installed] + MIGRATE, input=TAGGED,
+                          capture_output=True, env=env, timeout=60)
+    assert server.served == 1
+    lines = done.stderr.decode().splitlines()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time")}
+    assert done.returncode == 1 and refused(conf) in done.stderr.decode()
+    assert "_socket" in imported  # the import log works...
+    assert not {"socket", "json", "struct", "re", "site"} & imported  # ...and these never load
 
 
 def test_tagged_domain_without_an_agent_socket_imports_nothing_to_ask_it(tmp_path):

@@ -7,15 +7,20 @@ over a UNIX stream socket and does the work itself only when no agent
 answers. Served calls run exactly the hook's code (hook.serve) under the
 same host lock, one at a time, on one worker thread.
 
-Protocol, version 1; each message is a 4-byte big-endian length, then that
-many bytes of UTF-8 JSON:
-  request  {"v": 1, "driver": "qemu"|"network", "args": [str, ...],
+Protocol; each message is a 4-byte big-endian length, then that many bytes:
+  request  UTF-8 JSON {"v": 2, "driver": "qemu"|"network", "args": [str, ...],
             "xml": the hook's stdin decoded as latin-1 (byte for byte),
             "config": the hook's $VIRT_VLAN_CONFIG or null}
-  reply    {"v": 1, "rc": int, "err": str}: the hook exits rc, writes err;
-           {"v": 1, "rc": null, "err": why} for a request the server
-           refuses (bad, oversized, wrong version): the hook then does the
-           work itself.
+  reply    version 2: the exit code in decimal ASCII, "\n", then the
+           stderr text (UTF-8) the hook writes before it exits with it;
+           "-\n" and the reason for a request the server refuses (bad,
+           oversized, wrong version): the hook then does the work itself.
+           The drop-in can read that without importing json (json loads
+           re: about 10 ms of a 30 ms served call natively).
+           Version 1 (a drop-in older than the agent): UTF-8 JSON
+           {"v": 1, "rc": int or null for a refusal, "err": str}.
+A request whose version cannot be read is refused in version 1's form;
+a version 2 drop-in takes that as no answer and works itself.
 One request per connection; the server closes it after the reply.
 
 The server never calls libvirt: a hook runs while libvirtd holds the
@@ -32,13 +37,14 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
 SOCKET_PATH = "/run/virt-vlan/agent.sock"
 SOCKET_ENV = "VIRT_VLAN_AGENT_SOCKET"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)  # answered; 1 is the JSON reply of earlier drop-ins
 MAX_REQUEST = 8 << 20  # bytes: domain XMLs are kilobytes; a request this big is not ours
 READ_TIMEOUT = 5.0  # seconds a client may take to send its request
 BACKLOG = 128  # a boot storm connects all at once; connect() waits while the backlog is full
@@ -48,15 +54,28 @@ Handler = Callable[[str, Tuple[str, ...], bytes, Optional[str]], Tuple[int, str]
 
 
 class BadRequest(Exception):
-    """A request the server will not run; the reason goes back to the hook."""
+    """A request the server will not run; the reason goes back to the hook
+    (in the reply form of `version`, once the request's version is known)."""
+
+    def __init__(self, why: str, version: int = 1) -> None:
+        super().__init__(why)
+        self.version = version
 
 
 def socket_path() -> str:
     return os.environ.get(SOCKET_ENV) or SOCKET_PATH
 
 
-def encode(message: Dict[str, Any]) -> bytes:
+def encode(message: Any) -> bytes:
     body = json.dumps(message).encode("utf-8")
+    return HEADER.pack(len(body)) + body
+
+
+def encode_reply(version: int, code: Optional[int], err: str) -> bytes:
+    """The reply to a request of `version`; `code` None: refused."""
+    if version == 1:
+        return encode({"v": 1, "rc": code, "err": err})
+    body = ("-" if code is None else str(code)).encode("ascii") + b"\n" + err.encode("utf-8")
     return HEADER.pack(len(body)) + body
 
 
@@ -71,8 +90,12 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_request(conn: socket.socket) -> Tuple[str, Tuple[str, ...], bytes, Optional[str]]:
-    """(driver, args, xml, config path) of one request; BadRequest if malformed."""
+Request = Tuple[int, str, Tuple[str, ...], bytes, Optional[str]]
+
+
+def read_request(conn: socket.socket) -> Request:
+    """(version, driver, args, xml, config path) of one request; BadRequest
+    if malformed."""
     (size,) = HEADER.unpack(_recv_exact(conn, HEADER.size))
     if size > MAX_REQUEST:
         raise BadRequest("request of %d bytes is over the limit of %d" % (size, MAX_REQUEST))
@@ -80,22 +103,22 @@ def read_request(conn: socket.socket) -> Tuple[str, Tuple[str, ...], bytes, Opti
         message = json.loads(_recv_exact(conn, size).decode("utf-8"))
     except ValueError as err:
         raise BadRequest("request is not JSON: %s" % err) from None
-    if not isinstance(message, dict) or message.get("v") != VERSION:
-        raise BadRequest("protocol version %r is not %d"
-                         % (message.get("v") if isinstance(message, dict) else None, VERSION))
+    version = message.get("v") if isinstance(message, dict) else None
+    if type(version) is not int or version not in VERSIONS:
+        raise BadRequest("protocol version %r is not one of %s" % (version, VERSIONS))
     driver, args = message.get("driver"), message.get("args")
     xml, config = message.get("xml"), message.get("config")
     if driver not in ("qemu", "network"):
-        raise BadRequest("driver %r is not qemu or network" % (driver,))
+        raise BadRequest("driver %r is not qemu or network" % (driver,), version)
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-        raise BadRequest("args must be a list of strings")
+        raise BadRequest("args must be a list of strings", version)
     if not isinstance(xml, str) or not (config is None or isinstance(config, str)):
-        raise BadRequest("xml must be a string, config a string or null")
+        raise BadRequest("xml must be a string, config a string or null", version)
     try:
         data = xml.encode("latin-1")
     except UnicodeEncodeError:
-        raise BadRequest("xml is not latin-1 text (the hook's bytes)") from None
-    return driver, tuple(args), data, config
+        raise BadRequest("xml is not latin-1 text (the hook's bytes)", version) from None
+    return version, driver, tuple(args), data, config
 
 
 def _hook_handler(default_config: Optional[str]) -> Handler:
@@ -208,7 +231,7 @@ class HookServer:
                 request = read_request(conn)
             except (BadRequest, OSError, struct.error) as err:
                 log.warning("agent: hook request refused: %s", err)
-                self._reply(conn, {"v": VERSION, "rc": None, "err": str(err)})
+                self._reply(conn, encode_reply(getattr(err, "version", 1), None, str(err)))
                 continue
             self._queue.put((conn, request))
 
@@ -223,7 +246,7 @@ class HookServer:
             item = self._queue.get()
             if item is None:
                 break
-            conn, (driver, args, xml, config) = item
+            conn, (version, driver, args, xml, config) = item
             started = time.monotonic()
             try:
                 code, err = self.handler(driver, args, xml, config)
@@ -233,7 +256,7 @@ class HookServer:
             self.served += 1
             log.info("agent: served hook %s %s: exit %s in %.0f ms", driver, " ".join(args[:3]),
                      code, (time.monotonic() - started) * 1000)
-            self._reply(conn, {"v": VERSION, "rc": code, "err": err})
+            self._reply(conn, encode_reply(version, code, err))
         # Stopping: connections still queued get no reply; their hooks do the work.
         while True:
             try:
@@ -244,9 +267,9 @@ class HookServer:
                 item[0].close()
 
     @staticmethod
-    def _reply(conn: socket.socket, message: Dict[str, Any]) -> None:
+    def _reply(conn: socket.socket, reply: bytes) -> None:
         try:
-            conn.sendall(encode(message))
+            conn.sendall(reply)
         except OSError as err:  # the hook gave up (timeout, killed): it re-plans itself
             log.warning("agent: could not reply to a hook (%s)", err)
         finally:
