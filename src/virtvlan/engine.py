@@ -110,16 +110,17 @@ def _finish_creations(snap: Snapshot) -> Optional[Snapshot]:
     marks, drop = unfinished(pending, snap)
     for name in drop:
         state.intended(name)
-    if not marks:
+    finish = Plan(marks)
+    if not finish:
         return snap
-    if _must_import_first(Plan(marks), False):
+    if _must_import_first(finish, False):
         return None
     from . import apply
 
     for mark in marks:
         log.warning("%s: created by an interrupted virt-vlan run; marking it as virt-vlan's",
                     mark.name)
-    return apply.apply(Plan(marks), before=snap)
+    return apply.apply(finish, before=snap)
 
 
 def _read(dry_run: bool) -> Optional[Snapshot]:

@@ -440,8 +440,8 @@ def setup_logging(verbose: bool = False) -> None:
 def main(uri: Optional[str], config_path: Optional[str], verbose: bool = False) -> int:
     """Entry of `virt-vlan agent`: runs until SIGTERM/SIGINT, exit 0."""
     setup_logging(verbose)
-    # Opt-in for now: an agent killed in the middle of a served change can
-    # leave a device created but not yet marked as virt-vlan's (README, Agent).
+    # Served unless switched off: a change cut short by a killed agent is
+    # finished by the next run (state.py's creation intents).
     agent = Agent(uri, config_path, serve_hooks=os.environ.get(SERVE_HOOKS_ENV, "1") != "0")
 
     def _on_signal(signum: int, _frame: object) -> None:
