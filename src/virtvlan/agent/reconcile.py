@@ -104,7 +104,9 @@ def present(desired: Desired, snap: Snapshot,
             ) -> Tuple[Want, ...]:
     """The wants of `desired` that may be wired on `snap` now.
 
-    Domain: each want whose tap exists with the guest's MAC. Network: its
+    Domain: each want whose tap exists with the guest's MAC; with `config`,
+    also an access want whose tap carries another MAC but is a port of the
+    want's own access bridge already (see _ours_by_place). Network: its
     want while its bridge is reserved (`reserved`, read under the host lock;
     `config` names the bridge). A Desired with an error wires nothing.
     """
@@ -118,9 +120,29 @@ def present(desired: Desired, snap: Snapshot,
     out = []
     for want, mac in zip(desired.wants, desired.macs):
         link = snap.get(want.port) if want.port else None
-        if link is not None and link.mac in tap_macs(mac):
+        if link is not None and (link.mac in tap_macs(mac)
+                                 or _ours_by_place(want, link.master, config)):
             out.append(want)
     return tuple(out)
+
+
+def _ours_by_place(want: Want, master: Optional[str], config: Optional[Config]) -> bool:
+    """An access want whose tap is a port of its access bridge already.
+
+    The tap's MAC is not a reliable mark: libvirt sets fe:<guest MAC> after
+    creating the tap, and udev's MACAddressPolicy (99-default.link) may
+    give the new tap an address of its own after that (seen in the e2e
+    VM, about one start in ten). A reused tap name in this bridge was put
+    there by its own guest's hook for the same VLAN, so healing the
+    bridge's feed cannot move or re-VLAN anyone's tap. Trunk wants keep
+    the MAC rule: one trunk bridge serves guests with different VLAN lists.
+    """
+    if want.mode != ACCESS or master is None or config is None:
+        return False
+    try:
+        return master in engine.target_bridges([want], config)
+    except VirtVlanError:  # the config changed under the cache
+        return False
 
 
 def needed_names(want: Want, config: Config) -> FrozenSet[str]:
@@ -196,8 +218,9 @@ def wire(desired: Desired, config: Config, why: str,
         keep = not_held(keep, held, config)
         for want in wants_:
             if want not in keep and not desired.is_network:
-                log.debug("%s: tap %s is gone or belongs to another guest; skipped",
-                          want.who, want.port)
+                # Info, not debug: a skipped want is a device left unhealed.
+                log.info("%s: tap %s is gone, or carries neither the guest's MAC nor a "
+                         "place on its bridge; not wired by the agent", want.who, want.port)
         return keep
 
     try:
