@@ -103,3 +103,24 @@ def test_refused_metadata_is_cached_as_an_error_and_the_agent_carries_on(agent, 
     wait(lambda: "domain-" + UUID in agent.domains, "the guest in the cache")
     assert "VLAN 9 not allowed on uplink eth0" in agent.domains["domain-" + UUID].error
     assert agent._connection() is not None
+
+
+def test_verbose_logging_leaves_out_pyroute2s_message_dumps(monkeypatch):
+    import logging
+
+    from virtvlan.agent import service
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logging.getLogger("pyroute2").level)
+    try:
+        service.setup_logging(verbose=True)
+        assert root.getEffectiveLevel() == logging.DEBUG
+        assert logging.getLogger("virtvlan.engine").isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("pyroute2.netlink.core").isEnabledFor(logging.DEBUG)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        logging.getLogger("pyroute2").setLevel(saved[2])

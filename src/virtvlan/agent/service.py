@@ -424,6 +424,9 @@ def setup_logging(verbose: bool = False) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # pyroute2 logs every netlink message at debug: pages per change, and
+    # slow (it formats each message), with nothing an admin acts on.
+    logging.getLogger("pyroute2").setLevel(logging.INFO)
     handlers: List[logging.Handler] = []
     if os.path.exists("/dev/log"):
         handlers.append(_Syslog())
