@@ -19,6 +19,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
 
 from . import nics
@@ -199,16 +200,19 @@ def _build_live(config: Config, xml: bytes, why: str) -> Tuple[Domain, Tuple[Wan
     return domain, wanted
 
 
-def _move_live(guest, config: Config, xml: bytes, macs: Sequence[str], why: str) -> None:  # type: ignore[no-untyped-def]
-    """Steps 2-4 of a live change, once _build_live made the bridges:
+def _move_live(guest, config: Config, xml: bytes, macs: Sequence[str], why: str,  # type: ignore[no-untyped-def]
+               then: Callable[[], None] = lambda: None) -> None:
+    """Steps 2-5 of a live change, once _build_live made the bridges:
 
     2. libvirt moves each tap of `macs` through the device-update API (so
        the live XML says where the tap is; libvirt adds a port with an ioctl
        that fails on a tap that is already a port elsewhere, so it goes
        before the engine);
-    3. the engine wires every tap as the `start` hook does (moving any tap
+    3. `then()`: the caller's libvirt write that must follow the move (the
+       live metadata of `set`);
+    4. the engine wires every tap as the `start` hook does (moving any tap
        libvirt did not, MTU, link up);
-    4. cleanup: what the old VLANs no longer need goes.
+    5. cleanup: what the old VLANs no longer need goes.
     """
     from . import engine, virt
 
@@ -220,9 +224,10 @@ def _move_live(guest, config: Config, xml: bytes, macs: Sequence[str], why: str)
         try:
             _point_source(guest, xml, spec.mac, bridge, virt.AFFECT_LIVE)
         except virt.LibvirtError as err:
-            # The engine moves the tap in step 3 anyway; say the XML lags.
+            # The engine moves the tap in step 4 anyway; say the XML lags.
             log.warning("%s; the tap is moved to %s all the same, the live XML still names "
                         "the old bridge", err, bridge)
+    then()
     engine.wire(wants(domain, config), config, why=why, reserve_key=_key(domain))
     engine.release(config, why=why)
 
@@ -281,16 +286,15 @@ def cmd_set(args: argparse.Namespace) -> int:
                 guest.set_metadata(nics.render_specs(specs), _flag(definition))
                 _point_source(guest, definition.xml, mac, bridge, _flag(definition))
                 continue
-            before = guest.metadata(virt.AFFECT_LIVE)
-            guest.set_metadata(nics.render_specs(specs), virt.AFFECT_LIVE)
-            try:
-                _build_live(config, new_xml, why="set %s" % who)
-            except VirtVlanError:
-                # Nothing changed on the host (refused, or rolled back): put
-                # the metadata back so that libvirt and the host agree.
-                guest.set_metadata(before, virt.AFFECT_LIVE)
-                raise
-            _move_live(guest, config, new_xml, [mac], why="set %s" % who)
+            # The live metadata goes in after libvirt moved the tap: a running
+            # agent acts on libvirt's metadata-change event at once and moves
+            # the tap itself, and libvirt's device update then fails on a tap
+            # that is already a port of the new bridge, leaving the live XML
+            # on the old one. A refused build changes nothing anywhere.
+            _build_live(config, new_xml, why="set %s" % who)
+            _move_live(guest, config, new_xml, [mac], why="set %s" % who,
+                       then=partial(guest.set_metadata, nics.render_specs(specs),
+                                    virt.AFFECT_LIVE))
     print("%s: %s VLAN %s on uplink %s -> bridge %s (%s)"
           % (who, spec.mode, format_vlan_list(spec.vlans), uplink, bridge,
              " and ".join(d.what for d in defs)))

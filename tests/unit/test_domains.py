@@ -203,6 +203,36 @@ def test_live_is_checked_with_the_tap_before_anything_is_written(conn, conf, cap
         assert metadata(conn, "test", libvirt.VIR_DOMAIN_AFFECT_CONFIG) is None
 
 
+def test_set_live_writes_the_live_metadata_after_libvirt_moved_the_tap(conn, conf, monkeypatch):
+    # A running agent acts on libvirt's metadata-change event at once and
+    # moves the tap itself; libvirt's device update of <source bridge> then
+    # fails on a tap already on the new bridge. So: bridges, then the device
+    # update, then the live metadata, then the taps and the cleanup.
+    from virtvlan import domains, engine, virt
+
+    calls = []
+    real_snapshot = rtnl.read_snapshot
+    monkeypatch.setattr(rtnl, "read_snapshot", lambda *a, **k: real_snapshot(*a, **k).with_link(
+        Link("testnet0", kind="tun")))
+    monkeypatch.setattr(engine, "wire", lambda wants, config, why, **k: calls.append(
+        ("wire", tuple(w.port for w in wants))))
+    monkeypatch.setattr(engine, "release", lambda config, why, **k: calls.append(("release",)))
+    monkeypatch.setattr(domains, "_point_source", lambda guest, xml, mac, bridge, flags: calls.append(
+        ("point-source", mac, bridge, flags)))
+    real_set = virt.Guest.set_metadata
+
+    def set_metadata(self, element, flags):  # type: ignore[no-untyped-def]
+        calls.append(("metadata", flags))
+        return real_set(self, element, flags)
+    monkeypatch.setattr(virt.Guest, "set_metadata", set_metadata)
+
+    assert vv(conf, "set", "test", "--mac", TEST_MAC, "--access", "5", "--live") == 0
+    assert calls == [("wire", (None,)), ("point-source", TEST_MAC, "br05", virt.AFFECT_LIVE),
+                     ("metadata", virt.AFFECT_LIVE), ("wire", ("testnet0",)), ("release",)]
+    assert entries(conn, "test", libvirt.VIR_DOMAIN_AFFECT_LIVE) == [
+        {"mac": TEST_MAC, "mode": "access", "vlan": "5"}]
+
+
 def test_clear_config_keeps_the_live_entry(conn, conf):
     dom = conn.lookupByName("test")
     element = "<vlan><interface mac='%s' mode='access' vlan='5'/></vlan>" % TEST_MAC
