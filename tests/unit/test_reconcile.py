@@ -185,6 +185,26 @@ def test_a_trunk_tap_with_a_foreign_mac_is_skipped_even_on_its_bridge(mixed_conf
                              frozenset(), mixed_config) == desired.wants
 
 
+def test_the_heal_path_moves_no_tap_off_another_bridge(mixed_config):
+    # `virt-vlan set --live` has libvirt move vnet0 to br07 before the agent
+    # sees the new metadata: a heal from the cache (VLAN 5) must not pull
+    # it back. A tap on no bridge (its bridge deleted) is still healed.
+    snap = host(Link("br05", kind="bridge"), Link("br07", kind="bridge"),
+                Link("vnet0", kind="tun", mac=TAP1_MAC, master="br07"),
+                Link("vnet1", kind="tun", mac=TAP2_MAC))
+    desired = _desired(mixed_config)
+    healed = reconcile.present(desired, snap, frozenset(), mixed_config, move_taps=False)
+    assert [w.port for w in healed] == ["vnet1"]
+    # A full reconcile (libvirt re-read) moves it.
+    assert [w.port for w in reconcile.present(desired, snap, frozenset(), mixed_config)] == [
+        "vnet0", "vnet1"]
+    # On its own bridge already: healed as usual.
+    home = host(Link("br05", kind="bridge"),
+                Link("vnet0", kind="tun", mac=TAP1_MAC, master="br05"))
+    assert [w.port for w in reconcile.present(desired, home, frozenset(), mixed_config,
+                                              move_taps=False)] == ["vnet0"]
+
+
 def test_an_entry_with_an_error_wires_nothing(mixed_config):
     snap = host(Link("vnet0", kind="tun", mac=TAP1_MAC))
     broken = Desired(key="domain-x", who="domain x", wants=_desired(mixed_config).wants,

@@ -100,15 +100,17 @@ def tap_macs(guest_mac: str) -> FrozenSet[str]:
 
 
 def present(desired: Desired, snap: Snapshot,
-            reserved: FrozenSet[str] = frozenset(), config: Optional[Config] = None
-            ) -> Tuple[Want, ...]:
+            reserved: FrozenSet[str] = frozenset(), config: Optional[Config] = None,
+            move_taps: bool = True) -> Tuple[Want, ...]:
     """The wants of `desired` that may be wired on `snap` now.
 
     Domain: each want whose tap exists with the guest's MAC; with `config`,
     also an access want whose tap carries another MAC but is a port of the
-    want's own access bridge already (see _ours_by_place). Network: its
-    want while its bridge is reserved (`reserved`, read under the host lock;
-    `config` names the bridge). A Desired with an error wires nothing.
+    want's own access bridge already (see _ours_by_place). Without
+    `move_taps` (and with `config`), not a want whose tap is a port of
+    another bridge (see _moved_away). Network: its want while its bridge is
+    reserved (`reserved`, read under the host lock; `config` names the
+    bridge). A Desired with an error wires nothing.
     """
     if desired.error:
         return ()
@@ -122,8 +124,27 @@ def present(desired: Desired, snap: Snapshot,
         link = snap.get(want.port) if want.port else None
         if link is not None and (link.mac in tap_macs(mac)
                                  or _ours_by_place(want, link.master, config)):
-            out.append(want)
+            if move_taps or not _moved_away(want, link.master, config):
+                out.append(want)
     return tuple(out)
+
+
+def _moved_away(want: Want, master: Optional[str], config: Optional[Config]) -> bool:
+    """The want's tap is a port of a bridge other than the want's own.
+
+    The heal path wires from the agent's cache, which lags libvirt: during
+    `virt-vlan set --live` libvirt moves the tap to the new VLAN's bridge
+    before the agent has seen the new metadata, and a heal that moved it
+    back would undo the change. A tap on another bridge was put there by
+    libvirt, the CLI or the admin; the next full reconcile, which re-reads
+    libvirt, decides. A tap on no bridge (its bridge was deleted) is healed.
+    """
+    if master is None or config is None:
+        return False
+    try:
+        return master not in engine.target_bridges([want], config)
+    except VirtVlanError:  # the config changed under the cache
+        return True
 
 
 def _ours_by_place(want: Want, master: Optional[str], config: Optional[Config]) -> bool:
@@ -202,9 +223,10 @@ def changes(old: Dict[str, Desired], new: Dict[str, Desired]) -> List[str]:
 
 
 def wire(desired: Desired, config: Config, why: str,
-         held: FrozenSet[str] = frozenset()) -> bool:
+         held: FrozenSet[str] = frozenset(), move_taps: bool = True) -> bool:
     """Make `desired` true on the host (engine.wire under the host lock, with
-    the wants narrowed by `present` against the snapshot read there).
+    the wants narrowed by `present` against the snapshot read there;
+    `move_taps` as there).
 
     Returns False, having logged one line, when the engine refused; never
     raises a VirtVlanError (one guest's problem must not stop the others).
@@ -214,13 +236,15 @@ def wire(desired: Desired, config: Config, why: str,
 
     def select(wants_: Sequence[Want], snap: Snapshot) -> Sequence[Want]:
         reserved = state.reserved() if desired.is_network else frozenset()
-        keep = present(replace(desired, wants=tuple(wants_)), snap, reserved, config)
+        keep = present(replace(desired, wants=tuple(wants_)), snap, reserved, config,
+                       move_taps)
         keep = not_held(keep, held, config)
         for want in wants_:
             if want not in keep and not desired.is_network:
                 # Info, not debug: a skipped want is a device left unhealed.
-                log.info("%s: tap %s is gone, or carries neither the guest's MAC nor a "
-                         "place on its bridge; not wired by the agent", want.who, want.port)
+                log.info("%s: tap %s is gone, carries neither the guest's MAC nor a "
+                         "place on its bridge, or (heal) is a port of another bridge; not "
+                         "wired by the agent now", want.who, want.port)
         return keep
 
     try:
@@ -244,10 +268,10 @@ def cleanup(config: Config, why: str) -> bool:
 
 
 def wire_all(cache: Iterable[Desired], config: Config, why: str,
-             held: FrozenSet[str] = frozenset()) -> int:
+             held: FrozenSet[str] = frozenset(), move_taps: bool = True) -> int:
     """Wire every entry; returns how many the engine refused."""
     failed = 0
     for desired in cache:
-        if not wire(desired, config, why, held):
+        if not wire(desired, config, why, held, move_taps):
             failed += 1
     return failed

@@ -263,8 +263,10 @@ class Agent:
 
     def heal_from_cache(self, config: Config, why: str, entries: List[Desired],
                         held: FrozenSet[str] = frozenset(), cleanup: bool = False) -> None:
-        """Wire `entries` from the cache (no libvirt call): the netlink path."""
-        reconcile.wire_all(entries, config, why, self._held(held))
+        """Wire `entries` from the cache (no libvirt call): the netlink path.
+        It rebuilds devices and re-enslaves taps left on no bridge, but moves
+        no tap off another bridge (reconcile._moved_away)."""
+        reconcile.wire_all(entries, config, why, self._held(held), move_taps=False)
         if cleanup:
             reconcile.cleanup(config, why)
 
