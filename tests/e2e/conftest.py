@@ -13,9 +13,12 @@ by tests/vm/libvirt-up, read by the hooks at each call):
 """
 
 import os
+import signal
+import subprocess
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from pathlib import Path
+from typing import Iterator, Optional
 
 import pytest
 
@@ -59,6 +62,22 @@ def pytest_report_header(config):  # type: ignore[no-untyped-def]
     return "e2e: libvirt-up %s, virt-vlan %s" % (env.LIBVIRT_UP, env.VIRT_VLAN)
 
 
+def pytest_configure(config):  # type: ignore[no-untyped-def]
+    config.addinivalue_line(
+        "markers", "hooks_alone: no shared agent runs during the test (it starts its own "
+        "agent, or proves what the hooks do without one)")
+
+
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    """Within each file, the hooks_alone tests first: the shared agent then
+    starts at most once per file (an agent start costs about 20 s under TCG)."""
+    order = {}
+    for item in items:
+        order.setdefault(item.fspath, len(order))
+    items.sort(key=lambda item: (order[item.fspath],
+                                 item.get_closest_marker("hooks_alone") is None))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _in_vm() -> None:
     if os.environ.get("VIRT_VLAN_IN_VM") != "1" or os.geteuid() != 0:
@@ -85,6 +104,89 @@ def libvirt(_in_vm: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     # Shown with -rA / in the junit report: how long the daemon took to come up.
     print("tests/vm/libvirt-up took %.0fs:\n%s" % (took, proc.stderr.strip()))
     yield Libvirt(started_in=took)
+
+
+# --- one agent shared by the tests that do not run their own ------------------------------
+
+AGENT_SOCKET = Path("/run/virt-vlan/agent.sock")
+AGENT_READY_TIMEOUT = 900  # TCG: importing libvirt-python + pyroute2 + first reconcile
+
+
+class SharedAgent:
+    """`virt-vlan agent -c qemu:///system`, as the package's unit runs it on a
+    real host: it serves the hooks, so their calls skip a pyroute2 import
+    each (tens of seconds under TCG). Started and stopped on demand."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.proc: Optional[subprocess.Popen] = None
+
+    def text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        done_before = self.text().count("agent: reconcile done")
+        with open(self.log, "a") as out:
+            environ = dict(os.environ)
+            environ.pop("NOTIFY_SOCKET", None)
+            self.proc = subprocess.Popen([str(env.VIRT_VLAN), "agent", "-c", env.URI],
+                                         stdout=subprocess.DEVNULL, stderr=out, env=environ)
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                pytest.fail("the shared agent exited %s:\n%s"
+                            % (self.proc.returncode, self.text()[-3000:]), pytrace=False)
+            # Its first full reconcile is done and the hooks' socket is up.
+            return (self.text().count("agent: reconcile done") > done_before
+                    and AGENT_SOCKET.exists())
+        env.wait_for(ready, AGENT_READY_TIMEOUT, "the shared agent's first reconcile",
+                     interval=0.5)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail("the shared agent did not stop within 120 s of SIGTERM:\n%s"
+                        % self.text()[-3000:], pytrace=False)
+        if self.proc.returncode != 0:
+            pytest.fail("the shared agent exited %s on SIGTERM:\n%s"
+                        % (self.proc.returncode, self.text()[-3000:]), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def shared_agent(libvirt: Libvirt, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[SharedAgent]:
+    agent = SharedAgent(tmp_path_factory.mktemp("shared-agent") / "agent.log")
+    try:
+        yield agent
+    finally:
+        agent.stop()
+
+
+@pytest.fixture(autouse=True)
+def _agent_as_marked(request: pytest.FixtureRequest, shared_agent: SharedAgent
+                     ) -> Iterator[None]:
+    """The shared agent runs during each test unless it is marked hooks_alone.
+    Its log lines from the test are printed at teardown (shown on failure)."""
+    alone = request.node.get_closest_marker("hooks_alone") is not None
+    if alone:
+        shared_agent.stop()
+    else:
+        shared_agent.start()
+    offset = len(shared_agent.text())
+    yield
+    if not alone:
+        print("--- shared agent log during the test ---\n%s" % shared_agent.text()[offset:])
 
 
 @pytest.fixture

@@ -39,6 +39,8 @@ ETH_P_ALL = 0x0003
 SOL_PACKET, PACKET_AUXDATA = 263, 8
 TP_STATUS_VLAN_VALID = 0x10
 AGENT_TIMEOUT = 600  # seconds: a Python start under TCG with the machine shared
+# Each test starts its own agent: the shared one (conftest.py) stays down.
+pytestmark = pytest.mark.hooks_alone
 
 
 # --- the agent process ----------------------------------------------------------------------

@@ -29,6 +29,8 @@ STANDIN_NS = "standin"
 SWITCH_IP = {5: "10.5.0.1", 7: "10.7.0.1"}
 STANDIN_IP = {5: "10.5.0.2", 7: "10.7.0.2"}
 READY_TIMEOUT = 900  # TCG: importing libvirt-python + pyroute2 + first reconcile
+# Each test starts its own agent: the shared one (conftest.py) stays down.
+pytestmark = pytest.mark.hooks_alone
 
 
 # --- the agent as a background process ---------------------------------------------------
