@@ -13,7 +13,6 @@ by tests/vm/libvirt-up, read by the hooks at each call):
 """
 
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -150,12 +149,7 @@ class SharedAgent:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if not env.terminate(self.proc):
             pytest.fail("the shared agent did not stop within 120 s of SIGTERM:\n%s"
                         % self.text()[-3000:], pytrace=False)
         if self.proc.returncode != 0:

@@ -52,6 +52,20 @@ def run(args: Sequence[str], check: bool = True, timeout: float = 120,
     return proc
 
 
+def terminate(proc: subprocess.Popen, timeout: float = 120) -> bool:
+    """SIGTERM `proc` and reap it; False if it had to be killed after `timeout`."""
+    if proc.poll() is not None:
+        return True
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
 def virsh(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     return run(["virsh", "-q", "-c", URI, *args], check=check, timeout=timeout)
 
