@@ -19,7 +19,6 @@ import logging
 import random
 import time
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
 
 from . import nics
@@ -200,34 +199,32 @@ def _build_live(config: Config, xml: bytes, why: str) -> Tuple[Domain, Tuple[Wan
     return domain, wanted
 
 
-def _move_live(guest, config: Config, xml: bytes, macs: Sequence[str], why: str,  # type: ignore[no-untyped-def]
-               then: Callable[[], None] = lambda: None) -> None:
-    """Steps 2-5 of a live change, once _build_live made the bridges:
+def _point_live(guest, config: Config, xml: bytes, macs: Sequence[str], why: str) -> None:  # type: ignore[no-untyped-def]
+    """Step 2 of a live change, once _build_live made the bridges: libvirt
+    moves each tap of `macs` through the device-update API (so the live XML
+    says where the tap is; libvirt adds a port with an ioctl that fails on a
+    tap that is already a port elsewhere, so it goes before the engine)."""
+    from . import virt
 
-    2. libvirt moves each tap of `macs` through the device-update API (so
-       the live XML says where the tap is; libvirt adds a port with an ioctl
-       that fails on a tap that is already a port elsewhere, so it goes
-       before the engine);
-    3. `then()`: the caller's libvirt write that must follow the move (the
-       live metadata of `set`);
-    4. the engine wires every tap as the `start` hook does (moving any tap
-       libvirt did not, MTU, link up);
-    5. cleanup: what the old VLANs no longer need goes.
-    """
-    from . import engine, virt
-
-    domain = parse_domain(xml)
-    for spec in domain.specs:
+    for spec in parse_domain(xml).specs:
         if spec.mac not in macs:
             continue
         _, bridge = nics.target_bridge(spec, config, why)
         try:
             _point_source(guest, xml, spec.mac, bridge, virt.AFFECT_LIVE)
         except virt.LibvirtError as err:
-            # The engine moves the tap in step 4 anyway; say the XML lags.
+            # _wire_live moves the tap anyway; say the XML lags.
             log.warning("%s; the tap is moved to %s all the same, the live XML still names "
                         "the old bridge", err, bridge)
-    then()
+
+
+def _wire_live(config: Config, xml: bytes, why: str) -> None:
+    """The last steps of a live change: the engine wires every tap as the
+    `start` hook does (moving any tap libvirt did not, MTU, link up), then
+    what the old VLANs no longer need goes."""
+    from . import engine
+
+    domain = parse_domain(xml)
     engine.wire(wants(domain, config), config, why=why, reserve_key=_key(domain))
     engine.release(config, why=why)
 
@@ -292,9 +289,9 @@ def cmd_set(args: argparse.Namespace) -> int:
             # that is already a port of the new bridge, leaving the live XML
             # on the old one. A refused build changes nothing anywhere.
             _build_live(config, new_xml, why="set %s" % who)
-            _move_live(guest, config, new_xml, [mac], why="set %s" % who,
-                       then=partial(guest.set_metadata, nics.render_specs(specs),
-                                    virt.AFFECT_LIVE))
+            _point_live(guest, config, new_xml, [mac], why="set %s" % who)
+            guest.set_metadata(nics.render_specs(specs), virt.AFFECT_LIVE)
+            _wire_live(config, new_xml, why="set %s" % who)
     print("%s: %s VLAN %s on uplink %s -> bridge %s (%s)"
           % (who, spec.mode, format_vlan_list(spec.vlans), uplink, bridge,
              " and ".join(d.what for d in defs)))

@@ -139,12 +139,16 @@ def _moved_away(want: Want, master: Optional[str], config: Optional[Config]) -> 
     libvirt, the CLI or the admin; the next full reconcile, which re-reads
     libvirt, decides. A tap on no bridge (its bridge was deleted) is healed.
     """
-    if master is None or config is None:
-        return False
+    return master is not None and config is not None and master != _own_bridge(want, config)
+
+
+def _own_bridge(want: Want, config: Config) -> Optional[str]:
+    """The bridge the want's tap joins; None once the config no longer has it."""
     try:
-        return master not in engine.target_bridges([want], config)
+        (bridge,) = engine.target_bridges([want], config)
     except VirtVlanError:  # the config changed under the cache
-        return True
+        return None
+    return bridge
 
 
 def _ours_by_place(want: Want, master: Optional[str], config: Optional[Config]) -> bool:
@@ -158,12 +162,8 @@ def _ours_by_place(want: Want, master: Optional[str], config: Optional[Config]) 
     bridge's feed cannot move or re-VLAN anyone's tap. Trunk wants keep
     the MAC rule: one trunk bridge serves guests with different VLAN lists.
     """
-    if want.mode != ACCESS or master is None or config is None:
-        return False
-    try:
-        return master in engine.target_bridges([want], config)
-    except VirtVlanError:  # the config changed under the cache
-        return False
+    return (want.mode == ACCESS and master is not None and config is not None
+            and master == _own_bridge(want, config))
 
 
 def needed_names(want: Want, config: Config) -> FrozenSet[str]:
