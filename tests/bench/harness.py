@@ -339,7 +339,7 @@ def install_hook(work: str) -> str:
     """The drop-in installed as `virt-vlan install-hooks` does; its path."""
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, os.path.join(here, "..", "..", "src"))
-    from virtvlan import install
+    from virtvlan.cli import install
 
     install.install(os.path.join(work, "hooks"), apparmor_dir=os.path.join(work, "aa"))
     return os.path.join(work, "hooks", "qemu.d", "virt-vlan")

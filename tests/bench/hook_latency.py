@@ -106,7 +106,7 @@ def main() -> int:
         raise SystemExit("bench: needs root and 802.1Q (run it with `make bench`)")
 
     sys.path.insert(0, os.path.join(HERE, "..", "..", "src"))
-    from virtvlan import install
+    from virtvlan.cli import install
 
     work = tempfile.mkdtemp(prefix="vv-bench-")
     try:

@@ -116,7 +116,7 @@ def populate(bridges: int, taps: int) -> List[str]:
 def snapshot_s(netns: Optional[str]) -> float:
     """Seconds of one rtnl.read_snapshot(): the read every tagged hook call
     makes under the lock."""
-    from virtvlan import rtnl
+    from virtvlan.host import rtnl
 
     start = time.perf_counter()
     rtnl.read_snapshot(netns)

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from virtvlan import actions as act
-from virtvlan.apply import FAIL_AT_ENV, apply, read_snapshot
+from virtvlan.plan import actions as act
+from virtvlan.apply.executor import FAIL_AT_ENV, apply, read_snapshot
 from virtvlan.errors import ApplyError, LockTimeout
-from virtvlan.lock import host_lock
+from virtvlan.host.lock import host_lock
 from virtvlan.model import MANAGED_ALIAS, Address, Route
 
 HOST4, GW4 = "10.99.1.2", "10.99.1.1"
@@ -358,7 +358,7 @@ def test_move_addresses_rolls_back(netns, netns2, monkeypatch):
 
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from virtvlan.lock import host_lock
+    from virtvlan.host.lock import host_lock
     with host_lock(5, sys.argv[1]):
         print("locked", flush=True)
         time.sleep(60)

@@ -48,9 +48,9 @@ BASE = {"eth0": entries([10], pvid=1), "br0": entries([10], pvid=1)}
 def _preload():
     """Import what forked virt-vlan runs need once, before the first test."""
     if os.environ.get("VIRT_VLAN_IN_VM") == "1":
-        import virtvlan.apply  # noqa: F401
-        import virtvlan.cli  # noqa: F401
-        import virtvlan.engine  # noqa: F401
+        import virtvlan.apply.executor  # noqa: F401
+        import virtvlan.cli.main  # noqa: F401
+        import virtvlan.apply.engine  # noqa: F401
 
 
 @pytest.fixture

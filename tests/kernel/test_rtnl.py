@@ -14,7 +14,8 @@ import threading
 
 import pytest
 
-from virtvlan import netlink, rtnl
+from virtvlan.apply import netlink
+from virtvlan.host import rtnl
 from virtvlan.errors import ApplyError
 from virtvlan.model import MANAGED_ALIAS, Address, PortVlans, Route
 

@@ -47,9 +47,9 @@ def _preload():
     its cost (a minute or more on the VM's 9p root) is not billed to a test.
     Outside the VM this does nothing: each test then fails in Lab.build."""
     if os.environ.get("VIRT_VLAN_IN_VM") == "1":
-        import virtvlan.apply  # noqa: F401
-        import virtvlan.cli  # noqa: F401
-        import virtvlan.engine  # noqa: F401
+        import virtvlan.apply.executor  # noqa: F401
+        import virtvlan.cli.main  # noqa: F401
+        import virtvlan.apply.engine  # noqa: F401
 
 
 @pytest.fixture
@@ -310,7 +310,7 @@ def test_run_killed_between_create_and_mark_is_finished_by_the_next(lab, monkeyp
     last unplug removes it again."""
     import signal
 
-    from virtvlan import apply
+    from virtvlan.apply import executor as apply
 
     lab.build()
     g1 = lab.guest("g1", "vnet1", untagged=["10.5.0.10/24"])

@@ -19,7 +19,7 @@ import pytest
 
 from topology import Lab, call_in_netns, reachable
 from topology import ip as lab_ip
-from virtvlan import install
+from virtvlan.cli import install
 
 MAC = "52:54:00:5e:00:01"
 
@@ -98,14 +98,14 @@ def test_agent_serves_a_guest_start_in_its_namespace(lab: Lab, tmp_path: Path) -
 
 
 class _LockProbe:
-    """An import hook: when virtvlan.apply is imported, is the host lock free?"""
+    """An import hook: when virtvlan.apply.executor is imported, is the host lock free?"""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.seen: List[bool] = []
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == "virtvlan.apply":
+        if name == "virtvlan.apply.executor":
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -121,7 +121,7 @@ class _LockProbe:
 def _forget_apply() -> None:
     import virtvlan
 
-    sys.modules.pop("virtvlan.apply", None)
+    sys.modules.pop("virtvlan.apply.executor", None)
     if hasattr(virtvlan, "apply"):
         delattr(virtvlan, "apply")
 
@@ -130,7 +130,7 @@ def _runs_watching_the_import(env: Dict[str, str], conf: str,
                               runs: List[List[str]]) -> List[Tuple[int, List[bool], bool]]:
     """Each `virt-vlan` run with apply.py not loaded before it: (exit code,
     lock free at each import of apply, apply loaded after it)."""
-    from virtvlan import cli
+    from virtvlan.cli import main as cli
 
     os.environ.update(env)
     probe = _LockProbe(env["VIRT_VLAN_LOCK"])
@@ -140,7 +140,7 @@ def _runs_watching_the_import(env: Dict[str, str], conf: str,
         _forget_apply()
         probe.seen = []
         code = cli.main(["--config", conf] + argv)
-        out.append((code, probe.seen, "virtvlan.apply" in sys.modules))
+        out.append((code, probe.seen, "virtvlan.apply.executor" in sys.modules))
     return out
 
 

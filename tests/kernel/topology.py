@@ -260,7 +260,7 @@ class Forked:
                 _setns(netns)
                 os.environ.update(env)
                 sys.argv = ["virt-vlan"] + self.argv
-                from virtvlan import cli
+                from virtvlan.cli import main as cli
                 try:
                     rc = cli.main(self.argv)
                 except SystemExit as stop:  # argparse: usage errors exit 2
@@ -501,9 +501,9 @@ class Lab:
         require_vm()
         # Forked virt-vlan runs inherit these modules: import them once here,
         # not in every child (minutes each on the VM's 9p root under TCG).
-        import virtvlan.apply  # noqa: F401
-        import virtvlan.cli  # noqa: F401
-        import virtvlan.engine  # noqa: F401
+        import virtvlan.apply.executor  # noqa: F401
+        import virtvlan.cli.main  # noqa: F401
+        import virtvlan.apply.engine  # noqa: F401
         self.sw = self.netns("sw")
         self.host = self.netns("host")
         self.sysctl(self.sw, **{"net.ipv4.conf.all.arp_ignore": "1",
@@ -617,7 +617,9 @@ class Lab:
 
 
 def _plan_length(conf: str, port: str, mode: str, vlans: Tuple[int, ...]) -> int:
-    from virtvlan import apply, config, plan
+    from virtvlan.apply import executor as apply
+    from virtvlan.parse import config
+    from virtvlan.plan import planner as plan
     from virtvlan.model import Want
 
     cfg = config.load(conf)
@@ -770,9 +772,9 @@ class FilterLab(Lab):
         a bootstrap plug/unplug of a scratch tap. Either way the host's two
         addresses answer the switch when this returns, and the pings run."""
         require_vm()
-        import virtvlan.apply  # noqa: F401
-        import virtvlan.cli  # noqa: F401
-        import virtvlan.engine  # noqa: F401
+        import virtvlan.apply.executor  # noqa: F401
+        import virtvlan.cli.main  # noqa: F401
+        import virtvlan.apply.engine  # noqa: F401
         self.allowed = allowed
         self.sw = self.netns("sw")
         self.host = self.netns("host")

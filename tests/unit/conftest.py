@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from virtvlan import config
+from virtvlan.parse import config
 
 # Access wiring: eth0 carries VLAN devices eth0.<V>, each feeding br0<V>.
 ACCESS_CONF = """\

@@ -20,7 +20,8 @@ from typing import Callable, Iterator, List
 import pytest
 
 from test_hook_dropin import DROPIN, TAGGED, UNTAGGED, _load_dropin, installed  # noqa: F401
-from virtvlan import hook, install
+from virtvlan.hook import handler as hook
+from virtvlan.cli import install
 from virtvlan.agent import serve
 
 MIGRATE = ["vm1", "migrate", "begin", "-"]

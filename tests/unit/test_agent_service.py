@@ -115,7 +115,7 @@ def test_verbose_logging_leaves_out_pyroute2s_message_dumps(monkeypatch):
     try:
         service.setup_logging(verbose=True)
         assert root.getEffectiveLevel() == logging.DEBUG
-        assert logging.getLogger("virtvlan.engine").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("virtvlan.apply.engine").isEnabledFor(logging.DEBUG)
         assert not logging.getLogger("pyroute2.netlink.core").isEnabledFor(logging.DEBUG)
     finally:
         for handler in list(root.handlers):

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from conftest import ACCESS_CONF, MIXED_CONF, TRUNK_CONF
-from virtvlan import config as config_mod
-from virtvlan.audit import PROBLEM, WARNING, Finding, audit, exit_code, table
-from virtvlan.metadata import Domain, Nic, VlanSpec
+from virtvlan.parse import config as config_mod
+from virtvlan.checks.audit import PROBLEM, WARNING, Finding, audit, exit_code, table
+from virtvlan.parse.metadata import Domain, Nic, VlanSpec
 from virtvlan.model import Link, PortVlans, Snapshot
 
 ACCESS = config_mod.parse(ACCESS_CONF, "/etc/virt-vlan/virt-vlan.conf")
@@ -269,7 +269,7 @@ def host(monkeypatch, tmp_path):
     conf = tmp_path / "vv.conf"
     conf.write_text(ACCESS_CONF)
     state = {"snap": _clean_access()}
-    monkeypatch.setattr("virtvlan.rtnl.read_snapshot", lambda netns=None: state["snap"])
+    monkeypatch.setattr("virtvlan.host.rtnl.read_snapshot", lambda netns=None: state["snap"])
     monkeypatch.setenv("VIRT_VLAN_RUN_DIR", str(tmp_path / "run"))
     state["conf"] = str(conf)
     return state
@@ -280,7 +280,7 @@ def host(monkeypatch, tmp_path):
     ({"stp": True}, 1),
 ])
 def test_check_command_exit_codes_and_json(host, capsys, change, code):
-    from virtvlan.cli import main
+    from virtvlan.cli.main import main
 
     host["snap"] = host["snap"].changed("br05", **change)
     assert main(["--config", host["conf"], "check", "-c", "test:///default", "--json"]) == code
@@ -293,7 +293,7 @@ def test_check_command_exit_codes_and_json(host, capsys, change, code):
 
 
 def test_check_command_problem_exit_2_table(host, capsys):
-    from virtvlan.cli import main
+    from virtvlan.cli.main import main
 
     host["snap"] = host["snap"].with_link(Link("br0", kind="bridge")).changed(
         "eth0", master="br0")
@@ -306,7 +306,7 @@ def test_check_command_problem_exit_2_table(host, capsys):
 def test_check_uri_before_or_after_the_command(host, capsys, tagged_test_domain, where):
     """`virt-vlan -c URI check` (virsh habit) and `virt-vlan check -c URI` both
     reach libvirt: the tagged test domain's tap is found missing (exit 2)."""
-    from virtvlan.cli import main
+    from virtvlan.cli.main import main
 
     uri = ["-c", "test:///default"]
     args = (uri + ["--config", host["conf"], "check", "--json"] if where == "global"
@@ -319,7 +319,7 @@ def test_check_uri_before_or_after_the_command(host, capsys, tagged_test_domain,
 
 
 def test_check_without_libvirt_says_host_checks_only(host, capsys):
-    from virtvlan.cli import main
+    from virtvlan.cli.main import main
 
     code = main(["--config", host["conf"], "check", "-c", "qemu+unix:///system?socket=/nonexistent",
                  "--json"])
@@ -334,7 +334,7 @@ def tagged_test_domain():
     """libvirt's test:///default domain "test" (running, NIC aa:bb:cc:dd:ee:ff on
     tap testnet0) tagged access VLAN 5 through the metadata API. The test
     driver keeps its state while a connection to it is open."""
-    from virtvlan import virt
+    from virtvlan.virt import adapter as virt
 
     conn = virt.connect("test:///default")
     guest = conn.guest("test")
@@ -353,7 +353,7 @@ def tagged_test_domain():
 ])
 def test_check_command_reads_running_tagged_domains(host, capsys, tagged_test_domain, master,
                                                     code, whats):
-    from virtvlan.cli import main
+    from virtvlan.cli.main import main
 
     host["snap"] = Snapshot(tuple(l for l in host["snap"] if l.name != "vnet0") + (
         Link("br07", kind="bridge"), Link("testnet0", kind="tun", master=master)))
@@ -363,7 +363,7 @@ def test_check_command_reads_running_tagged_domains(host, capsys, tagged_test_do
 
 
 def test_check_with_refused_config_is_a_problem(host, capsys, tmp_path):
-    from virtvlan.cli import main
+    from virtvlan.cli.main import main
 
     bad = tmp_path / "bad.conf"
     bad.write_text("[uplink eth0]\nallowed-vlans = 4095\n")
@@ -377,8 +377,8 @@ def test_check_with_refused_config_is_a_problem(host, capsys, tmp_path):
 
 def test_check_running_domain_with_refused_metadata(host, capsys):
     """Metadata the hook refuses (VLAN 4095) on the running test domain."""
-    from virtvlan import virt
-    from virtvlan.cli import main
+    from virtvlan.virt import adapter as virt
+    from virtvlan.cli.main import main
 
     conn = virt.connect("test:///default")
     guest = conn.guest("test")
@@ -395,7 +395,7 @@ def test_check_running_domain_with_refused_metadata(host, capsys):
 
 
 def test_check_help_states_nagios_convention(capsys):
-    from virtvlan.cli import main
+    from virtvlan.cli.main import main
 
     with pytest.raises(SystemExit):
         main(["check", "--help"])
@@ -414,7 +414,7 @@ def test_check_command_reports_the_agents_holds(host, capsys):
     import time
 
     from virtvlan.agent import monitor
-    from virtvlan.cli import main
+    from virtvlan.cli.main import main
 
     # The file as the agent's monitor writes it (one hold in force, one over).
     now = time.time()

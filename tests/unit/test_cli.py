@@ -2,7 +2,7 @@
 
 import pytest
 
-from virtvlan.cli import main
+from virtvlan.cli.main import main
 
 DOMAIN = """<domain type='kvm'><name>vm1</name>
 <devices><interface type='bridge'><mac address='52:54:00:AA:00:01'/>
@@ -79,7 +79,7 @@ def test_check_config_bad_file_names_line(tmp_path, capsys):
 
 
 def test_status_shows_our_bridges_and_adopted_ones_only(capsys, monkeypatch):
-    from virtvlan import rtnl
+    from virtvlan.host import rtnl
     from virtvlan.model import Link, Snapshot
 
     snap = Snapshot(links=(
@@ -100,7 +100,7 @@ def test_status_shows_our_bridges_and_adopted_ones_only(capsys, monkeypatch):
 
 
 def test_status_without_our_bridges_says_how_they_are_marked(capsys, monkeypatch):
-    from virtvlan import rtnl
+    from virtvlan.host import rtnl
     from virtvlan.model import Link, Snapshot
 
     snap = Snapshot(links=(Link("virbr0", "bridge", 3), Link("vnet9", "tun", 4, master="virbr0")))
@@ -124,7 +124,7 @@ def trunk_conf(tmp_path, monkeypatch):
 
 
 def _host(monkeypatch, *links):
-    from virtvlan import rtnl
+    from virtvlan.host import rtnl
     from virtvlan.model import Snapshot
 
     snap = Snapshot(links=links)

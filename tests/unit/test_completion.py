@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from virtvlan.cli import build_parser, main
-from virtvlan.completion import SHIPPED, script
+from virtvlan.cli.main import build_parser, main
+from virtvlan.cli.completion import SHIPPED, script
 
 BASH = shutil.which("bash")
 

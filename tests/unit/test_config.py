@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from virtvlan import config
+from virtvlan.parse import config
 from virtvlan.errors import InputError
 
 KNOWN_UPLINK_KEYS = ("access-bridge, access-feed, allowed-vlans, device, host-vlans, "

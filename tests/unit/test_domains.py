@@ -25,10 +25,11 @@ import libvirt
 import pytest
 from lxml import etree
 
-from virtvlan import config as config_mod
-from virtvlan import nics, rtnl
-from virtvlan.cli import main
-from virtvlan.metadata import VlanSpec, parse_domain
+from virtvlan.parse import config as config_mod
+from virtvlan.cli import nics
+from virtvlan.host import rtnl
+from virtvlan.cli.main import main
+from virtvlan.parse.metadata import VlanSpec, parse_domain
 from virtvlan.model import Link, Snapshot
 
 URI = "test:///default"
@@ -208,7 +209,9 @@ def test_set_live_writes_the_live_metadata_after_libvirt_moved_the_tap(conn, con
     # moves the tap itself; libvirt's device update of <source bridge> then
     # fails on a tap already on the new bridge. So: bridges, then the device
     # update, then the live metadata, then the taps and the cleanup.
-    from virtvlan import domains, engine, virt
+    from virtvlan.cli import domains
+    from virtvlan.apply import engine
+    from virtvlan.virt import adapter as virt
 
     calls = []
     real_snapshot = rtnl.read_snapshot
@@ -463,7 +466,7 @@ def test_the_hook_drop_in_never_imports_libvirt(tmp_path, conf):
     # plan against this host (migrate: plan only, nothing is changed).
     hooks = tmp_path / "hooks"
     hooks.mkdir()
-    (hooks / "qemu").write_bytes((SRC / "virtvlan" / "dropin.py").read_bytes())
+    (hooks / "qemu").write_bytes((SRC / "virtvlan" / "hook" / "dropin.py").read_bytes())
     env = dict(os.environ, VIRT_VLAN_CONFIG=conf, PYTHONPATH=str(SRC))
     proc = subprocess.run([sys.executable, "-c", PROBE, str(hooks / "qemu")], input=TAGGED.encode(),
                           capture_output=True, env=env, timeout=120)
@@ -471,17 +474,17 @@ def test_the_hook_drop_in_never_imports_libvirt(tmp_path, conf):
     result = json.loads(proc.stdout.decode().splitlines()[-1])
     assert result["rc"] == 0, proc.stderr.decode()
     modules = set(result["modules"])
-    assert {"virtvlan.hook", "virtvlan.engine", "virtvlan.plan", "virtvlan.metadata"} <= modules
+    assert {"virtvlan.hook.handler", "virtvlan.apply.engine", "virtvlan.plan.planner", "virtvlan.parse.metadata"} <= modules
     assert not {m for m in modules if m.split(".")[0] in ("libvirt", "libvirtmod", "libvirtaio")}
-    assert "virtvlan.virt" not in modules
+    assert "virtvlan.virt.adapter" not in modules
 
 
 def test_no_hook_path_module_imports_libvirt():
     code = ("import sys\n"
-            "import virtvlan.dropin, virtvlan.hook, virtvlan.engine, virtvlan.plan, "
-            "virtvlan.apply, virtvlan.netlink, virtvlan.rtnl, virtvlan.metadata, "
-            "virtvlan.config, virtvlan.state, virtvlan.lock, virtvlan.actions, virtvlan.model\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('libvirt', 'virtvlan.virt'))))")
+            "import virtvlan.hook.dropin, virtvlan.hook.handler, virtvlan.apply.engine, virtvlan.plan.planner, "
+            "virtvlan.apply.executor, virtvlan.apply.netlink, virtvlan.host.rtnl, virtvlan.parse.metadata, "
+            "virtvlan.parse.config, virtvlan.host.state, virtvlan.host.lock, virtvlan.plan.actions, virtvlan.model\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('libvirt', 'virtvlan.virt.adapter'))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(SRC)))
     assert proc.returncode == 0, proc.stderr.decode()

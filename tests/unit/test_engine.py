@@ -3,8 +3,8 @@ as ours) and which are dropped with the device left alone."""
 
 import logging
 
-from virtvlan.actions import MarkManaged
-from virtvlan.engine import unfinished
+from virtvlan.plan.actions import MarkManaged
+from virtvlan.apply.engine import unfinished
 from virtvlan.model import MANAGED_ALIAS, Link, Snapshot
 
 
@@ -41,3 +41,23 @@ def test_mark_renders_and_simulates():
         "ip link set dev br05 alias %s" % MANAGED_ALIAS,)
     assert len(MarkManaged("br05").render()) == 2  # plus addrgen off
     assert MarkManaged("br05").simulate(snap).get("br05").managed
+
+
+def test_a_plan_to_apply_waits_for_the_executor_module_by_its_real_name(monkeypatch):
+    # The engine lets go of the lock to import the executor (pyroute2) when a
+    # run has work and it is not loaded yet; the name it looks for in
+    # sys.modules must be the executor's own, or every run imports under the lock.
+    import importlib
+    import sys
+
+    from virtvlan.apply import engine
+    from virtvlan.plan.actions import Plan
+
+    work = Plan((MarkManaged("br05", True),))
+    assert importlib.util.find_spec(engine.EXECUTOR) is not None
+    monkeypatch.delitem(sys.modules, engine.EXECUTOR, raising=False)
+    assert engine._must_import_first(work, dry_run=False)
+    assert not engine._must_import_first(work, dry_run=True)
+    assert not engine._must_import_first(Plan(()), dry_run=False)
+    monkeypatch.setitem(sys.modules, engine.EXECUTOR, object())
+    assert not engine._must_import_first(work, dry_run=False)

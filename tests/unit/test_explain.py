@@ -5,10 +5,10 @@ import json
 import pytest
 
 from conftest import ACCESS_CONF, MIXED_CONF
-from virtvlan import config as config_mod
+from virtvlan.parse import config as config_mod
 from virtvlan.errors import InputError
-from virtvlan.explain import paths, render
-from virtvlan.metadata import Domain, Nic, VlanSpec
+from virtvlan.checks.explain import paths, render
+from virtvlan.parse.metadata import Domain, Nic, VlanSpec
 from virtvlan.model import Link, Snapshot
 
 ACCESS = config_mod.parse(ACCESS_CONF, "vv.conf")
@@ -131,7 +131,7 @@ def test_mac_selects_one_nic():
 def test_explain_command_errors_against_test_driver(tmp_path, capsys):
     """libvirt's test:///default driver (real libvirt code): its domain "test"
     has no virt-vlan metadata; a missing domain is one line naming it."""
-    from virtvlan.cli import main
+    from virtvlan.cli.main import main
 
     conf = tmp_path / "vv.conf"
     conf.write_text(ACCESS_CONF)
@@ -147,15 +147,15 @@ def test_explain_command_errors_against_test_driver(tmp_path, capsys):
 def test_explain_command_json_on_tagged_test_domain(monkeypatch, tmp_path, capsys):
     """The command on a tagged domain of test:///default (tagged through the
     metadata API), the host being a hand-built snapshot."""
-    from virtvlan import virt
-    from virtvlan.cli import main
+    from virtvlan.virt import adapter as virt
+    from virtvlan.cli.main import main
 
     conf = tmp_path / "vv.conf"
     conf.write_text(ACCESS_CONF)
     snap = Snapshot((Link("eth0"),
                      Link("eth0.5", kind="vlan", vlan_id=5, parent="eth0", master="br05"),
                      Link("br05", kind="bridge"), Link("testnet0", kind="tun", master="br05")))
-    monkeypatch.setattr("virtvlan.rtnl.read_snapshot", lambda netns=None: snap)
+    monkeypatch.setattr("virtvlan.host.rtnl.read_snapshot", lambda netns=None: snap)
     conn = virt.connect("test:///default")  # keeps the test driver's state alive
     guest = conn.guest("test")
     guest.set_metadata(b"<vlan><interface mac='aa:bb:cc:dd:ee:ff' mode='access' vlan='5'/>"

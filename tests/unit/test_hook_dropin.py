@@ -6,9 +6,12 @@ import sys
 
 import pytest
 
-from virtvlan import NAMESPACE, hook, install
+from virtvlan import NAMESPACE
+from virtvlan.hook import handler as hook
+from virtvlan.host import journal
+from virtvlan.cli import install
 
-DROPIN = os.path.join(os.path.dirname(install.__file__), "dropin.py")
+DROPIN = os.path.join(os.path.dirname(hook.__file__), "dropin.py")
 TAGGED = (b'<domain><name>vm1</name><devices><interface type="bridge">'
           b'<mac address="52:54:00:00:00:01"/></interface></devices><metadata>'
           b'<vv:vlan xmlns:vv="urn:virt-vlan:1"><vv:interface mac="52:54:00:00:00:01" '
@@ -132,7 +135,7 @@ def test_syslog_handler_sends_one_entry_per_line_with_the_record_priority(monkey
 
     fake = _FakeSyslog()
     monkeypatch.setitem(sys.modules, "syslog", fake)
-    handler = hook._Syslog()
+    handler = journal.Syslog()
     logger = logging.getLogger("virtvlan.test-syslog")
     logger.propagate = False
     logger.setLevel(logging.INFO)

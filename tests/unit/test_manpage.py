@@ -6,8 +6,8 @@ import io
 import shutil
 import subprocess
 
-from virtvlan import manpage
-from virtvlan.cli import build_parser
+from virtvlan.cli import manpage
+from virtvlan.cli.main import build_parser
 
 
 def _page() -> str:

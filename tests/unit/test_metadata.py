@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from virtvlan import metadata
+from virtvlan.parse import metadata
 from virtvlan.errors import InputError
 from virtvlan.model import Want
 

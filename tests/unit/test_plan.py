@@ -12,12 +12,24 @@ from dataclasses import replace
 
 import pytest
 
-from virtvlan.actions import (AddBridgeVlan, CreateBridge, CreateVlan, DelBridgeVlan, DeleteLink,
-                              MoveAddresses, Plan, Release, SetDown, SetMaster, SetMtu, SetUp,
-                              SetVlanFiltering)
+from virtvlan.plan.actions import (
+    AddBridgeVlan,
+    CreateBridge,
+    CreateVlan,
+    DelBridgeVlan,
+    DeleteLink,
+    MoveAddresses,
+    Plan,
+    Release,
+    SetDown,
+    SetMaster,
+    SetMtu,
+    SetUp,
+    SetVlanFiltering,
+)
 from virtvlan.errors import InputError, Refused
 from virtvlan.model import Address, Link, PortVlans, Route, Snapshot, Want
-from virtvlan.plan import describe, plan, plan_cleanup, plan_unplug
+from virtvlan.plan.planner import describe, plan, plan_cleanup, plan_unplug
 
 WHO = "domain vm1, interface 52:54:00:00:00:01"
 ACCESS_HINT = "[uplink eth0] of test.conf"

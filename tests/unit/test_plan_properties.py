@@ -13,13 +13,13 @@ from typing import List
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from virtvlan import config as config_mod
-from virtvlan.actions import CreateVlan, DeleteLink, Plan, SetMaster
-from virtvlan.config import Config, Uplink
+from virtvlan.parse import config as config_mod
+from virtvlan.plan.actions import CreateVlan, DeleteLink, Plan, SetMaster
+from virtvlan.parse.config import Config, Uplink
 from virtvlan.errors import Refused
 from virtvlan.model import Address, Link, Route, Snapshot, Want
-from virtvlan.plan import plan, plan_cleanup, plan_unplug
-from virtvlan.vlans import format_vlan_list
+from virtvlan.plan.planner import plan, plan_cleanup, plan_unplug
+from virtvlan.parse.vlans import format_vlan_list
 
 VLAN_POOL = (5, 7, 100)
 HOST_VLAN = 10  # outside VLAN_POOL: the config refuses a host VLAN that is a guest VLAN
@@ -347,7 +347,7 @@ def port_vlans(draw):
 
 @st.composite
 def vlan_actions(draw):
-    from virtvlan.actions import AddBridgeVlan, DelBridgeVlan
+    from virtvlan.plan.actions import AddBridgeVlan, DelBridgeVlan
 
     first = draw(VIDS)
     last = draw(st.integers(first, 12))

@@ -5,11 +5,11 @@ wired on a given host snapshot, which cached entries a netlink change
 concerns, and what the planner then does with them.
 """
 
-from virtvlan import engine
+from virtvlan.apply import engine
 from virtvlan.agent import reconcile
 from virtvlan.agent.reconcile import Desired
 from virtvlan.model import Link, Snapshot, Want
-from virtvlan.plan import plan, plan_cleanup
+from virtvlan.plan.planner import plan, plan_cleanup
 
 UUID = "0f7e35a4-3f9b-4a8e-9a51-2b8c3a4d5e01"
 MAC1, MAC2, MAC3 = "52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03"

@@ -14,7 +14,7 @@ from typing import Callable, List
 
 import pytest
 
-from virtvlan import rtnl
+from virtvlan.host import rtnl
 from virtvlan.errors import ApplyError
 from virtvlan.model import MANAGED_ALIAS, Address, Link, PortVlans, Route
 

@@ -1,6 +1,6 @@
 """Reservations under /run/virt-vlan (here: a temp dir)."""
 
-from virtvlan import state
+from virtvlan.host import state
 
 
 def test_reserve_unreserve(tmp_path, monkeypatch):

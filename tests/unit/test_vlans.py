@@ -4,8 +4,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from virtvlan.vlans import (VLAN_MAX, VLAN_MIN, VlanSyntax, format_vlan_list, parse_vlan,
-                            parse_vlan_list)
+from virtvlan.parse.vlans import (
+    VLAN_MAX,
+    VLAN_MIN,
+    VlanSyntax,
+    format_vlan_list,
+    parse_vlan,
+    parse_vlan_list,
+)
 
 # --- parse_vlan ---------------------------------------------------------------
 

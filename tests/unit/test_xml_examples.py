@@ -22,12 +22,12 @@ from typing import List
 import pytest
 from lxml import etree
 
-from virtvlan import config, metadata
-from virtvlan.config import Config
+from virtvlan.parse import config, metadata
+from virtvlan.parse.config import Config
 from virtvlan.errors import VirtVlanError
 from virtvlan.model import Link, Snapshot
-from virtvlan.plan import plan
-from virtvlan.vlans import format_vlan_list
+from virtvlan.plan.planner import plan
+from virtvlan.parse.vlans import format_vlan_list
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "xml-examples"
 EXPECTED = EXAMPLES / "expected"

@@ -40,9 +40,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from .. import rtnl, state
-from ..errors import VirtVlanError
-from .ratelimit import ChangeSet, Debouncer, RebuildLimiter
+from virtvlan.host import rtnl, state
+from virtvlan.errors import VirtVlanError
+from virtvlan.agent.ratelimit import ChangeSet, Debouncer, RebuildLimiter
 
 __all__ = ["ChangeSet", "LinkMonitor", "HeldDevice", "read_holds", "held_path",
            "limiter_from_env", "LinkEvents"]

@@ -21,11 +21,12 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
-from .. import engine, state
-from ..config import Config
-from ..errors import VirtVlanError
-from ..metadata import network_want, parse_domain, parse_network, wants
-from ..model import ACCESS, Snapshot, Want
+from virtvlan.apply import engine
+from virtvlan.host import state
+from virtvlan.parse.config import Config
+from virtvlan.errors import VirtVlanError
+from virtvlan.parse.metadata import network_want, parse_domain, parse_network, wants
+from virtvlan.model import ACCESS, Snapshot, Want
 
 log = logging.getLogger(__name__)
 

@@ -122,7 +122,7 @@ def read_request(conn: socket.socket) -> Request:
 
 
 def _hook_handler(default_config: Optional[str]) -> Handler:
-    from ..hook import serve
+    from virtvlan.hook.handler import serve
 
     def handle(driver: str, args: Tuple[str, ...], xml: bytes,
                config: Optional[str]) -> Tuple[int, str]:
@@ -239,9 +239,9 @@ class HookServer:
         if self.preload:
             # pyroute2 once, now, rather than in the first request that changes something.
             try:
-                from .. import apply  # noqa: F401
+                from virtvlan.apply import executor as apply  # noqa: F401
             except Exception:  # each request then reports it, as the hook would
-                log.exception("agent: cannot load virtvlan.apply")
+                log.exception("agent: cannot load virtvlan.apply.executor")
         while True:
             item = self._queue.get()
             if item is None:

@@ -32,11 +32,11 @@ import time
 from dataclasses import replace
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
-from .. import virt
-from ..config import Config, load
-from ..errors import VirtVlanError
-from . import reconcile, sdnotify, serve
-from .reconcile import Desired
+from virtvlan.virt import adapter as virt
+from virtvlan.parse.config import Config, load
+from virtvlan.errors import VirtVlanError
+from virtvlan.agent import reconcile, sdnotify, serve
+from virtvlan.agent.reconcile import Desired
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class Agent:
         try:
             config = load(self.config_path)
             if config is None:
-                from ..config import missing_config_error
+                from virtvlan.parse.config import missing_config_error
 
                 raise missing_config_error(self.config_path, "the virt-vlan agent")
         except VirtVlanError as err:
@@ -328,7 +328,7 @@ class Agent:
         if not self.heal:
             return
         try:
-            from . import monitor  # the netlink link monitor (heal)
+            from virtvlan.agent import monitor  # the netlink link monitor (heal)
         except ImportError:
             log.warning("no link monitor in this build: devices deleted under running guests "
                         "are rebuilt only by the periodic reconcile")
@@ -413,14 +413,14 @@ class _QuietNoops(logging.Filter):
     every periodic reconcile would log one per guest."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name == "virtvlan.engine" and record.msg == "%s: nothing to change"
+        return not (record.name == "virtvlan.apply.engine" and record.msg == "%s: nothing to change"
                     and str(record.args[0] if record.args else "").startswith("agent:"))
 
 
 def setup_logging(verbose: bool = False) -> None:
     """syslog/journal as the hooks log, plus stderr when not under systemd
     (under systemd stderr goes to the journal too: it would log twice)."""
-    from ..hook import _Syslog
+    from virtvlan.host.journal import Syslog
 
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -431,7 +431,7 @@ def setup_logging(verbose: bool = False) -> None:
     logging.getLogger("pyroute2").setLevel(logging.INFO)
     handlers: List[logging.Handler] = []
     if os.path.exists("/dev/log"):
-        handlers.append(_Syslog())
+        handlers.append(Syslog())
     if not os.environ.get("JOURNAL_STREAM") or not handlers:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(logging.Formatter("%(asctime)s virt-vlan agent[%(process)d]: "

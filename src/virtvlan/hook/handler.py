@@ -18,7 +18,8 @@ import sys
 from dataclasses import replace
 from typing import List, Optional, Sequence, Tuple
 
-from .errors import VirtVlanError
+from virtvlan.errors import VirtVlanError
+from virtvlan.host.journal import Syslog
 
 log = logging.getLogger(__name__)
 
@@ -28,43 +29,17 @@ QEMU_CHECK_OPS = {"migrate", "restore"}
 QEMU_RELEASE_OPS = {"release"}
 
 
-class _Syslog(logging.Handler):
-    """Hands records to syslog(3), which journald also collects.
-
-    The C `syslog` module instead of logging.handlers.SysLogHandler: that
-    one imports socket, pickle and threading, milliseconds on every hook call.
-    """
-
-    PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4,
-                  logging.ERROR: 3, logging.CRITICAL: 2}  # syslog.LOG_*
-
-    def __init__(self) -> None:
-        super().__init__()
-        import syslog
-
-        self._syslog = syslog
-        syslog.openlog("virt-vlan", syslog.LOG_PID, syslog.LOG_DAEMON)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            priority = self.PRIORITIES.get(record.levelno, 6)
-            for line in self.format(record).splitlines() or [""]:
-                self._syslog.syslog(priority, line)
-        except Exception:  # logging must never break the hook
-            self.handleError(record)
-
-
 def _setup_logging() -> None:
     """Log what we change to syslog/journal; stderr is kept for refusals."""
     root = logging.getLogger()
     if root.handlers:
         return
     root.setLevel(logging.INFO)
-    root.addHandler(_Syslog() if os.path.exists("/dev/log") else logging.NullHandler())
+    root.addHandler(Syslog() if os.path.exists("/dev/log") else logging.NullHandler())
 
 
 def _config(who: str, path: Optional[str]):  # type: ignore[no-untyped-def]
-    from .config import load, missing_config_error
+    from virtvlan.parse.config import load, missing_config_error
 
     config = load(path)
     if config is None:
@@ -73,8 +48,8 @@ def _config(who: str, path: Optional[str]):  # type: ignore[no-untyped-def]
 
 
 def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
-    from . import engine
-    from .metadata import parse_domain, wants
+    from virtvlan.apply import engine
+    from virtvlan.parse.metadata import parse_domain, wants
 
     op = args[1] if len(args) > 1 else ""
     if op not in QEMU_WIRE_OPS | QEMU_CHECK_OPS | QEMU_RELEASE_OPS:
@@ -115,8 +90,8 @@ def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
 
 
 def _network(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
-    from . import engine
-    from .metadata import network_want, parse_network
+    from virtvlan.apply import engine
+    from virtvlan.parse.metadata import network_want, parse_network
 
     op = args[1] if len(args) > 1 else ""
     if op not in ("start", "stopped"):

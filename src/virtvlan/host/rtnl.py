@@ -21,8 +21,8 @@ import struct
 import time
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
-from .errors import ApplyError
-from .model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
+from virtvlan.errors import ApplyError
+from virtvlan.model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
 
 log = logging.getLogger(__name__)
 

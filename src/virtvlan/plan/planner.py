@@ -16,13 +16,26 @@ second plan against the applied result is empty.
 from functools import lru_cache
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
-from .actions import (Action, AddBridgeVlan, CreateBridge, CreateVlan, DelBridgeVlan,
-                      DeleteLink, MoveAddresses, Plan, Release, SetMaster, SetMtu, SetUp,
-                      SetVlanFiltering, vlan_ranges)
-from .config import Config, Uplink
-from .errors import Refused
-from .model import ACCESS, TRUNK, Link, PortVlans, Snapshot, Want
-from .vlans import format_vlan_list
+from virtvlan.plan.actions import (
+    Action,
+    AddBridgeVlan,
+    CreateBridge,
+    CreateVlan,
+    DelBridgeVlan,
+    DeleteLink,
+    MoveAddresses,
+    Plan,
+    Release,
+    SetMaster,
+    SetMtu,
+    SetUp,
+    SetVlanFiltering,
+    vlan_ranges,
+)
+from virtvlan.parse.config import Config, Uplink
+from virtvlan.errors import Refused
+from virtvlan.model import ACCESS, TRUNK, Link, PortVlans, Snapshot, Want
+from virtvlan.parse.vlans import format_vlan_list
 
 # Kinds a guest port may be: libvirt's taps ("tun"), and veth pairs that
 # stand in for taps in tests and containers. Anything else is a host device

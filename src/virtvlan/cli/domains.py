@@ -21,12 +21,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
 
-from . import nics
-from .config import Config, load, missing_config_error
-from .errors import InputError, Refused, VirtVlanError
-from .metadata import Domain, VlanSpec, parse_domain, parse_mac, wants
-from .model import ACCESS, TRUNK, Want
-from .vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
+from virtvlan.cli import nics
+from virtvlan.parse.config import Config, load, missing_config_error
+from virtvlan.errors import InputError, Refused, VirtVlanError
+from virtvlan.parse.metadata import Domain, VlanSpec, parse_domain, parse_mac, wants
+from virtvlan.model import ACCESS, TRUNK, Want
+from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _usage(args: argparse.Namespace, message: str) -> NoReturn:
 
 
 def _flags(args: argparse.Namespace) -> int:
-    from . import virt
+    from virtvlan.virt import adapter as virt
 
     current = getattr(args, "current", False)
     if current and (args.live or args.affect_config):
@@ -111,7 +111,7 @@ def _definitions(guest, flags: int) -> List[_Def]:  # type: ignore[no-untyped-de
 
 
 def _flag(definition: _Def) -> int:
-    from . import virt
+    from virtvlan.virt import adapter as virt
 
     return virt.AFFECT_LIVE if definition.live else virt.AFFECT_CONFIG
 
@@ -132,7 +132,7 @@ def _validate(xml: bytes, config: Config, live: bool) -> Tuple[Domain, Tuple[Wan
     For a stopped definition the taps do not exist yet: plan as `prepare`
     does (bridges and feeds only); for the live one, with the taps.
     """
-    from . import engine
+    from virtvlan.apply import engine
 
     domain = parse_domain(xml)
     wanted = wants(domain, config)
@@ -164,7 +164,7 @@ def _point_source(guest, xml: bytes, mac: str, bridge: str, flags: int) -> None:
     exist). Drivers without device update (the test driver) get a warning:
     the hook still moves the tap at start.
     """
-    from . import virt
+    from virtvlan.virt import adapter as virt
 
     nic = parse_domain(xml).nic(mac)
     if nic is None:
@@ -190,7 +190,7 @@ def _build_live(config: Config, xml: bytes, why: str) -> Tuple[Domain, Tuple[Wan
     """Step 1 of a live change: the bridges and feeds of every tagged NIC of
     the live definition `xml`, reserved under the hook's key (what `prepare`
     does). On an error the engine has rolled back: the host is as it was."""
-    from . import engine
+    from virtvlan.apply import engine
 
     domain = parse_domain(xml)
     wanted = wants(domain, config)
@@ -204,7 +204,7 @@ def _point_live(guest, config: Config, xml: bytes, macs: Sequence[str], why: str
     moves each tap of `macs` through the device-update API (so the live XML
     says where the tap is; libvirt adds a port with an ioctl that fails on a
     tap that is already a port elsewhere, so it goes before the engine)."""
-    from . import virt
+    from virtvlan.virt import adapter as virt
 
     for spec in parse_domain(xml).specs:
         if spec.mac not in macs:
@@ -222,7 +222,7 @@ def _wire_live(config: Config, xml: bytes, why: str) -> None:
     """The last steps of a live change: the engine wires every tap as the
     `start` hook does (moving any tap libvirt did not, MTU, link up), then
     what the old VLANs no longer need goes."""
-    from . import engine
+    from virtvlan.apply import engine
 
     domain = parse_domain(xml)
     engine.wire(wants(domain, config), config, why=why, reserve_key=_key(domain))
@@ -231,7 +231,7 @@ def _wire_live(config: Config, xml: bytes, why: str) -> None:
 
 def _unreserve_to(domain: Domain, config: Config, why: str) -> None:
     """Reserve exactly what `domain`'s tagged NICs need, then clean up."""
-    from . import engine
+    from virtvlan.apply import engine
 
     wanted = wants(domain, config)
     if wanted:
@@ -245,7 +245,7 @@ def _unreserve_to(domain: Domain, config: Config, why: str) -> None:
 # --- set / clear ---------------------------------------------------------------------
 
 def cmd_set(args: argparse.Namespace) -> int:
-    from . import virt
+    from virtvlan.virt import adapter as virt
 
     flags = _flags(args)
     _check_vlan_usage(args)
@@ -299,7 +299,9 @@ def cmd_set(args: argparse.Namespace) -> int:
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
-    from . import engine, rtnl, virt
+    from virtvlan.apply import engine
+    from virtvlan.host import rtnl
+    from virtvlan.virt import adapter as virt
 
     flags = _flags(args)
     mac = _mac_arg(args, args.mac) if args.mac is not None else None
@@ -367,7 +369,8 @@ def _state(running: bool) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from . import rtnl, virt
+    from virtvlan.host import rtnl
+    from virtvlan.virt import adapter as virt
 
     config = _optional_config(args)
     with virt.connect(args.connect, readonly=True) as conn:
@@ -389,7 +392,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from . import rtnl, virt
+    from virtvlan.host import rtnl
+    from virtvlan.virt import adapter as virt
 
     config = _optional_config(args)
     found = []
@@ -435,7 +439,8 @@ def _new_mac(taken: Sequence[str]) -> str:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    from . import engine, virt
+    from virtvlan.apply import engine
+    from virtvlan.virt import adapter as virt
 
     flags = _flags(args)
     _check_vlan_usage(args)
@@ -503,7 +508,7 @@ def _wait_gone(guest, mac: str, timeout: float) -> bool:  # type: ignore[no-unty
 
 
 def cmd_detach(args: argparse.Namespace) -> int:
-    from . import virt
+    from virtvlan.virt import adapter as virt
 
     flags = _flags(args)
     mac = _mac_arg(args, args.mac)

@@ -7,12 +7,12 @@ host snapshot, these functions turn them into what is written or shown.
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import NAMESPACE
-from .config import Config
-from .errors import InputError
-from .metadata import Domain, Nic, VlanSpec
-from .model import ACCESS, TRUNK, Snapshot
-from .vlans import format_vlan_list
+from virtvlan import NAMESPACE
+from virtvlan.parse.config import Config
+from virtvlan.errors import InputError
+from virtvlan.parse.metadata import Domain, Nic, VlanSpec
+from virtvlan.model import ACCESS, TRUNK, Snapshot
+from virtvlan.parse.vlans import format_vlan_list
 
 _NS = "{%s}" % NAMESPACE
 

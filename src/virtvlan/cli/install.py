@@ -12,7 +12,7 @@ import subprocess
 import sys
 from typing import List, Optional, Sequence
 
-from .errors import InputError
+from virtvlan.errors import InputError
 
 DROPIN_NAME = "virt-vlan"
 DRIVERS = ("qemu", "network")
@@ -25,11 +25,13 @@ UNIT_DIR = "/etc/systemd/system"
 # sd_booted(3): systemd is PID 1 exactly when this directory exists.
 SYSTEMD_RUNTIME = "/run/systemd/system"
 UNIT_MARKER = "installed by `virt-vlan install-hooks`"
+# The virtvlan package folder: the drop-in and the unit ship as files in it.
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def dropin_text(interpreter: Optional[str] = None) -> str:
     """The drop-in: dropin.py with its #! line naming `interpreter`."""
-    with open(os.path.join(os.path.dirname(__file__), "dropin.py"), encoding="utf-8") as handle:
+    with open(os.path.join(_PACKAGE, "hook", "dropin.py"), encoding="utf-8") as handle:
         body = handle.read().split("\n", 1)[1]
     # The venv's own python (not its resolved target): that path is what
     # makes Python find the venv's site-packages (pyvenv.cfg beside it).
@@ -43,7 +45,7 @@ def unit_text(interpreter: Optional[str] = None) -> str:
     one virt-vlan runs under) with -I, like the drop-ins: the venv's own
     python finds the venv's packages, and nothing from the environment or
     the working directory is imported."""
-    path = os.path.join(os.path.dirname(__file__), "agent", UNIT_NAME)
+    path = os.path.join(_PACKAGE, "agent", UNIT_NAME)
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     return text.replace("@EXEC@", "%s -I -m virtvlan.cli" % (interpreter or sys.executable))

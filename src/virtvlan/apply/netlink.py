@@ -16,12 +16,26 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .errors import ApplyError
-from .model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
-from .rtnl import (ADDR_SCOPES, AF_BRIDGE, BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_RANGE_BEGIN,
-                   BRIDGE_VLAN_INFO_RANGE_END, BRIDGE_VLAN_INFO_UNTAGGED, errno_name, FAMILIES,
-                   IFA_F_PERMANENT, IFF_UP, PROTOS, ROUTE_SCOPES, RT_TABLE_LOCAL, RTN_UNICAST,
-                   RTEXT_FILTER_BRVLAN_COMPRESSED, RTPROT_KERNEL)
+from virtvlan.errors import ApplyError
+from virtvlan.model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
+from virtvlan.host.rtnl import (
+    ADDR_SCOPES,
+    AF_BRIDGE,
+    BRIDGE_VLAN_INFO_PVID,
+    BRIDGE_VLAN_INFO_RANGE_BEGIN,
+    BRIDGE_VLAN_INFO_RANGE_END,
+    BRIDGE_VLAN_INFO_UNTAGGED,
+    errno_name,
+    FAMILIES,
+    IFA_F_PERMANENT,
+    IFF_UP,
+    PROTOS,
+    ROUTE_SCOPES,
+    RT_TABLE_LOCAL,
+    RTN_UNICAST,
+    RTEXT_FILTER_BRVLAN_COMPRESSED,
+    RTPROT_KERNEL,
+)
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import argparse
 from dataclasses import asdict, dataclass
 from typing import List, Optional, Tuple
 
-from .config import Config
-from .errors import InputError
-from .metadata import Domain, VlanSpec
-from .model import ACCESS, TRUNK, Snapshot
+from virtvlan.parse.config import Config
+from virtvlan.errors import InputError
+from virtvlan.parse.metadata import Domain, VlanSpec
+from virtvlan.model import ACCESS, TRUNK, Snapshot
 
 
 @dataclass(frozen=True)
@@ -180,9 +180,10 @@ def render(found: Tuple[Path, ...]) -> str:
 def cmd_explain(args: argparse.Namespace) -> int:
     import json
 
-    from . import rtnl, virt
-    from .config import load, missing_config_error
-    from .metadata import parse_domain
+    from virtvlan.host import rtnl
+    from virtvlan.virt import adapter as virt
+    from virtvlan.parse.config import load, missing_config_error
+    from virtvlan.parse.metadata import parse_domain
 
     conn = virt.connect(getattr(args, "connect", None), readonly=True)
     try:

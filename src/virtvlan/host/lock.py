@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-from .errors import LockTimeout
+from virtvlan.errors import LockTimeout
 
 log = logging.getLogger(__name__)
 

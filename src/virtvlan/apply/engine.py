@@ -4,7 +4,7 @@ Each call takes the lock, reads a fresh snapshot, plans, and (unless a dry
 run) applies with verification and rollback. The snapshot is read under the
 lock so that concurrent hooks plan against what the previous one left.
 
-No run holds the lock while importing apply.py (pyroute2: 0.4 s natively,
+No run holds the lock while importing the executor (pyroute2: 0.4 s natively,
 tens of seconds on an emulated CPU): a run that finds work to do before
 apply is loaded lets go of the lock, imports it, and starts over (the host
 may have changed meanwhile). Runs that plan nothing never import it.
@@ -18,14 +18,17 @@ import logging
 import sys
 from typing import Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
 
-from . import state
-from .actions import MarkManaged, Plan
-from .config import Config, Uplink
-from .lock import host_lock
-from .model import ACCESS, Snapshot, Want
-from .plan import plan, plan_cleanup, plan_unplug
+from virtvlan.host import state
+from virtvlan.plan.actions import MarkManaged, Plan
+from virtvlan.parse.config import Config, Uplink
+from virtvlan.host.lock import host_lock
+from virtvlan.model import ACCESS, Snapshot, Want
+from virtvlan.plan.planner import plan, plan_cleanup, plan_unplug
 
 log = logging.getLogger(__name__)
+
+# The pyroute2 importer: loaded only by a run that has something to apply.
+EXECUTOR = "virtvlan.apply.executor"
 
 
 def target_bridges(wants: Iterable[Want], config: Config) -> FrozenSet[str]:
@@ -50,7 +53,7 @@ def _apply(result: Plan, why: str, before: Snapshot) -> None:
     if not result:
         log.info("%s: nothing to change", why)
         return
-    from . import apply  # the only pyroute2 importer; not needed for dry runs
+    from virtvlan.apply import executor as apply  # the only pyroute2 importer; not needed for dry runs
 
     for line in result.render():
         log.info("%s: %s", why, line)
@@ -58,19 +61,19 @@ def _apply(result: Plan, why: str, before: Snapshot) -> None:
 
 
 def _must_import_first(result: Plan, dry_run: bool) -> bool:
-    """True when `result` must be applied but apply.py is not loaded yet."""
-    return bool(result) and not dry_run and __package__ + ".apply" not in sys.modules
+    """True when `result` must be applied but the executor is not loaded yet."""
+    return bool(result) and not dry_run and EXECUTOR not in sys.modules
 
 
 def _import_apply() -> None:
     """Load apply.py (pyroute2); called without the host lock held."""
-    from . import apply  # noqa: F401
+    from virtvlan.apply import executor as apply  # noqa: F401
 
 
 def _snapshot() -> Snapshot:
     # rtnl, not apply: reading must not import pyroute2 (most hook calls
     # plan nothing, and the import would be most of their run time).
-    from . import rtnl
+    from virtvlan.host import rtnl
 
     return rtnl.read_snapshot()
 
@@ -115,7 +118,7 @@ def _finish_creations(snap: Snapshot) -> Optional[Snapshot]:
         return snap
     if _must_import_first(finish, False):
         return None
-    from . import apply
+    from virtvlan.apply import executor as apply
 
     for mark in marks:
         log.warning("%s: created by an interrupted virt-vlan run; marking it as virt-vlan's",

@@ -1,6 +1,6 @@
 #!/usr/bin/python3 -IS
 # virt-vlan libvirt hook drop-in (one file for the qemu and network drivers).
-# It lives in the package as virtvlan/dropin.py (hooks/qemu and hooks/network
+# It lives in the package as virtvlan/hook/dropin.py (hooks/qemu and hooks/network
 # link to it); `virt-vlan install-hooks` copies it into <hooks>/qemu.d/ and network.d/,
 # with the line above pointing at the interpreter virt-vlan is installed for.
 """Wire guests with virt-vlan metadata; leave every other guest alone, fast.
@@ -110,7 +110,7 @@ def main() -> int:
 
     site.main()
     try:
-        from virtvlan.hook import run
+        from virtvlan.hook.handler import run
     except ImportError as err:
         # The package is gone but this drop-in stayed: a Debian `apt remove`
         # keeps conffiles until purge. Wiring cannot be promised, so a tagged

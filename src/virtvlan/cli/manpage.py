@@ -2,7 +2,7 @@
 
 The man page is built from the same argparse parser that `--help` prints, so
 the two cannot drift apart: the Debian build runs `python3 -m
-virtvlan.manpage` and installs what it prints. Nothing here runs on a hook's
+virtvlan.cli.manpage` and installs what it prints. Nothing here runs on a hook's
 path.
 """
 
@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Iterable, List, Optional, TextIO
 
-from . import __version__
+from virtvlan import __version__
 
 _DATE = "2026-12-02"  # of the version below; bumped with __version__
 
@@ -88,7 +88,7 @@ def render(parser: argparse.ArgumentParser) -> str:
 
 
 def main(argv: Optional[List[str]] = None, stream: TextIO = sys.stdout) -> int:
-    from .cli import build_parser
+    from virtvlan.cli.main import build_parser
 
     stream.write(render(build_parser()))
     return 0

@@ -19,8 +19,8 @@ from typing import List, Optional, Tuple
 
 import libvirt
 
-from . import NAMESPACE
-from .errors import InputError, VirtVlanError
+from virtvlan import NAMESPACE
+from virtvlan.errors import InputError, VirtVlanError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ _POSITIONAL_KINDS = {"domain": "domain", "file": "file", "port": "port"}
 # Options whose value is a path.
 _PATH_OPTIONS = {"config", "hooks_dir", "file"}
 
-SHIPPED = os.path.join(os.path.dirname(__file__), "data", "virt-vlan")
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "virt-vlan")
 
 
 def _options(parser: argparse.ArgumentParser) -> Tuple[List[str], List[str], List[str], str]:
@@ -158,7 +158,7 @@ complete -F _virt_vlan virt-vlan
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from .cli import build_parser
+    from virtvlan.cli.main import build_parser
 
     print(script(build_parser()), end="")
     return 0

@@ -12,10 +12,10 @@ import argparse
 from dataclasses import asdict, dataclass
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
-from .config import Config, Uplink
-from .errors import InputError, VirtVlanError
-from .metadata import Domain
-from .model import ACCESS, TRUNK, Link, Snapshot
+from virtvlan.parse.config import Config, Uplink
+from virtvlan.errors import InputError, VirtVlanError
+from virtvlan.parse.metadata import Domain
+from virtvlan.model import ACCESS, TRUNK, Link, Snapshot
 
 PROBLEM = "problem"
 WARNING = "warning"
@@ -403,9 +403,9 @@ def running_domains(uri: Optional[str]) -> Tuple[Optional[List[Domain]], Optiona
     """Parsed live XML of running tagged domains, or None and why when libvirt
     does not answer; plus a finding for each running domain whose metadata
     does not parse."""
-    from . import virt
-    from .errors import VirtVlanError
-    from .metadata import is_tagged, parse_domain
+    from virtvlan.virt import adapter as virt
+    from virtvlan.errors import VirtVlanError
+    from virtvlan.parse.metadata import is_tagged, parse_domain
 
     try:
         conn = virt.connect(uri, readonly=True)
@@ -435,8 +435,8 @@ def running_domains(uri: Optional[str]) -> Tuple[Optional[List[Domain]], Optiona
 def cmd_check(args: argparse.Namespace) -> int:
     import json
 
-    from . import rtnl, state
-    from .config import load
+    from virtvlan.host import rtnl, state
+    from virtvlan.parse.config import load
 
     refused: List[Finding] = []
     try:
@@ -449,7 +449,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                                "every tagged guest fails to start", str(err)))
     snap = rtnl.read_snapshot()
     domains, libvirt_error, bad = running_domains(getattr(args, "connect", None))
-    from .agent.monitor import read_holds
+    from virtvlan.agent.monitor import read_holds
 
     try:
         held = [(h.device, h.deletions, h.window) for h in read_holds()]

@@ -15,11 +15,11 @@ without lxml, whether a document mentions our namespace at all.
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from . import NAMESPACE
-from .config import Config
-from .errors import InputError
-from .model import ACCESS, MODES, TRUNK, Want
-from .vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
+from virtvlan import NAMESPACE
+from virtvlan.parse.config import Config
+from virtvlan.errors import InputError
+from virtvlan.model import ACCESS, MODES, TRUNK, Want
+from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
 
 # libvirt domain XML of a large guest is tens of KiB; 4 MiB leaves room and
 # bounds what a hostile document can make us allocate.

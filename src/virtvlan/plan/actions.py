@@ -11,7 +11,7 @@ The executor (apply.py) is the only place that turns them into netlink.
 from dataclasses import dataclass, field, replace
 from typing import FrozenSet, Iterable, List, Optional, Tuple
 
-from .model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
+from virtvlan.model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
 
 
 class Action:

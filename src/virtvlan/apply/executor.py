@@ -15,15 +15,27 @@ from typing import Callable, Dict, List, Optional, Set, Tuple, Type
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from . import actions as act
-from . import rtnl, state
-from .errors import ApplyError
-from .model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
-from .rtnl import (BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_RANGE_BEGIN, BRIDGE_VLAN_INFO_RANGE_END,
-                   BRIDGE_VLAN_INFO_UNTAGGED)
-from .vlans import format_vlan_list
-from .netlink import (IFA_F_NODAD, errno_text, family_number, link_alias, link_index,
-                      open_socket, proto_number, scope_number)
+from virtvlan.plan import actions as act
+from virtvlan.host import rtnl, state
+from virtvlan.errors import ApplyError
+from virtvlan.model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
+from virtvlan.host.rtnl import (
+    BRIDGE_VLAN_INFO_PVID,
+    BRIDGE_VLAN_INFO_RANGE_BEGIN,
+    BRIDGE_VLAN_INFO_RANGE_END,
+    BRIDGE_VLAN_INFO_UNTAGGED,
+)
+from virtvlan.parse.vlans import format_vlan_list
+from virtvlan.apply.netlink import (
+    IFA_F_NODAD,
+    errno_text,
+    family_number,
+    link_alias,
+    link_index,
+    open_socket,
+    proto_number,
+    scope_number,
+)
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import string
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
-from .errors import InputError
-from .model import ACCESS, TRUNK
-from .vlans import VlanSyntax, format_vlan_list, parse_vlan_list
+from virtvlan.errors import InputError
+from virtvlan.model import ACCESS, TRUNK
+from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan_list
 
 DEFAULT_PATH = "/etc/virt-vlan/virt-vlan.conf"
 ENV_PATH = "VIRT_VLAN_CONFIG"

@@ -9,11 +9,11 @@ import logging
 import sys
 from typing import List, NoReturn, Optional
 
-from . import __version__
-from .config import Config, describe, load, missing_config_error
-from .errors import InputError, VirtVlanError
-from .model import ACCESS, TRUNK, PortVlans, Want
-from .vlans import VlanSyntax, parse_vlan, parse_vlan_list
+from virtvlan import __version__
+from virtvlan.parse.config import Config, describe, load, missing_config_error
+from virtvlan.errors import InputError, VirtVlanError
+from virtvlan.model import ACCESS, TRUNK, PortVlans, Want
+from virtvlan.parse.vlans import VlanSyntax, parse_vlan, parse_vlan_list
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def _print_plan(lines: "tuple[str, ...]") -> None:
 
 
 def cmd_plug(args: argparse.Namespace) -> int:
-    from . import engine
+    from virtvlan.apply import engine
 
     who = "plug %s" % args.port
     try:
@@ -74,7 +74,7 @@ def cmd_plug(args: argparse.Namespace) -> int:
 
 
 def cmd_unplug(args: argparse.Namespace) -> int:
-    from . import engine
+    from virtvlan.apply import engine
 
     who = "unplug %s" % args.port
     config = _config(args.config, who)
@@ -85,7 +85,7 @@ def cmd_unplug(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from . import engine
+    from virtvlan.apply import engine
 
     config = _config(args.config, "cleanup")
     result = engine.release(config, why="cleanup", dry_run=args.dry_run)
@@ -101,7 +101,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_check_domain(args: argparse.Namespace) -> int:
-    from .metadata import parse_domain, wants
+    from virtvlan.parse.metadata import parse_domain, wants
 
     try:
         with open(args.file, "rb") as handle:
@@ -126,7 +126,7 @@ def cmd_check_domain(args: argparse.Namespace) -> int:
 
 def _vlan_words(vlans: "Optional[PortVlans]") -> str:
     """'pvid 1, vlans 1,5-7, untagged 1' (members as ranges)."""
-    from .vlans import format_vlan_list
+    from virtvlan.parse.vlans import format_vlan_list
 
     if vlans is None:
         return "pvid none, vlans none"
@@ -138,8 +138,8 @@ def _vlan_words(vlans: "Optional[PortVlans]") -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from . import rtnl  # read-only: no pyroute2 import
-    from .model import MANAGED_ALIAS
+    from virtvlan.host import rtnl  # read-only: no pyroute2 import
+    from virtvlan.model import MANAGED_ALIAS
 
     snap = rtnl.read_snapshot()
     try:
@@ -189,7 +189,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_install_hooks(args: argparse.Namespace) -> int:
-    from .install import install
+    from virtvlan.cli.install import install
 
     for line in install(args.hooks_dir, dry_run=args.dry_run, agent=not args.no_agent):
         print(line)
@@ -197,7 +197,7 @@ def cmd_install_hooks(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall_hooks(args: argparse.Namespace) -> int:
-    from .install import uninstall
+    from virtvlan.cli.install import uninstall
 
     for line in uninstall(args.hooks_dir, dry_run=args.dry_run):
         print(line)
@@ -205,7 +205,7 @@ def cmd_uninstall_hooks(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from .agent.service import main as agent_main
+    from virtvlan.agent.service import main as agent_main
 
     return agent_main(args.connect, args.config, verbose=args.verbose)
 
@@ -267,11 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="do not install the agent's systemd unit")
         p.set_defaults(func=func)
 
-    from .domains import add_commands  # imports no libvirt: commands import virt.py
+    from virtvlan.cli.domains import add_commands  # imports no libvirt: commands import virt.py
 
     add_commands(sub)
 
-    from . import audit, completion, explain  # check, explain, completion (issue 8)
+    from virtvlan.checks import audit, explain
+    from virtvlan.cli import completion  # check, explain, completion (issue 8)
     for module in (audit, explain, completion):
         module.register(sub)
     return parser
