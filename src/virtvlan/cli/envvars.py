@@ -31,7 +31,7 @@ ENVIRONMENT: Tuple[EnvVar, ...] = (
            "send their calls.", "/run/virt-vlan/agent.sock"),
     EnvVar("VIRT_VLAN_NO_AGENT",
            "1: the hook drop-ins do the work themselves instead of asking the agent.",
-           "unset: ask the agent when its socket exists"),
+           "unset (ask the agent when its socket exists)"),
     EnvVar("VIRT_VLAN_SERVE_HOOKS",
            "0: the agent does not serve the hooks' calls (no hook socket); they run in "
            "the hook process.", "1"),
@@ -45,16 +45,16 @@ ENVIRONMENT: Tuple[EnvVar, ...] = (
            "rollback. Never set it on a host.", "unset"),
     EnvVar("NOTIFY_SOCKET",
            "Set by systemd: the agent reports READY=1, its status and STOPPING=1 there.",
-           "unset: no notifications"),
+           "unset (no notifications)"),
     EnvVar("WATCHDOG_USEC",
            "Set by systemd (WatchdogSec=): the agent pings the watchdog every half of it.",
-           "unset: no watchdog"),
+           "unset (no watchdog)"),
     EnvVar("WATCHDOG_PID",
            "Set by systemd: the watchdog applies only when it names the agent's process.",
-           "unset: the agent's"),
+           "unset (the watchdog is the agent's)"),
     EnvVar("JOURNAL_STREAM",
            "Set by systemd when stderr is the journal: the agent then logs through syslog "
-           "only, not also to stderr.", "unset: also log to stderr"),
+           "only, not also to stderr.", "unset (also log to stderr)"),
 )
 
 # (status, meaning) per program, from cli/main.py, checks/audit.py and the

@@ -3,7 +3,8 @@
 The file is the admin's, not the guest owner's: it lists which VLANs guests
 may ask for on which uplink, so an unprivileged libvirt user cannot bridge a
 guest into the management VLAN or make us enslave an arbitrary interface.
-Every refusal names the file and line. See README.md, "Host configuration".
+Every refusal names the file and line. The keys are defined once, in KEYS
+below; virt-vlan.conf(5) is generated from that table.
 """
 
 import os
@@ -32,7 +33,8 @@ class Key:
 
     section: str  # GLOBAL or UPLINK
     name: str
-    kind: str  # the value's type, one of KINDS; the loader checks it
+    kind: str  # the value's type, one of KINDS (the loader checks bool, vlans
+    # and template values by kind, the others by key)
     default: str  # as written in the file; "" when there is none
     example: str  # a value the loader accepts (a test loads them all)
     meaning: str  # one paragraph for the man page
