@@ -57,7 +57,8 @@ def complete(script_path: Path, line: str, bindir: Path = None) -> list:
     proc = subprocess.run([BASH, "--norc", "--noprofile", "-c", program], capture_output=True,
                           text=True, env=env, timeout=30, check=True)
     assert proc.stderr == ""
-    return [w for w in proc.stdout.split("\n") if w]
+    # Sorted: bash sorts the candidates it shows.
+    return sorted(w for w in proc.stdout.split("\n") if w)
 
 
 def test_bash_is_there():
@@ -84,7 +85,7 @@ def test_command_options(generated):
 
 
 def test_domain_names_from_virsh_with_uri(generated, fake_virsh):
-    assert complete(generated, "virt-vlan explain ", fake_virsh) == ["web1", "web2", "db1"]
+    assert complete(generated, "virt-vlan explain ", fake_virsh) == ["db1", "web1", "web2"]
     assert complete(generated, "virt-vlan explain -c test:///default w", fake_virsh) == [
         "web1", "web2"]
     # virsh's habit: -c before the command.
@@ -107,17 +108,32 @@ def test_paths_for_files(generated, tmp_path):
     assert complete(generated, "virt-vlan --config " + prefix) == [prefix + "1.xml"]
 
 
-def test_completion_command_prints_the_generated_script(capsys):
+def test_completion_command_prints_the_shipped_script(capsys):
+    """No shtab on hosts: the command prints the file the package installs."""
     assert main(["completion"]) == 0
-    assert capsys.readouterr().out == script(build_parser())
+    assert capsys.readouterr().out == Path(SHIPPED).read_text()
+
+
+def test_port_names_from_sys_class_net(generated):
+    assert "lo" in complete(generated, "virt-vlan plug ")
+    assert complete(generated, "virt-vlan plug l") == ["lo"]
+
+
+def test_shipped_script_is_from_the_pinned_shtab():
+    """The shipped file is byte-compared with fresh output: the [test] extra pins
+    shtab so every developer generates the same file."""
+    import shtab
+
+    text = (Path(__file__).resolve().parents[2] / "setup.cfg").read_text()
+    assert "shtab==%s" % shtab.__version__ in text
 
 
 def test_shipped_script_is_up_to_date():
     """The installed file is the generated one; after adding a command or an
-    option, regenerate it: virt-vlan completion > src/virtvlan/data/virt-vlan"""
+    option, regenerate it (see the message)."""
     assert Path(SHIPPED).read_text() == script(build_parser()), (
-        "src/virtvlan/data/virt-vlan is stale: run "
-        "'.venv/bin/virt-vlan completion > src/virtvlan/data/virt-vlan'")
+        "src/virtvlan/data/virt-vlan is stale: run '.venv/bin/python -m "
+        "virtvlan.cli.completion > src/virtvlan/data/virt-vlan'")
 
 
 def test_setup_cfg_installs_it():

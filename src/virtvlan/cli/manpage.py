@@ -1,9 +1,12 @@
-"""virt-vlan(8), generated from the command-line parser.
+"""virt-vlan(8) and virt-vlan.conf(5), generated from the code they describe.
 
-The man page is built from the same argparse parser that `--help` prints, so
-the two cannot drift apart: the Debian build runs `python3 -m
-virtvlan.cli.manpage` and installs what it prints. Nothing here runs on a hook's
-path.
+virt-vlan(8) is built from the same argparse parser that `--help` prints,
+plus the tables of cli/envvars.py (ENVIRONMENT, EXIT STATUS);
+virt-vlan.conf(5) from the config loader's key table (parse/config.py
+KEYS). So neither can drift from the code: the Debian build runs `python3 -m
+virtvlan.cli.manpage [virt-vlan.8 | virt-vlan.conf.5]` and installs what it
+prints. Nothing here runs on a hook's path. Why this is our code and not
+argparse-manpage: docs/man-pages.md.
 """
 
 import argparse
@@ -11,6 +14,8 @@ import sys
 from typing import Iterable, List, Optional, TextIO
 
 from virtvlan import __version__
+from virtvlan.cli.envvars import ENVIRONMENT, EXIT_STATUS
+from virtvlan.parse import config
 
 _DATE = "2026-12-02"  # of the version below; bumped with __version__
 
@@ -78,19 +83,83 @@ def render(parser: argparse.ArgumentParser) -> str:
         out += list(_options(sub))
     if parser.epilog:
         out += [".SH NOTES", _roff(parser.epilog)]
+    out += [".SH ENVIRONMENT"]
+    for var in ENVIRONMENT:
+        out += [".TP", ".B %s" % var.name, _roff(var.meaning), ".br",
+                _roff("Default: %s." % var.default)]
+    out += [".SH EXIT STATUS"]
+    for program, statuses in EXIT_STATUS:
+        out += [".SS %s" % _roff(program)]
+        for status, meaning in statuses:
+            out += [".TP", ".B %s" % status, _roff(meaning)]
     out += [".SH FILES", ".TP", ".B /etc/virt-vlan/virt-vlan.conf",
-            "Host configuration: uplinks, allowed VLANs, naming.",
+            "Host configuration: uplinks, allowed VLANs, naming; see virt\\-vlan.conf(5).",
             ".TP", ".B /etc/libvirt/hooks/qemu.d/virt-vlan, /etc/libvirt/hooks/network.d/virt-vlan",
             "The libvirt hook drop-ins.",
             ".TP", ".B /run/virt-vlan/", "Host lock and reservations.",
-            ".SH SEE ALSO", "virsh(1), ip(8), bridge(8)"]
+            ".SH SEE ALSO", "virt\\-vlan.conf(5), virsh(1), ip(8), bridge(8)"]
+    return "\n".join(out) + "\n"
+
+
+def example_config() -> str:
+    """A config that sets every key of the table to its example value."""
+    lines = []
+    for section, header, _ in config.SECTIONS:
+        lines.append(header.replace("NAME", "eth0"))
+        lines += ["%s = %s" % (key.name, key.example) for key in config.keys(section)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def conf_page() -> str:
+    """virt-vlan.conf(5) in roff, from the config loader's key table."""
+    out = [".TH VIRT-VLAN.CONF 5 %s \"virt-vlan %s\" \"File Formats\"" % (_DATE, __version__)]
+    # No hyphenation: key names and values are typed as printed.
+    out += [".nh", ".SH NAME", "virt\\-vlan.conf \\- virt\\-vlan host configuration"]
+    out += [".SH SYNOPSIS", _roff(config.DEFAULT_PATH)]
+    out += [".SH DESCRIPTION", _roff(
+        "The host admin's list of uplinks and of the VLANs guests may ask for on each: a "
+        "domain can only use VLANs listed here, on uplinks listed here. virt-vlan(8), its "
+        "libvirt hooks and its agent read it; $%s names another file. The file has [section] "
+        "headers and 'key = value' lines; '#' or ';' starts a comment at the start of a line "
+        "or after a space. virt-vlan refuses, naming file and line, any unknown section or "
+        "key, a key set twice, a section listed twice and any value it cannot use; "
+        "'virt-vlan check-config' shows what it read." % config.ENV_PATH)]
+    for section, header, meaning in config.SECTIONS:
+        out += [".SH \"THE %s SECTION\"" % _roff(header), _roff(meaning)]
+        for key in config.keys(section):
+            facts = ["Value: %s." % config.KINDS[key.kind]]
+            if key.fields:
+                facts.append("Placeholders: %s." % ", ".join("{%s}" % f for f in key.fields))
+            if key.required:
+                facts.append("Required.")
+            elif key.default:
+                facts.append("Default: %s." % key.default)
+            elif "Default:" not in key.meaning:
+                facts.append("Default: none.")
+            out += [".TP", ".B %s" % _roff(key.name), _roff(key.meaning), ".br",
+                    _roff(" ".join(facts)), ".br",
+                    "Example: \\fB%s = %s\\fR" % (_roff(key.name), _roff(key.example))]
+    out += [".SH EXAMPLE", "Every key set (the values of the Example lines above):",
+            ".PP", ".nf", ".RS", _roff(example_config().rstrip()), ".RE", ".fi"]
+    out += [".SH FILES", ".TP", ".B %s" % _roff(config.DEFAULT_PATH),
+            "The file; the Debian package installs it with every setting commented out."]
+    out += [".SH SEE ALSO", "virt\\-vlan(8)"]
     return "\n".join(out) + "\n"
 
 
 def main(argv: Optional[List[str]] = None, stream: TextIO = sys.stdout) -> int:
+    """Print virt-vlan(8), or virt-vlan.conf(5) with the argument `virt-vlan.conf.5`."""
     from virtvlan.cli.main import build_parser
 
-    stream.write(render(build_parser()))
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["virt-vlan.conf.5"]:
+        stream.write(conf_page())
+    elif not argv or argv == ["virt-vlan.8"]:
+        stream.write(render(build_parser()))
+    else:
+        sys.stderr.write("usage: python3 -m virtvlan.cli.manpage [virt-vlan.8 | virt-vlan.conf.5]\n")
+        return 2
     return 0
 
 

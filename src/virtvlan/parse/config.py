@@ -3,7 +3,8 @@
 The file is the admin's, not the guest owner's: it lists which VLANs guests
 may ask for on which uplink, so an unprivileged libvirt user cannot bridge a
 guest into the management VLAN or make us enslave an arbitrary interface.
-Every refusal names the file and line. See README.md, "Host configuration".
+Every refusal names the file and line. The keys are defined once, in KEYS
+below; virt-vlan.conf(5) is generated from that table.
 """
 
 import os
@@ -24,28 +25,103 @@ ENV_PATH = "VIRT_VLAN_CONFIG"
 IFNAMSIZ_MAX = 15
 _BAD_NAME = re.compile(r"[/:\s]")
 
-GLOBAL_KEYS = {"default-uplink", "lock-timeout", "reconcile-interval"}
-UPLINK_DEFAULTS = {
-    "device": "{uplink}",
-    "wiring": ACCESS,
-    "trunk-bridge": "br{n}",
-    "trunk-vlan-name": "{bridge}.{vlan}",
-    "access-bridge": "br{n}{vlan}",
-    "access-feed": "{device}.{vlan}",
-    "keep-empty-bridges": "no",
-    "host-vlans": "",
-    "trunk-filtering": "no",
-    "mtu": "",
+@dataclass(frozen=True)
+class Key:
+    """One config key. KEYS is the only list of keys: the loader accepts
+    exactly these (per section), and virt-vlan.conf(5) is generated from
+    them (cli/manpage.py), so the page cannot miss or invent a key."""
+
+    section: str  # GLOBAL or UPLINK
+    name: str
+    kind: str  # the value's type, one of KINDS (the loader checks bool, vlans
+    # and template values by kind, the others by key)
+    default: str  # as written in the file; "" when there is none
+    example: str  # a value the loader accepts (a test loads them all)
+    meaning: str  # one paragraph for the man page
+    required: bool = False
+    fields: Tuple[str, ...] = ()  # kind "template": the placeholders it may use
+
+
+GLOBAL = "global"
+UPLINK = "uplink"
+# The sections the loader accepts: (section, header as written, meaning).
+SECTIONS = (
+    (GLOBAL, "[global]", "Host-wide settings; at most one such section."),
+    (UPLINK, "[uplink NAME]", "One per uplink: a NIC or bond that carries tagged VLANs to "
+     "the switch. NAME is what domains write in uplink='NAME'; {n} in the default names "
+     "is the section's position in the file: 0 for the first [uplink], 1 for the second."),
+)
+# Value types: what each accepts, as the man page says it.
+KINDS = {
+    "uplink": "the NAME of an [uplink NAME] section",
+    "seconds": "a number of seconds",
+    "template": "an interface name template: text with {placeholders}, at most 15 "
+                "bytes once filled in, no '/', ':' or spaces",
+    "wiring": "access or trunk",
+    "vlans": "comma-separated VLAN ids (1-4094) and inclusive ranges, e.g. 5,7,100-110",
+    "bool": "yes, true, on, 1 or no, false, off, 0",
+    "mtu": "an MTU in 68-65535, or empty",
 }
-UPLINK_KEYS = set(UPLINK_DEFAULTS) | {"allowed-vlans"}
+_ALL_FIELDS = ("uplink", "n", "device", "bridge", "vlan")
+KEYS: Tuple[Key, ...] = (
+    Key(GLOBAL, "default-uplink", "uplink", "", "eth0",
+        "The uplink used by <vv:interface> and <vv:network> entries that have no "
+        "uplink='...' attribute. Default: the first [uplink] section."),
+    Key(GLOBAL, "lock-timeout", "seconds", "30", "30",
+        "Seconds (1-3600) to wait for the host-wide lock while another virt-vlan run "
+        "(another guest starting or stopping) holds it."),
+    Key(GLOBAL, "reconcile-interval", "seconds", "300", "300",
+        "Seconds (10-86400) between the agent's full reconciles: the live XML of every "
+        "running tagged guest against the host, the safety net for lost events."),
+    Key(UPLINK, "device", "template", "{uplink}", "enp3s0f0",
+        "The network device (NIC or bond) of this uplink.", fields=("uplink", "n")),
+    Key(UPLINK, "wiring", "wiring", ACCESS, TRUNK,
+        "access: one VLAN device per VLAN on the NIC (eth0.5), bridged untagged into a "
+        "per-VLAN bridge (br05); the NIC is no bridge port. trunk: the NIC becomes a port "
+        "of the trunk bridge; trunk guests join it and see tagged frames, access bridges "
+        "are fed from VLAN devices on it (br1.5)."),
+    Key(UPLINK, "allowed-vlans", "vlans", "", "5,7,100-110",
+        "The VLANs guests may ask for on this uplink.", required=True),
+    Key(UPLINK, "trunk-bridge", "template", "br{n}", "br{n}",
+        "With wiring = trunk: the trunk bridge.", fields=("uplink", "n", "device")),
+    Key(UPLINK, "trunk-vlan-name", "template", "{bridge}.{vlan}", "{bridge}.{vlan}",
+        "With wiring = trunk: the VLAN device on the trunk bridge for VLAN {vlan}; it "
+        "feeds the access bridge or carries a host VLAN. Must contain {vlan}.",
+        fields=_ALL_FIELDS),
+    Key(UPLINK, "access-bridge", "template", "br{n}{vlan}", "br{n}{vlan}",
+        "The access bridge of VLAN {vlan}: guests with mode='access' and virt-vlan "
+        "networks are its ports. Must contain {vlan}.", fields=_ALL_FIELDS),
+    Key(UPLINK, "access-feed", "template", "{device}.{vlan}", "{device}.{vlan}",
+        "With wiring = access: the VLAN device that feeds VLAN {vlan} into its access "
+        "bridge. Must contain {vlan}.", fields=_ALL_FIELDS),
+    Key(UPLINK, "keep-empty-bridges", "bool", "no", "yes",
+        "Whether access bridges and their feeds stay when their last guest stops. "
+        "Devices the admin made are never deleted."),
+    Key(UPLINK, "host-vlans", "vlans", "", "10",
+        "With wiring = trunk only: VLANs the host itself uses on this uplink; virt-vlan "
+        "makes their VLAN devices on the trunk bridge and never deletes them. Not in "
+        "allowed-vlans."),
+    Key(UPLINK, "trunk-filtering", "bool", "no", "yes",
+        "With wiring = trunk only: yes turns VLAN filtering on for an adopted (admin-made) "
+        "trunk bridge that runs without it, after programming every port's VLANs. Bridges "
+        "virt-vlan creates always filter."),
+    Key(UPLINK, "mtu", "mtu", "", "1496",
+        "MTU of the feeds, bridges and taps virt-vlan builds on this uplink. Default: "
+        "they inherit the uplink device's."),
+)
+
+
+def keys(section: str) -> Tuple[Key, ...]:
+    """The keys of `section` (GLOBAL or UPLINK), in the table's order."""
+    return tuple(k for k in KEYS if k.section == section)
+
+
+GLOBAL_KEYS = {k.name for k in keys(GLOBAL)}
+UPLINK_KEYS = {k.name for k in keys(UPLINK)}
+UPLINK_DEFAULTS = {k.name: k.default for k in keys(UPLINK) if not k.required}
 # Which placeholders each template may use.
-TEMPLATE_FIELDS = {
-    "device": {"uplink", "n"},
-    "trunk-bridge": {"uplink", "n", "device"},
-    "trunk-vlan-name": {"uplink", "n", "device", "bridge", "vlan"},
-    "access-bridge": {"uplink", "n", "device", "bridge", "vlan"},
-    "access-feed": {"uplink", "n", "device", "bridge", "vlan"},
-}
+TEMPLATE_FIELDS = {k.name: set(k.fields) for k in KEYS if k.kind == "template"}
+_DEFAULT = {k.name: k.default for k in keys(GLOBAL)}
 _BOOL = {"yes": True, "true": True, "on": True, "1": True,
          "no": False, "false": False, "off": False, "0": False}
 
@@ -187,7 +263,7 @@ def parse(text: str, path: str) -> Config:
         if default not in names:
             raise InputError("config %s:%d: default-uplink = %s names no [uplink] section; "
                              "use one of: %s" % (path, line, default, ", ".join(names) or "none"))
-    lock_timeout = 30.0
+    lock_timeout = float(_DEFAULT["lock-timeout"])
     if "lock-timeout" in global_values:
         value, line = global_values["lock-timeout"]
         try:
@@ -197,7 +273,7 @@ def parse(text: str, path: str) -> Config:
         if not 0 < lock_timeout <= 3600:
             raise InputError("config %s:%d: lock-timeout = %s is not a number of seconds "
                              "in 1-3600; write e.g. lock-timeout = 30" % (path, line, value))
-    reconcile_interval = 300.0
+    reconcile_interval = float(_DEFAULT["reconcile-interval"])
     if "reconcile-interval" in global_values:
         value, line = global_values["reconcile-interval"]
         try:
@@ -282,9 +358,10 @@ def _uplink(name: str, position: int, line: int, values: Dict[str, Tuple[str, in
         raise InputError("config %s:%d: %s has no allowed-vlans; list the VLANs guests may "
                          "use, e.g. allowed-vlans = 5,7,100-110" % (path, line, section))
     vlan_lists = {}
-    for key in ("allowed-vlans", "host-vlans"):
+    for entry in (k for k in keys(UPLINK) if k.kind == "vlans"):
+        key = entry.name
         text, where = get(key)
-        if key == "host-vlans" and not text:
+        if not entry.required and not text:
             vlan_lists[key] = ()
             continue
         try:
@@ -308,15 +385,15 @@ def _uplink(name: str, position: int, line: int, values: Dict[str, Tuple[str, in
                          "one list (for a host address on a guest VLAN, put it on that VLAN's "
                          "bridge and set keep-empty-bridges = yes)"
                          % (path, get("host-vlans")[1], both[0], section, "VLAN"))
-    keep_text, where = get("keep-empty-bridges")
-    if keep_text.lower() not in _BOOL:
-        raise InputError("config %s:%d: keep-empty-bridges = %s in %s; use yes or no"
-                         % (path, where, keep_text, section))
-    filtering_text, where = get("trunk-filtering")
-    if filtering_text.lower() not in _BOOL:
-        raise InputError("config %s:%d: trunk-filtering = %s in %s; use yes or no"
-                         % (path, where, filtering_text, section))
-    if _BOOL[filtering_text.lower()] and wiring != TRUNK:
+    flags: Dict[str, bool] = {}
+    for key in (k.name for k in keys(UPLINK) if k.kind == "bool"):
+        text, where = get(key)
+        if text.lower() not in _BOOL:
+            raise InputError("config %s:%d: %s = %s in %s; use yes or no"
+                             % (path, where, key, text, section))
+        flags[key] = _BOOL[text.lower()]
+    if flags["trunk-filtering"] and wiring != TRUNK:
+        where = get("trunk-filtering")[1]
         raise InputError("config %s:%d: trunk-filtering in %s applies to wiring = trunk only; "
                          "remove it or set wiring = trunk" % (path, where, section))
     mtu_text, where = get("mtu")
@@ -340,9 +417,9 @@ def _uplink(name: str, position: int, line: int, values: Dict[str, Tuple[str, in
         trunk_vlan_template=templates["trunk-vlan-name"],
         access_bridge_template=templates["access-bridge"],
         access_feed_template=templates["access-feed"],
-        keep_empty_bridges=_BOOL[keep_text.lower()],
+        keep_empty_bridges=flags["keep-empty-bridges"],
         host_vlans=tuple(vlan_lists["host-vlans"]), where="%s:%d" % (path, line),
-        trunk_filtering=_BOOL[filtering_text.lower()], mtu=mtu)
+        trunk_filtering=flags["trunk-filtering"], mtu=mtu)
     for key, made in (("device", device), ("trunk-bridge", bridge)):
         _check_name(made, key, get(key)[1], path, section)
     for vlan in sorted(uplink.allowed_vlans | set(uplink.host_vlans)):
