@@ -22,7 +22,7 @@ import os
 from typing import Optional, Sequence
 
 # Shown after a message whose fault is ours.
-REPORT = "please report this bug with the journal's lines around it"
+REPORT = "please report this bug with the log lines around it"
 
 # What the admin can do about a kernel refusal, by errno name.
 _KERNEL_FIXES = {
@@ -68,15 +68,17 @@ class LockTimeout(VirtVlanError):
 class InternalError(VirtVlanError):
     """A bug of virt-vlan (the planner's, or the program's): not the admin's
     fault, and no fix but a bug report. `wrap` words any unexpected
-    exception the same way for the entry points (hook, CLI)."""
+    exception the same way for the entry points (hook, CLI).
 
-    def __init__(self, message: str) -> None:
-        super().__init__("internal error: %s; %s" % (message, REPORT))
+    `report` says what to send along (where the traceback is)."""
+
+    def __init__(self, message: str, report: str = REPORT) -> None:
+        super().__init__("internal error: %s; %s" % (message, report))
 
     @classmethod
-    def wrap(cls, err: BaseException, during: str) -> "InternalError":
+    def wrap(cls, err: BaseException, during: str, report: str = REPORT) -> "InternalError":
         """`err` (not a VirtVlanError) raised while doing `during`."""
-        return cls("%s failed: %s: %s" % (during, type(err).__name__, err))
+        return cls("%s failed: %s: %s" % (during, type(err).__name__, err), report)
 
 
 class ApplyError(VirtVlanError):
