@@ -292,7 +292,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     except Exception as err:  # a bug of ours: one line, as the hook says it; -v adds the traceback
         if args.verbose:
-            log.error("traceback of the internal error below", exc_info=err)
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
         print("virt-vlan: %s" % InternalError.wrap(
             err, "virt-vlan %s" % args.command,
             "please report this bug with the traceback that -v prints"), file=sys.stderr)
