@@ -9,6 +9,7 @@ to ApplyBug, and every one of them is still an ApplyError.
 import errno
 import importlib
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Dict, Iterator, List, Optional
 
 import pytest
@@ -127,6 +128,11 @@ def test_apply_bug_is_an_internal_error_with_a_rollback():
 
 # -- the executor picks the kind -------------------------------------------------
 
+class FakeMessage:
+    def get_attr(self, name: str) -> None:
+        return None
+
+
 class FakeSocket:
     """Just enough of pyroute2's IPRoute for the executor: links by name,
     and `refuse` maps an attribute of a `set` request to the errno the
@@ -138,6 +144,8 @@ class FakeSocket:
         self.done: List[Dict[str, object]] = []
 
     def link(self, command: str, **attrs: object) -> list:
+        if command == "get" and "index" in attrs:  # only to read an alias: none
+            return [FakeMessage()]
         if command == "get":
             if attrs.get("ifname") not in self.index:
                 raise NetlinkError(errno.ENODEV)
@@ -210,12 +218,39 @@ def test_a_vanished_device_is_a_stale_snapshot(fake):
 
 def test_a_plan_that_does_not_fit_its_snapshot_is_a_bug_and_otherwise_stale(fake):
     plan = act.Plan((act.SetUp("u9"),))
-    with pytest.raises(ApplyBug, match=r"^internal error: `ip link set dev u9 up` does not fit "
-                                       r"the snapshot it was planned from"):
+    with pytest.raises(ApplyBug, match=r"^internal error: cannot run `ip link set dev u9 up`: "
+                                       r"the snapshot the plan was made from lacks 'u9'; "):
         fake(plan, BEFORE, BEFORE, FakeSocket(["u0"]))
     # Without `before` the executor reads the host itself: the plan is older.
     with pytest.raises(StaleSnapshot, match=r"the host read now lacks 'u9'"):
         fake(plan, None, BEFORE, FakeSocket(["u0"]))
+
+
+def test_creating_what_exists_is_a_bug_or_a_race_by_what_the_snapshot_showed(fake):
+    plan = act.Plan((act.CreateVlan("u0.5", "u0", 5),))
+    there = Snapshot((U0, Link("u0.5", kind="bridge")))
+    socket = FakeSocket(["u0", "u0.5"], refuse={"ifname": errno.EEXIST})
+    with pytest.raises(ApplyBug, match=r"^internal error: cannot create VLAN 5 on u0 as u0\.5: "
+                                       r"u0\.5 already exists as a bridge device in the snapshot "
+                                       r"the plan was made from; rolled back 0 change\(s\); "):
+        fake(plan, there, there, socket)
+    with pytest.raises(StaleSnapshot, match=r"^cannot create VLAN 5 on u0 as u0\.5: u0\.5 already "
+                                            r"exists as a bridge device \(made after virt-vlan "
+                                            r"read the host\); rolled back 0 change\(s\); rename "):
+        fake(plan, BEFORE, there, socket)
+
+
+def test_deleting_a_device_without_our_mark_is_a_bug_or_a_race(fake):
+    plan = act.Plan((act.DeleteLink("u0"),))
+    with pytest.raises(ApplyBug, match=r"^internal error: refusing to delete u0: it has no "
+                                       r"'virt-vlan:managed' alias, so virt-vlan did not create "
+                                       r"it \(nor does the snapshot the plan was made from say "
+                                       r"so\); "):
+        fake(plan, BEFORE, BEFORE, FakeSocket(["u0"]))
+    ours = Snapshot((replace(U0, managed=True),))
+    with pytest.raises(StaleSnapshot, match=r"alias when virt-vlan read the host: another tool "
+                                            r"replaced it\?\); rolled back 0"):
+        fake(plan, ours, ours, FakeSocket(["u0"]))
 
 
 def test_an_unexpected_exception_is_an_apply_bug(fake):

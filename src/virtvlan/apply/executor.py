@@ -86,7 +86,7 @@ def apply(plan: act.Plan, netns: Optional[str] = None,
     """
     fail_at = os.environ.get(FAIL_AT_ENV)
     with open_socket(netns) as ipr:
-        run = _Executor(ipr, netns)
+        run = _Executor(ipr, netns, own_snapshot=before is not None)
         try:
             model = before if before is not None else rtnl.read_snapshot(netns)
             for number, action in enumerate(plan):
@@ -100,7 +100,8 @@ def apply(plan: act.Plan, netns: Optional[str] = None,
                 try:
                     after = action.simulate(model)
                 except (KeyError, AssertionError) as err:
-                    raise _misfit(action, err, before is not None) from err
+                    raise run.misfit("cannot run `%s`: {snapshot} lacks %s" % (action, err)) \
+                        from err
                 run.execute(action, action.undo(model))
                 model = after
             # Read back with rtnl, the product's reader: pyroute2's own parsing
@@ -130,24 +131,16 @@ def _device(action: act.Action) -> str:
     return ""
 
 
-def _misfit(action: act.Action, err: BaseException, planned_from_before: bool) -> ApplyError:
-    """An action whose simulation fails on the model: the planner's bug when
-    the plan was made from that very snapshot, else a plan made from an
-    older state of the host than the one read now."""
-    if planned_from_before:
-        return ApplyBug("`%s` does not fit the snapshot it was planned from (it lacks %s)"
-                        % (action, err))
-    return StaleSnapshot("cannot run `%s`: the host read now lacks %s, so the plan was made "
-                         "from an older state" % (action, err),
-                         "plan again from a fresh read of the host, then apply")
-
-
 class _Executor:
     """Runs actions on one socket and keeps the undo log of this run."""
 
-    def __init__(self, ipr, netns: Optional[str]) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ipr, netns: Optional[str],  # type: ignore[no-untyped-def]
+                 own_snapshot: bool) -> None:
         self.ipr = ipr
         self.netns = netns
+        # True: the plan was made from the snapshot the model starts from
+        # (apply's `before`), so a plan that does not fit it is a bug.
+        self.own_snapshot = own_snapshot
         self.step = ""  # the `ip` command in flight, named in error messages
         self.device = ""  # the device it changes, named in error messages
         self.model = Snapshot(())  # the planned state before the action in flight
@@ -185,6 +178,17 @@ class _Executor:
         as the kernel state changed, so a later partial failure is undone."""
         self.undo_log.extend(self.pending)
         self.pending = ()
+
+    def misfit(self, detail: str) -> ApplyError:
+        """A plan step that does not fit the model: the planner's bug when
+        the plan was made from that very snapshot; else the plan was made
+        from an older state of the host than the one read now. `detail`
+        names the snapshot as {snapshot}."""
+        if self.own_snapshot:
+            return ApplyBug(detail.replace("{snapshot}", "the snapshot the plan was made from"))
+        return StaleSnapshot(detail.replace("{snapshot}", "the host read now") + " (the plan was "
+                             "made from an older state of the host)",
+                             "plan again from a fresh read, then apply")
 
     def failure(self, err: Exception) -> ApplyError:
         """`err`, raised by the action in flight, as the ApplyError kind
@@ -269,11 +273,10 @@ class _Executor:
                 self.pending = ()
                 return False
             occupant = _occupant(snap, name, action)
-            if _occupant(self.model, name, action) is not None:
-                # The plan's own snapshot showed it: the planner should not
-                # have planned this creation.
-                raise ApplyBug("cannot create %s: %s, as the snapshot it was planned from "
-                               "already showed" % (wanted, occupant))
+            planned = _occupant(self.model, name, action)
+            if planned is not None:
+                # The snapshot showed it: this creation should not be planned.
+                raise self.misfit("cannot create %s: %s in {snapshot}" % (wanted, planned))
             raise StaleSnapshot("cannot create %s: %s (made after virt-vlan read the host)"
                                 % (wanted, occupant or "the kernel says it exists (EEXIST) "
                                    "but no %s is visible" % name),
@@ -420,7 +423,7 @@ class _Executor:
             if planned is not None and planned.managed:
                 raise StaleSnapshot(refusal + " (it had the alias when virt-vlan read the "
                                     "host: another tool replaced it?)")
-            raise ApplyBug(refusal + "; the plan should not delete it")
+            raise self.misfit(refusal + " (nor does {snapshot} say so)")
         try:
             self.ipr.link("del", index=index)
         except NetlinkError as err:
