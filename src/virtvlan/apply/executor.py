@@ -17,15 +17,15 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from virtvlan.plan import actions as act
 from virtvlan.host import rtnl, state
-from virtvlan.errors import ApplyError
-from virtvlan.model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
+from virtvlan.errors import ApplyBug, ApplyError, KernelRefused, StaleSnapshot
+from virtvlan.model import MANAGED_ALIAS, Address, Link, Route, Snapshot
 from virtvlan.host.rtnl import (
     BRIDGE_VLAN_INFO_PVID,
     BRIDGE_VLAN_INFO_RANGE_BEGIN,
     BRIDGE_VLAN_INFO_RANGE_END,
     BRIDGE_VLAN_INFO_UNTAGGED,
 )
-from virtvlan.parse.vlans import format_vlan_list
+from virtvlan.apply.verify import verify
 from virtvlan.apply.netlink import (
     IFA_F_NODAD,
     errno_text,
@@ -44,14 +44,9 @@ FAIL_AT_ENV = "VIRT_VLAN_FAIL_AT"
 
 # IFLA_INET6_ADDR_GEN_MODE value IN6_ADDR_GEN_MODE_NONE (include/uapi/linux/if_link.h).
 _ADDR_GEN_NONE = {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", 1)]})]}
-# Action fields naming devices: all of them, and those the action changes.
-_DEVICE_FIELDS = ("name", "parent", "port", "bridge", "dev", "src", "dst")
-_CHANGED_FIELDS = ("name", "port", "dev", "src", "dst")
+# Action fields naming devices, the changed one first.
+_DEVICE_FIELDS = ("name", "port", "dev", "src", "dst", "parent", "bridge")
 _NO_NF_CALL = {"br_nf_call_iptables": 0, "br_nf_call_ip6tables": 0, "br_nf_call_arptables": 0}
-
-
-class _Failure(Exception):
-    """A failure whose message is already the one line the user sees."""
 
 
 def read_snapshot(netns: Optional[str] = None) -> Snapshot:
@@ -72,56 +67,83 @@ def apply(plan: act.Plan, netns: Optional[str] = None,
     `before` is the snapshot the plan was made from (read now when None).
     Either every action takes effect and the touched links then match
     plan.simulate(before), or what this run changed is undone (in reverse
-    order, best effort) and ApplyError says which `ip` command failed, the
-    kernel's errno name and message, and how many changes were rolled back.
+    order, best effort) and an ApplyError says what failed, whose fault it
+    is, and how many changes were rolled back:
+    - KernelRefused: the kernel refused an `ip` command (errno name, device);
+    - StaleSnapshot: another process changed the host after the snapshot (a
+      device vanished, or appeared where the plan creates one); with
+      `before` None, also a plan that does not fit the host read now;
+    - VerifyFailed: the links read back differ from the plan (every
+      mismatch is logged, the message names the first ones);
+    - ApplyBug: the plan does not fit the snapshot it was made from, or any
+      other bug of ours.
     Devices another process created in a race (EEXIST with the same
     kind/parent/VLAN id) are used as they are and never rolled back.
 
     Test aid: with VIRT_VLAN_FAIL_AT=N in the environment, an injected failure
-    is raised before action N (0-based); it takes the normal rollback path.
+    (a plain ApplyError) is raised before action N (0-based); it takes the
+    normal rollback path.
     """
     fail_at = os.environ.get(FAIL_AT_ENV)
     with open_socket(netns) as ipr:
-        run = _Executor(ipr, netns)
+        run = _Executor(ipr, netns, own_snapshot=before is not None)
         try:
             model = before if before is not None else rtnl.read_snapshot(netns)
             for number, action in enumerate(plan):
-                run.step = str(action)
+                run.step, run.device, run.model = str(action), _device(action), model
                 if fail_at is not None and fail_at.strip() == str(number):
-                    raise _Failure("injected failure before action %d (%s=%s)"
-                                   % (number, FAIL_AT_ENV, fail_at))
-                # Simulate first: an action that does not fit the model (a
-                # stale `before`) fails before it touches the kernel.
+                    raise ApplyError("injected failure before action %d (%s=%s)"
+                                     % (number, FAIL_AT_ENV, fail_at),
+                                     "unset %s (a test aid)" % FAIL_AT_ENV)
+                # Simulate first: an action that does not fit the model fails
+                # before it touches the kernel.
                 try:
                     after = action.simulate(model)
                 except (KeyError, AssertionError) as err:
-                    raise _Failure("cannot run `%s`: the snapshot it was planned from lacks "
-                                   "%s (stale snapshot or planner bug)" % (action, err)) from err
+                    raise run.misfit("cannot run `%s`: {snapshot} lacks %s" % (action, err)) \
+                        from err
                 run.execute(action, action.undo(model))
                 model = after
             # Read back with rtnl, the product's reader: pyroute2's own parsing
             # of AF_BRIDGE VLAN dumps differs between releases (0.7.2 drops
             # ext_mask from a link dump, so it would see no VLAN table at all).
             actual = rtnl.read_snapshot(netns)
-            difference = _difference(plan, model, actual, run.adopted)
-            if difference:
-                raise _Failure("verification after apply failed: " + difference)
+            verify(plan, model, actual, run.adopted)
             return actual
         except BaseException as err:
-            message = run.describe(err)
+            # Classified first: the rollback's own steps overwrite run.step.
+            failure = run.failure(err) if isinstance(err, Exception) else None
             summary = run.rollback()
-            if not isinstance(err, Exception):
+            if failure is None:
                 raise  # KeyboardInterrupt, SystemExit: rolled back, keep going up
-            raise ApplyError("%s; %s" % (message, summary)) from err
+            failure.note_rollback(summary)
+            if failure is err:
+                raise
+            raise failure from err
+
+
+def _device(action: act.Action) -> str:
+    """The device an action changes (or else names)."""
+    for field in _DEVICE_FIELDS:
+        value = getattr(action, field, None)
+        if isinstance(value, str):
+            return value
+    return ""
 
 
 class _Executor:
     """Runs actions on one socket and keeps the undo log of this run."""
 
-    def __init__(self, ipr, netns: Optional[str]) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ipr, netns: Optional[str],  # type: ignore[no-untyped-def]
+                 own_snapshot: bool) -> None:
         self.ipr = ipr
         self.netns = netns
+        # True: the plan was made from the snapshot the model starts from
+        # (apply's `before`), so a plan that does not fit it is a bug.
+        self.own_snapshot = own_snapshot
         self.step = ""  # the `ip` command in flight, named in error messages
+        self.device = ""  # the device it changes, named in error messages
+        self.model = Snapshot(())  # the planned state before the action in flight
         self.undo_log: List[act.Action] = []
         self.pending: Tuple[act.Action, ...] = ()  # undo of the action in flight
         self.created: Set[str] = set()  # devices this run made (ours to delete)
@@ -141,7 +163,7 @@ class _Executor:
         self.pending = undo
         handler = self.handlers.get(type(action))
         if handler is None:
-            raise _Failure("virt-vlan bug: no executor for %r" % (action,))
+            raise ApplyBug("the executor has no handler for %r" % (action,))
         try:
             handler(action)
         except NetlinkError as err:
@@ -157,12 +179,31 @@ class _Executor:
         self.undo_log.extend(self.pending)
         self.pending = ()
 
-    def describe(self, err: BaseException) -> str:
-        if isinstance(err, _Failure):
-            return str(err)
-        if isinstance(err, (NetlinkError, OSError)):
-            return "`%s` failed: %s" % (self.step, errno_text(err))
-        return "`%s` failed: %s: %s" % (self.step, type(err).__name__, err)
+    def misfit(self, detail: str) -> ApplyError:
+        """A plan step that does not fit the model: the planner's bug when
+        the plan was made from that very snapshot; else the plan was made
+        from an older state of the host than the one read now. `detail`
+        names the snapshot as {snapshot}."""
+        if self.own_snapshot:
+            return ApplyBug(detail.replace("{snapshot}", "the snapshot the plan was made from"))
+        return StaleSnapshot(detail.replace("{snapshot}", "the host read now") + " (the plan was "
+                             "made from an older state of the host)",
+                             "plan again from a fresh read, then apply")
+
+    def failure(self, err: Exception) -> ApplyError:
+        """`err`, raised by the action in flight, as the ApplyError kind
+        that says whose fault it is: errors from the kernel (netlink, or a
+        sysctl write) are KernelRefused; anything unexpected is ApplyBug."""
+        if isinstance(err, ApplyError):
+            return err
+        if isinstance(err, NetlinkError):
+            return KernelRefused(self.step, self.device, err.code,
+                                 err.args[1] if len(err.args) > 1 else None)
+        if isinstance(err, OSError) and err.errno:
+            return KernelRefused(self.step, self.device, err.errno, err.strerror)
+        # A bug: the traceback goes to the journal, the message to the user.
+        log.error("`%s` failed: unexpected %s", self.step, type(err).__name__, exc_info=err)
+        return ApplyBug("`%s` failed: %s: %s" % (self.step, type(err).__name__, err))
 
     def rollback(self) -> str:
         """Undo recorded changes, newest first; never raises."""
@@ -185,8 +226,8 @@ class _Executor:
     def _need(self, name: str) -> int:
         index = link_index(self.ipr, name)
         if index is None:
-            raise _Failure("%s disappeared while virt-vlan was configuring it "
-                           "(another tool deleted it?)" % name)
+            raise StaleSnapshot("%s disappeared while virt-vlan was configuring it "
+                                "(another tool deleted it?)" % name)
         return index
 
     def _raise_vanished(self, action: act.Action) -> None:
@@ -196,7 +237,7 @@ class _Executor:
                 self._need(name)
 
     def _set(self, step: str, name: str, **attrs: object) -> None:
-        self.step = step
+        self.step, self.device = step, name
         self.ipr.link("set", index=self._need(name), **attrs)
 
     # -- creation --------------------------------------------------------
@@ -207,7 +248,7 @@ class _Executor:
 
         True leaves the intent to mark `name` recorded (state.intend) until
         _mark clears it: a run killed in between leaves it for the next."""
-        self.step = action.render()[0]
+        self.step, self.device = action.render()[0], name
         # Only in our own namespace: the next run (engine.py) reads the host's.
         journal = self.netns is None
         if journal:
@@ -231,8 +272,15 @@ class _Executor:
                 self.adopted.add(name)
                 self.pending = ()
                 return False
-            raise _Failure("cannot create %s: %s; rename or delete it, or wait for "
-                           "the tool that made it" % (wanted, _occupant(snap, name, action)))
+            occupant = _occupant(snap, name, action)
+            planned = _occupant(self.model, name, action)
+            if planned is not None:
+                # The snapshot showed it: this creation should not be planned.
+                raise self.misfit("cannot create %s: %s in {snapshot}" % (wanted, planned))
+            raise StaleSnapshot("cannot create %s: %s (made after virt-vlan read the host)"
+                                % (wanted, occupant or "the kernel says it exists (EEXIST) "
+                                   "but no %s is visible" % name),
+                                "rename or delete it, or wait for the tool that made it")
         self.created.add(name)
         self.commit()  # DeleteLink from here on, even if marking fails below
         return True
@@ -293,7 +341,7 @@ class _Executor:
 
     def _create_vlan(self, action: act.Action) -> None:
         assert isinstance(action, act.CreateVlan)
-        self.step = action.render()[0]
+        self.step, self.device = action.render()[0], action.name
         attrs = {"kind": "vlan", "link": self._need(action.parent), "vlan_id": action.vlan_id}
         fits = lambda link: (link.kind == "vlan" and link.parent == action.parent  # noqa: E731
                              and link.vlan_id == action.vlan_id)
@@ -335,7 +383,7 @@ class _Executor:
         does not exist in 0.7. The per-VLAN MASTER flag is never set: on a
         port delete it would also delete the bridge's self entry."""
         assert isinstance(action, (act.AddBridgeVlan, act.DelBridgeVlan))
-        self.step = str(action)
+        self.step, self.device = str(action), action.dev
         index = self._need(action.dev)
         flags = 0
         if isinstance(action, act.AddBridgeVlan):
@@ -361,7 +409,7 @@ class _Executor:
 
     def _delete(self, action: act.Action) -> None:
         assert isinstance(action, act.DeleteLink)
-        self.step = str(action)
+        self.step, self.device = str(action), action.name
         index = link_index(self.ipr, action.name)
         if index is None:
             log.debug("%s is already gone; nothing to delete", action.name)
@@ -369,8 +417,13 @@ class _Executor:
         # Second line of defence behind the planner: only devices carrying
         # our mark (or made by this very run) are ever deleted.
         if action.name not in self.created and link_alias(self.ipr, index) != MANAGED_ALIAS:
-            raise _Failure("refusing to delete %s: it has no %r alias, so virt-vlan did not "
-                           "create it" % (action.name, MANAGED_ALIAS))
+            refusal = ("refusing to delete %s: it has no %r alias, so virt-vlan did not "
+                       "create it" % (action.name, MANAGED_ALIAS))
+            planned = self.model.get(action.name)
+            if planned is not None and planned.managed:
+                raise StaleSnapshot(refusal + " (it had the alias when virt-vlan read the "
+                                    "host: another tool replaced it?)")
+            raise self.misfit(refusal + " (nor does {snapshot} say so)")
         try:
             self.ipr.link("del", index=index)
         except NetlinkError as err:
@@ -385,7 +438,7 @@ class _Executor:
         moment the host owns its addresses and has a route to its gateway."""
         assert isinstance(action, act.MoveAddresses)
         self.commit()  # several requests: undo whatever part of it happens
-        self.step = str(action)
+        self.step, self.device = str(action), action.dst
         # Indexes resolved once: fewer round trips, a shorter window in which
         # replies may leave by the old device (an ENODEV later is still
         # reported as a vanished device by execute()).
@@ -399,7 +452,7 @@ class _Executor:
 
     def _address(self, command: str, addr: Address, dev: str, index: int,
                  harmless: int) -> None:
-        self.step = "ip addr %s %s dev %s" % (command, addr.cidr, dev)
+        self.step, self.device = "ip addr %s %s dev %s" % (command, addr.cidr, dev), dev
         attrs: Dict[str, object] = {"index": index, "address": addr.local,
                                     "prefixlen": addr.prefixlen,
                                     "family": family_number(addr.family)}
@@ -422,7 +475,7 @@ class _Executor:
             log.debug("%s: already done (%s)", self.step, errno_text(err))
 
     def _route(self, route: Route, dev: str, index: int) -> None:
-        self.step = route.render(dev)
+        self.step, self.device = route.render(dev), dev
         attrs: Dict[str, object] = {"family": family_number(route.family),
                                     "oif": index, "table": route.table,
                                     "proto": proto_number(route.proto),
@@ -443,7 +496,8 @@ class _Executor:
         self.ipr.route("replace", **attrs)
 
 
-def _occupant(snap: Snapshot, name: str, action: act.Action) -> str:
+def _occupant(snap: Snapshot, name: str, action: act.Action) -> Optional[str]:
+    """What in `snap` takes the place of the device `action` creates, or None."""
     there = snap.get(name)
     if there is not None:
         what = "%s already exists as a %s device" % (name, there.kind)
@@ -455,73 +509,4 @@ def _occupant(snap: Snapshot, name: str, action: act.Action) -> str:
             if other.vlan_id == action.vlan_id:
                 return "VLAN %d on %s already exists as %s" % (
                     action.vlan_id, action.parent, other.name)
-    return "the kernel says it exists (EEXIST) but no %s is visible" % name
-
-
-def _touched(plan: act.Plan) -> List[str]:
-    names: List[str] = []
-    for action in plan:
-        for field in _CHANGED_FIELDS:
-            value = getattr(action, field, None)
-            if isinstance(value, str) and value not in names:
-                names.append(value)
-    return names
-
-
-def _addr_keys(link: Optional[Link]) -> Set[Tuple[str, str, int]]:
-    return {(a.family, a.local, a.prefixlen) for a in link.addresses} if link else set()
-
-
-def _cidrs(keys: Set[Tuple[str, str, int]]) -> str:
-    return " ".join(sorted("%s/%d" % (key[1], key[2]) for key in keys)) or "none"
-
-
-def _show(value: object) -> str:
-    """VLAN tables as `bridge vlan` words, anything else as repr."""
-    if isinstance(value, PortVlans):
-        return "tagged %s, untagged %s, pvid %s" % (
-            format_vlan_list(value.tagged) or "none", format_vlan_list(value.untagged) or "none",
-            value.pvid if value.pvid is not None else "none")
-    return repr(value)
-
-
-def _difference(plan: act.Plan, expected: Snapshot, actual: Snapshot,
-                adopted: Set[str]) -> Optional[str]:
-    """First way the touched links of `actual` differ from `expected`, or None."""
-    for name in _touched(plan):
-        want, got = expected.get(name), actual.get(name)
-        if want is None or got is None:
-            if want is not got:
-                return "%s %s" % (name, "is missing" if got is None else "still exists")
-            continue
-        fields = ["kind", "master", "vlan_id", "parent", "mtu", "up"]
-        if name not in adopted:  # another tool's device keeps its own alias
-            fields.append("managed")
-        for field in fields:
-            if getattr(want, field) != getattr(got, field):
-                return "%s has %s=%r, expected %r" % (name, field, getattr(got, field),
-                                                      getattr(want, field))
-    for action in plan:
-        # Bridge VLAN tables of the ports (and bridges) whose entries changed,
-        # and the filtering switch: compared as `bridge vlan show` lists them.
-        if isinstance(action, (act.AddBridgeVlan, act.DelBridgeVlan)):
-            name, field = action.dev, "vlans"
-        elif isinstance(action, act.SetVlanFiltering):
-            name, field = action.bridge, "vlan_filtering"
-        else:
-            continue
-        want, got = expected.get(name), actual.get(name)
-        if want is not None and got is not None and getattr(want, field) != getattr(got, field):
-            return "%s has %s=%s, expected %s" % (name, field, _show(getattr(got, field)),
-                                                  _show(getattr(want, field)))
-    for action in plan:
-        if not isinstance(action, act.MoveAddresses):
-            continue
-        moved = {(a.family, a.local, a.prefixlen) for a in action.addresses}
-        for name in (action.src, action.dst):
-            wanted = _addr_keys(expected.get(name)) & moved
-            there = _addr_keys(actual.get(name)) & moved
-            if wanted != there:
-                return "%s has addresses %s, expected %s" % (
-                    name, _cidrs(there), _cidrs(wanted))
     return None

@@ -11,7 +11,7 @@ from typing import List, NoReturn, Optional
 
 from virtvlan import __version__
 from virtvlan.parse.config import Config, describe, load, missing_config_error
-from virtvlan.errors import InputError, VirtVlanError
+from virtvlan.errors import InputError, InternalError, VirtVlanError
 from virtvlan.model import ACCESS, TRUNK, PortVlans, Want
 from virtvlan.parse.vlans import VlanSyntax, parse_vlan, parse_vlan_list
 
@@ -290,6 +290,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("virt-vlan: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug of ours: one line, as the hook says it; -v adds the traceback
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+        print("virt-vlan: %s" % InternalError.wrap(
+            err, "virt-vlan %s" % args.command,
+            "please report this bug with the traceback that -v prints"), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 from dataclasses import replace
 from typing import List, Optional, Sequence, Tuple
 
-from virtvlan.errors import VirtVlanError
+from virtvlan.errors import ApplyError, InternalError, VirtVlanError
 from virtvlan.host.journal import Syslog
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 QEMU_WIRE_OPS = {"prepare", "start", "reconnect", "attach"}
 QEMU_CHECK_OPS = {"migrate", "restore"}
 QEMU_RELEASE_OPS = {"release"}
+# Where a hook's bug leaves its traceback (log.exception below).
+_HOOK_REPORT = "please report this bug with the traceback logged to the journal with it"
 
 
 def _setup_logging() -> None:
@@ -124,13 +126,16 @@ def serve(driver: str, args: Sequence[str], xml: bytes,
             return _qemu(args, xml, config_path), ""
         return _network(args, xml, config_path), ""
     except VirtVlanError as err:
-        log.error("%s %s refused: %s", driver, " ".join(args[:2]), err)
+        # A bug found as such (InternalError) keeps its traceback in the journal.
+        log.error("%s %s %s: %s", driver, " ".join(args[:2]),
+                  "failed" if isinstance(err, (ApplyError, InternalError)) else "refused", err,
+                  exc_info=isinstance(err, InternalError))
         return (1 if must_succeed else 0), "virt-vlan: %s\n" % err
     except Exception as err:  # a bug of ours: say so; fail only where wiring is at stake
         log.exception("%s %s: internal error", driver, " ".join(args[:2]))
-        return ((1 if must_succeed else 0),
-                "virt-vlan: internal error during %s %s: %s: %s (please report this bug)\n"
-                % (driver, op, type(err).__name__, err))
+        bug = InternalError.wrap(err, "the %s hook for %s at %s" % (
+            driver, args[0] if args else "?", op or "?"), _HOOK_REPORT)
+        return (1 if must_succeed else 0), "virt-vlan: %s\n" % bug
 
 
 def run(driver: str, args: List[str], xml: bytes) -> int:
