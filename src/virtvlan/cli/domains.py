@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
 
 from virtvlan.cli import nics
-from virtvlan.parse.config import Config, load, missing_config_error
+from virtvlan.parse.config import Config, load, load_or_refuse
 from virtvlan.errors import InputError, Refused, VirtVlanError
 from virtvlan.parse.metadata import Domain, VlanSpec, parse_domain, parse_mac, wants
 from virtvlan.model import ACCESS, TRUNK, Want
@@ -77,10 +77,7 @@ def _spec(args: argparse.Namespace, mac: str, who: str) -> VlanSpec:
 
 
 def _config(args: argparse.Namespace, who: str) -> Config:
-    config = load(args.config)
-    if config is None:
-        raise missing_config_error(args.config, who)
-    return config
+    return load_or_refuse(args.config, who)
 
 
 # --- definitions ---------------------------------------------------------------------
