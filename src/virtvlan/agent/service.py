@@ -35,6 +35,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 from virtvlan.virt import adapter as virt
 from virtvlan.parse.config import Config, load_or_refuse
 from virtvlan.errors import VirtVlanError
+from virtvlan.host import state
 from virtvlan.agent import reconcile, sdnotify, serve
 from virtvlan.agent.reconcile import Desired
 
@@ -225,7 +226,7 @@ class Agent:
         except VirtVlanError as err:
             self._libvirt_failed(watch, err)
             return
-        key = "domain-%s" % uuid
+        key = state.domain_key(uuid, name)
         old = self.domains.get(key)
         new = reconcile.domain_desired(xml, config) if xml is not None else None
         if new is not None and new.key != key:

@@ -24,6 +24,7 @@ from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
 from virtvlan.cli import nics
 from virtvlan.parse.config import Config, load, load_or_refuse
 from virtvlan.errors import InputError, Refused, VirtVlanError
+from virtvlan.host import state
 from virtvlan.parse.metadata import Domain, VlanSpec, parse_domain, parse_mac, wants
 from virtvlan.model import ACCESS, TRUNK, Want
 from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
@@ -140,8 +141,7 @@ def _validate(xml: bytes, config: Config, live: bool) -> Tuple[Domain, Tuple[Wan
 
 
 def _key(domain: Domain) -> str:
-    # The hook's reservation key (hook.py), so that both see one reservation.
-    return "domain-%s" % (domain.uuid or domain.name)
+    return state.domain_key(domain.uuid, domain.name)
 
 
 def _with_spec(specs: Sequence[VlanSpec], spec: VlanSpec) -> List[VlanSpec]:

@@ -40,6 +40,7 @@ def _setup_logging() -> None:
 
 def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
     from virtvlan.apply import engine
+    from virtvlan.host import state
     from virtvlan.parse.config import load_or_refuse
     from virtvlan.parse.metadata import parse_domain, wants
 
@@ -58,7 +59,7 @@ def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
     if not domain.tagged:
         return 0
     who = "domain %s" % domain.name
-    key = "domain-%s" % (domain.uuid or domain.name)
+    key = state.domain_key(domain.uuid, domain.name)
     config = load_or_refuse(config_path, who)
     if op in QEMU_RELEASE_OPS:
         engine.release(config, why="%s %s" % (who, op), reserve_key=key)
@@ -83,6 +84,7 @@ def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
 
 def _network(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
     from virtvlan.apply import engine
+    from virtvlan.host import state
     from virtvlan.parse.config import load_or_refuse
     from virtvlan.parse.metadata import network_want, parse_network
 
@@ -93,7 +95,7 @@ def _network(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int
     if network.vlan is None:
         return 0
     who = "network %s" % network.name
-    key = "network-%s" % network.name
+    key = state.network_key(network.name)
     config = load_or_refuse(config_path, who)
     if op == "stopped":
         engine.release(config, why="%s stopped" % who, reserve_key=key)
