@@ -10,7 +10,7 @@ import sys
 from typing import List, NoReturn, Optional
 
 from virtvlan import __version__
-from virtvlan.parse.config import Config, describe, load, load_or_refuse
+from virtvlan.parse.config import describe, load, load_or_refuse
 from virtvlan.errors import InputError, VirtVlanError
 from virtvlan.model import ACCESS, TRUNK, PortVlans, Want
 from virtvlan.parse.vlans import VlanSyntax, parse_vlan, parse_vlan_list
