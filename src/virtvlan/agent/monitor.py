@@ -78,7 +78,6 @@ HELD_FILE = "heal-held.json"
 LIMIT_ENV = "VIRT_VLAN_HEAL_LIMIT"
 
 
-
 @dataclass(frozen=True)
 class _Dev:
     name: str

@@ -206,7 +206,8 @@ def parse_port_vlans(payload: bytes) -> Tuple[int, Optional[int], PortVlans]:
         (untagged if flags & BRIDGE_VLAN_INFO_UNTAGGED else tagged).update(vids)
         if flags & BRIDGE_VLAN_INFO_PVID:
             pvid = vid
-    return index, attr_u32(attrs, IFLA_MASTER), PortVlans(frozenset(tagged), frozenset(untagged), pvid)
+    return (index, attr_u32(attrs, IFLA_MASTER),
+            PortVlans(frozenset(tagged), frozenset(untagged), pvid))
 
 
 def split_messages(data: bytes, seq: int, what: str) -> Tuple[List[bytes], bool, bool]:
