@@ -1,6 +1,6 @@
 """rtnl (the stdlib dump reader) against a real kernel.
 
-Two independent oracles: pyroute2 through netlink.read(), which rtnl must
+Two independent oracles: pyroute2 through pyroute2_oracle.read(), which rtnl must
 equal exactly, and `ip -json` for the values themselves. The VLAN variants
 take `vlan_support` and fail outside the test VM; the rest also run on a
 kernel without 802.1Q.
@@ -13,6 +13,7 @@ import subprocess
 import threading
 
 import pytest
+from pyroute2_oracle import read as pyroute2_read
 
 from virtvlan.apply import netlink
 from virtvlan.host import rtnl
@@ -29,7 +30,7 @@ def veth(ns, a: str = "u0", b: str = "u1") -> None:
 
 def pyroute2_snapshot(name=None):
     with netlink.open_socket(name) as ipr:
-        return netlink.read(ipr)
+        return pyroute2_read(ipr)
 
 
 def build(ns, peer, vlans: bool) -> None:

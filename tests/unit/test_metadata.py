@@ -11,6 +11,7 @@ import pytest
 from virtvlan.parse import metadata
 from virtvlan.errors import InputError
 from virtvlan.model import Want
+from virtvlan.parse.xml import MAX_XML_BYTES
 
 MAC1 = "52:54:00:00:00:01"
 MAC2 = "52:54:00:00:00:02"
@@ -306,7 +307,7 @@ def test_huge_vlan_number_is_an_input_error():
 
 
 def test_oversize_xml_is_refused_before_parsing():
-    xml = domain_xml(access()) + b" " * metadata.MAX_XML_BYTES
+    xml = domain_xml(access()) + b" " * MAX_XML_BYTES
     assert parse_error(xml) == (
         "domain XML: XML is %d bytes, more than the 4194304 accepted; this is not a libvirt "
         "document" % len(xml))
@@ -314,7 +315,7 @@ def test_oversize_xml_is_refused_before_parsing():
 
 def test_xml_of_exactly_the_limit_is_parsed():
     xml = domain_xml(access())
-    xml += b" " * (metadata.MAX_XML_BYTES - len(xml))
+    xml += b" " * (MAX_XML_BYTES - len(xml))
     assert metadata.parse_domain(xml).tagged
 
 

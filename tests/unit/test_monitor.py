@@ -11,6 +11,7 @@ from virtvlan.agent import monitor
 from virtvlan.agent.monitor import LinkEvents, read_holds, write_holds, HeldDevice
 from virtvlan.agent.ratelimit import ChangeSet, Debouncer, RebuildLimiter
 from virtvlan.errors import VirtVlanError
+from virtvlan.host import nlconst
 
 # --- Debouncer ---------------------------------------------------------------------------
 
@@ -140,7 +141,7 @@ def _link_msg(kind: int, index: int, name: str, family: int = 0, up: bool = True
     return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
 
 
-NEW, DEL = monitor.RTM_NEWLINK, monitor.RTM_DELLINK
+NEW, DEL = nlconst.RTM_NEWLINK, nlconst.RTM_DELLINK
 
 
 def _seeded() -> LinkEvents:
@@ -202,7 +203,7 @@ def test_bridge_port_vlan_entries_reported_when_they_change():
         "vnet0"}
     # RTM_NEWVLAN (RTNLGRP_BRVLAN) carries an ifindex only
     vlan_msg = struct.pack("=BBHI", 7, 0, 0, 6)
-    data = struct.pack("=IHHII", 16 + len(vlan_msg), monitor.RTM_NEWVLAN, 0, 0, 0) + vlan_msg
+    data = struct.pack("=IHHII", 16 + len(vlan_msg), nlconst.RTM_NEWVLAN, 0, 0, 0) + vlan_msg
     assert ev.feed(data)[0] == {"vnet0"}
 
 

@@ -37,3 +37,25 @@ def test_torn_intent_is_dropped(tmp_path, monkeypatch):
     (tmp_path / "creating" / "br09.tmp").write_text("bridge 0\n")  # never renamed
     assert state.intents() == {}
     assert not (tmp_path / "creating" / "br07").exists()
+
+
+def test_domain_key_prefers_the_uuid_and_falls_back_to_the_name():
+    uuid = "6f3c1f7e-0d7a-4b8e-9a51-2f0c3e1d4a5b"
+    assert state.domain_key(uuid, "vm1") == "domain-" + uuid
+    assert state.domain_key(None, "vm1") == "domain-vm1"
+    assert state.domain_key("", "vm1") == "domain-vm1"
+
+
+def test_network_keys_are_told_from_domain_keys():
+    assert state.network_key("lan") == "network-lan"
+    assert state.is_network_key(state.network_key("lan"))
+    assert not state.is_network_key(state.domain_key(None, "network-lan"))
+
+
+def test_one_reservation_per_key_whoever_builds_it(tmp_path, monkeypatch):
+    monkeypatch.setenv(state.ENV_DIR, str(tmp_path))
+    state.reserve(state.domain_key("u-1", "vm/1"), ["br05"])
+    state.reserve(state.domain_key("u-1", "renamed"), ["br07"])  # the same guest
+    assert state.reserved() == {"br07"}
+    state.unreserve(state.domain_key("u-1", "vm/1"))
+    assert state.reserved() == frozenset()

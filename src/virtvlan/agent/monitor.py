@@ -34,13 +34,34 @@ import json
 import logging
 import os
 import select
-import struct
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from virtvlan.host import rtnl, state
+from virtvlan.host.nlconst import (
+    AF_BRIDGE,
+    BR_VLAN_MSG,
+    BUFSIZE,
+    IFF_UP,
+    IFINFOMSG,
+    IFLA_AF_SPEC,
+    IFLA_IFNAME,
+    IFLA_INFO_KIND,
+    IFLA_LINKINFO,
+    IFLA_MASTER,
+    NETLINK_ADD_MEMBERSHIP,
+    NLMSGHDR,
+    RTMGRP_LINK,
+    RTM_DELLINK,
+    RTM_DELVLAN,
+    RTM_NEWLINK,
+    RTM_NEWVLAN,
+    RTNLGRP_BRVLAN,
+    SOL_NETLINK,
+    SO_RCVBUFFORCE,
+)
 from virtvlan.errors import VirtVlanError
 from virtvlan.agent.ratelimit import ChangeSet, Debouncer, RebuildLimiter
 
@@ -49,25 +70,12 @@ __all__ = ["ChangeSet", "LinkMonitor", "HeldDevice", "read_holds", "held_path",
 
 log = logging.getLogger(__name__)
 
-RTMGRP_LINK = 0x1  # legacy bitmask for RTNLGRP_LINK (1)
-RTNLGRP_BRVLAN = 33
-SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
-SO_RCVBUFFORCE = 33  # asm-generic/socket.h; Python's socket module lacks it
-RTM_NEWLINK, RTM_DELLINK, RTM_NEWVLAN, RTM_DELVLAN = 16, 17, 112, 113
-NLMSG_ERROR, NLMSG_OVERRUN = 2, 4
-AF_BRIDGE = 7
-IFLA_AF_SPEC = 26
-IFF_UP = 0x1
 # Kinds the agent rebuilds (feeds, per-VLAN bridges, trunk VLAN devices):
 # only their deletions count for the rate limit. Taps belong to libvirt.
 REBUILT_KINDS = ("vlan", "bridge")
 RCVBUF = 1 << 20  # as pyroute2: bursts of a network restart fit
 HELD_FILE = "heal-held.json"
 LIMIT_ENV = "VIRT_VLAN_HEAL_LIMIT"
-
-_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
-_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
-_BR_VLAN_MSG = struct.Struct("=BBHI")  # family, reserved1, reserved2, ifindex
 
 
 @dataclass(frozen=True)
@@ -100,28 +108,28 @@ class LinkEvents:
         names: Set[str] = set()
         deleted: List[Tuple[str, str]] = []
         offset = 0
-        while offset + _NLMSGHDR.size <= len(data):
-            length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-            if length < _NLMSGHDR.size or offset + length > len(data):
+        while offset + NLMSGHDR.size <= len(data):
+            length, kind, _flags, _seq, _pid = NLMSGHDR.unpack_from(data, offset)
+            if length < NLMSGHDR.size or offset + length > len(data):
                 log.warning("malformed netlink datagram (message length %d at %d of %d)",
                             length, offset, len(data))
                 break
-            payload = data[offset + _NLMSGHDR.size:offset + length]
+            payload = data[offset + NLMSGHDR.size:offset + length]
             offset += (length + 3) & ~3
-            if kind in (RTM_NEWLINK, RTM_DELLINK) and len(payload) >= _IFINFOMSG.size:
+            if kind in (RTM_NEWLINK, RTM_DELLINK) and len(payload) >= IFINFOMSG.size:
                 self._link(kind, payload, names, deleted)
-            elif kind in (RTM_NEWVLAN, RTM_DELVLAN) and len(payload) >= _BR_VLAN_MSG.size:
-                index = _BR_VLAN_MSG.unpack_from(payload)[3]
+            elif kind in (RTM_NEWVLAN, RTM_DELVLAN) and len(payload) >= BR_VLAN_MSG.size:
+                index = BR_VLAN_MSG.unpack_from(payload)[3]
                 if index in self.devs:
                     names.add(self.devs[index].name)
         return names, deleted
 
     def _link(self, kind: int, payload: bytes, names: Set[str],
               deleted: List[Tuple[str, str]]) -> None:
-        family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
-        attrs = rtnl.attributes(payload, _IFINFOMSG.size)
+        family, _type, index, flags, _change = IFINFOMSG.unpack_from(payload)
+        attrs = rtnl.attributes(payload, IFINFOMSG.size)
         old = self.devs.get(index)
-        name = rtnl._text(attrs[rtnl.IFLA_IFNAME]) if rtnl.IFLA_IFNAME in attrs else (
+        name = rtnl.attr_text(attrs[IFLA_IFNAME]) if IFLA_IFNAME in attrs else (
             old.name if old else "")
         if not name:
             return
@@ -138,18 +146,18 @@ class LinkEvents:
         if kind == RTM_DELLINK:
             self.devs.pop(index, None)
             self.vlans.pop(index, None)
-            info = rtnl.attributes(attrs.get(rtnl.IFLA_LINKINFO, b""))
-            dev_kind = (rtnl._text(info[rtnl.IFLA_INFO_KIND]) if rtnl.IFLA_INFO_KIND in info
+            info = rtnl.attributes(attrs.get(IFLA_LINKINFO, b""))
+            dev_kind = (rtnl.attr_text(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info
                         else old.kind if old else "device")
             names.add(name)
             if old and old.master in self.devs:
                 names.add(self.devs[old.master].name)  # a bridge lost a port
             deleted.append((name, dev_kind))
             return
-        info = rtnl.attributes(attrs.get(rtnl.IFLA_LINKINFO, b""))
-        master = rtnl._u32(attrs, rtnl.IFLA_MASTER) or None
+        info = rtnl.attributes(attrs.get(IFLA_LINKINFO, b""))
+        master = rtnl.attr_u32(attrs, IFLA_MASTER) or None
         new = _Dev(name=name, master=master, up=bool(flags & IFF_UP),
-                   kind=rtnl._text(info[rtnl.IFLA_INFO_KIND]) if rtnl.IFLA_INFO_KIND in info
+                   kind=rtnl.attr_text(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info
                    else old.kind if old else "device")
         self.devs[index] = new
         if old == new:
@@ -314,11 +322,10 @@ class LinkMonitor:
     # -- socket ------------------------------------------------------------------------
 
     def _open(self) -> _socket.socket:
-        path = None if self.netns is None else (
-            self.netns if "/" in self.netns else os.path.join(rtnl.NETNS_RUN_DIR, self.netns))
+        path = None if self.netns is None else rtnl.netns_path(self.netns)
         where = " in netns %s" % self.netns if self.netns else ""
         try:
-            sock = rtnl._open(path)
+            sock = rtnl.route_socket(path)
         except OSError as err:
             raise VirtVlanError("link monitor: cannot open a netlink socket%s: %s"
                                 % (where, rtnl.errno_name(err.errno or 0))) from err
@@ -354,7 +361,7 @@ class LinkMonitor:
     # -- reader thread -------------------------------------------------------------------
 
     def _read_loop(self) -> None:
-        buf = bytearray(rtnl._BUFSIZE)
+        buf = bytearray(BUFSIZE)
         while True:
             sock = self._sock
             if sock is None:

@@ -50,7 +50,7 @@ class Desired:
 
     @property
     def is_network(self) -> bool:
-        return self.key.startswith("network-")
+        return state.is_network_key(self.key)
 
 
 def domain_desired(xml: bytes, config: Config) -> Optional[Desired]:
@@ -61,8 +61,8 @@ def domain_desired(xml: bytes, config: Config) -> Optional[Desired]:
     try:
         domain = parse_domain(xml, strict=False)
     except VirtVlanError as err:
-        return Desired(key="domain-?", who="domain ?", error=str(err))
-    key = "domain-%s" % (domain.uuid or domain.name)
+        return Desired(key=state.domain_key(None, "?"), who="domain ?", error=str(err))
+    key = state.domain_key(domain.uuid, domain.name)
     who = "domain %s" % domain.name
     pending = tuple(spec.mac for spec in domain.pending)
     if not domain.tagged:
@@ -83,10 +83,10 @@ def network_desired(xml: bytes, config: Config) -> Optional[Desired]:
     try:
         network = parse_network(xml)
     except VirtVlanError as err:
-        return Desired(key="network-?", who="network ?", error=str(err))
+        return Desired(key=state.network_key("?"), who="network ?", error=str(err))
     if network.vlan is None:
         return None
-    key, who = "network-%s" % network.name, "network %s" % network.name
+    key, who = state.network_key(network.name), "network %s" % network.name
     try:
         return Desired(key=key, who=who, wants=(network_want(network, config),))
     except VirtVlanError as err:

@@ -33,8 +33,9 @@ from dataclasses import replace
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from virtvlan.virt import adapter as virt
-from virtvlan.parse.config import Config, load
+from virtvlan.parse.config import Config, load_or_refuse
 from virtvlan.errors import VirtVlanError
+from virtvlan.host import state
 from virtvlan.agent import reconcile, sdnotify, serve
 from virtvlan.agent.reconcile import Desired
 
@@ -147,11 +148,7 @@ class Agent:
         """The host config, read again for each batch as the hooks do; None
         (logged once per distinct error) when it cannot be used."""
         try:
-            config = load(self.config_path)
-            if config is None:
-                from virtvlan.parse.config import missing_config_error
-
-                raise missing_config_error(self.config_path, "the virt-vlan agent")
+            config = load_or_refuse(self.config_path, "the virt-vlan agent")
         except VirtVlanError as err:
             if str(err) != self._config_error:
                 log.error("%s; the agent wires nothing until it is fixed", err)
@@ -229,7 +226,7 @@ class Agent:
         except VirtVlanError as err:
             self._libvirt_failed(watch, err)
             return
-        key = "domain-%s" % uuid
+        key = state.domain_key(uuid, name)
         old = self.domains.get(key)
         new = reconcile.domain_desired(xml, config) if xml is not None else None
         if new is not None and new.key != key:

@@ -19,15 +19,15 @@ from virtvlan.plan import actions as act
 from virtvlan.host import rtnl, state
 from virtvlan.errors import ApplyBug, ApplyError, KernelRefused, StaleSnapshot
 from virtvlan.model import MANAGED_ALIAS, Address, Link, Route, Snapshot
-from virtvlan.host.rtnl import (
+from virtvlan.host.nlconst import (
     BRIDGE_VLAN_INFO_PVID,
     BRIDGE_VLAN_INFO_RANGE_BEGIN,
     BRIDGE_VLAN_INFO_RANGE_END,
     BRIDGE_VLAN_INFO_UNTAGGED,
+    IFA_F_NODAD,
 )
 from virtvlan.apply.verify import verify
 from virtvlan.apply.netlink import (
-    IFA_F_NODAD,
     errno_text,
     family_number,
     link_alias,
@@ -56,7 +56,7 @@ def read_snapshot(netns: Optional[str] = None) -> Snapshot:
     or multicast routes) of the host or of network namespace `netns`.
 
     Read by rtnl, the stdlib reader engine.py calls directly so that reading
-    never imports pyroute2; equal to netlink.read() on a pyroute2 socket."""
+    never imports pyroute2."""
     return rtnl.read_snapshot(netns)
 
 

@@ -182,7 +182,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from virtvlan.host import rtnl
     from virtvlan.virt import adapter as virt
-    from virtvlan.parse.config import load, missing_config_error
+    from virtvlan.parse.config import load_or_refuse
     from virtvlan.parse.metadata import parse_domain
 
     conn = virt.connect(getattr(args, "connect", None), readonly=True)
@@ -190,9 +190,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         domain = parse_domain(conn.domain_xml(args.domain))
     finally:
         conn.close()
-    config = load(args.config)
-    if config is None:
-        raise missing_config_error(args.config, "domain %s" % domain.name)
+    config = load_or_refuse(args.config, "domain %s" % domain.name)
     found = paths(domain, config, rtnl.read_snapshot(), args.mac)
     if args.json:
         print(json.dumps([dict(asdict(p), ok=p.ok) for p in found], indent=2))

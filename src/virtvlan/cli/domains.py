@@ -22,8 +22,9 @@ from dataclasses import dataclass, replace
 from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
 
 from virtvlan.cli import nics
-from virtvlan.parse.config import Config, load, missing_config_error
+from virtvlan.parse.config import Config, load, load_or_refuse
 from virtvlan.errors import InputError, Refused, VirtVlanError
+from virtvlan.host import state
 from virtvlan.parse.metadata import Domain, VlanSpec, parse_domain, parse_mac, wants
 from virtvlan.model import ACCESS, TRUNK, Want
 from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
@@ -77,10 +78,7 @@ def _spec(args: argparse.Namespace, mac: str, who: str) -> VlanSpec:
 
 
 def _config(args: argparse.Namespace, who: str) -> Config:
-    config = load(args.config)
-    if config is None:
-        raise missing_config_error(args.config, who)
-    return config
+    return load_or_refuse(args.config, who)
 
 
 # --- definitions ---------------------------------------------------------------------
@@ -143,8 +141,7 @@ def _validate(xml: bytes, config: Config, live: bool) -> Tuple[Domain, Tuple[Wan
 
 
 def _key(domain: Domain) -> str:
-    # The hook's reservation key (hook.py), so that both see one reservation.
-    return "domain-%s" % (domain.uuid or domain.name)
+    return state.domain_key(domain.uuid, domain.name)
 
 
 def _with_spec(specs: Sequence[VlanSpec], spec: VlanSpec) -> List[VlanSpec]:

@@ -10,7 +10,7 @@ import sys
 from typing import List, NoReturn, Optional
 
 from virtvlan import __version__
-from virtvlan.parse.config import Config, describe, load, missing_config_error
+from virtvlan.parse.config import describe, load, load_or_refuse
 from virtvlan.errors import InputError, InternalError, VirtVlanError
 from virtvlan.model import ACCESS, TRUNK, PortVlans, Want
 from virtvlan.parse.vlans import VlanSyntax, parse_vlan, parse_vlan_list
@@ -23,13 +23,6 @@ class _Parser(argparse.ArgumentParser):
         # One line instead of argparse's usage block: what, and where to look.
         self.exit(2, "virt-vlan: %s (see 'virt-vlan %s--help')\n"
                   % (message, (self.prog.split(" ", 1)[1] + " ") if " " in self.prog else ""))
-
-
-def _config(path: Optional[str], who: str) -> Config:
-    config = load(path)
-    if config is None:
-        raise missing_config_error(path, who)
-    return config
 
 
 def _print_plan(lines: "tuple[str, ...]") -> None:
@@ -57,7 +50,7 @@ def cmd_plug(args: argparse.Namespace) -> int:
         raise InputError("%s: --native %d is also in --trunk %s; the native VLAN is the one the "
                          "guest sees untagged, give it in --native only"
                          % (who, want.native, args.trunk))
-    config = _config(args.config, who)
+    config = load_or_refuse(args.config, who)
     uplink = config.uplink(args.uplink, who)
     denied = [v for v in want.vlans + ((want.native,) if want.native else ())
               if v not in uplink.allowed_vlans]
@@ -77,7 +70,7 @@ def cmd_unplug(args: argparse.Namespace) -> int:
     from virtvlan.apply import engine
 
     who = "unplug %s" % args.port
-    config = _config(args.config, who)
+    config = load_or_refuse(args.config, who)
     result = engine.release(config, why=who, port=args.port, dry_run=args.dry_run)
     if args.dry_run:
         _print_plan(result.render())
@@ -87,7 +80,7 @@ def cmd_unplug(args: argparse.Namespace) -> int:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from virtvlan.apply import engine
 
-    config = _config(args.config, "cleanup")
+    config = load_or_refuse(args.config, "cleanup")
     result = engine.release(config, why="cleanup", dry_run=args.dry_run)
     if args.dry_run:
         _print_plan(result.render())
@@ -95,7 +88,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _config(args.config, "check-config")
+    config = load_or_refuse(args.config, "check-config")
     print(describe(config))
     return 0
 
@@ -113,7 +106,7 @@ def cmd_check_domain(args: argparse.Namespace) -> int:
         print("domain %s: no virt-vlan metadata (untagged; the hook leaves it alone)"
               % domain.name)
         return 0
-    config = _config(args.config, "domain %s" % domain.name)
+    config = load_or_refuse(args.config, "domain %s" % domain.name)
     for want, spec in zip(wants(domain, config), domain.specs):
         uplink = config.uplink(want.uplink, want.who)
         target = (uplink.access_bridge(want.vlans[0]) if want.mode == ACCESS

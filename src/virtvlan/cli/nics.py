@@ -7,14 +7,12 @@ host snapshot, these functions turn them into what is written or shown.
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from virtvlan import NAMESPACE
 from virtvlan.parse.config import Config
 from virtvlan.errors import InputError
 from virtvlan.parse.metadata import Domain, Nic, VlanSpec
 from virtvlan.model import ACCESS, TRUNK, Snapshot
 from virtvlan.parse.vlans import format_vlan_list
-
-_NS = "{%s}" % NAMESPACE
+from virtvlan.parse.xml import NS, NSMAP, parse_xml
 
 
 def _etree():  # type: ignore[no-untyped-def]
@@ -46,20 +44,18 @@ def render_specs(specs: Sequence[VlanSpec], namespaced: bool = False) -> bytes:
     holds (and what parse_domain reads).
     """
     etree = _etree()
-    ns = _NS if namespaced else ""
-    root = (etree.Element(ns + "vlan", nsmap={"vv": NAMESPACE}) if namespaced
+    ns = NS if namespaced else ""
+    root = (etree.Element(ns + "vlan", nsmap=NSMAP) if namespaced
             else etree.Element("vlan"))
     for spec in specs:
         etree.SubElement(root, ns + "interface", spec_attrs(spec))
     return etree.tostring(root)
 
 
-def _tree(xml: bytes):  # type: ignore[no-untyped-def]
-    # The document comes from libvirt (trusted to be well-formed); the
-    # hardened parse of metadata.py validates what we then produce.
-    etree = _etree()
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
-    return etree.fromstring(xml, parser)
+def _tree(xml: bytes, what: str):  # type: ignore[no-untyped-def]
+    # Blank text dropped: elements we add then serialize without stray
+    # indentation (parse_domain validates what we produce).
+    return parse_xml(xml, what, strip_blank=True)
 
 
 def with_specs(domain_xml: bytes, specs: Sequence[VlanSpec],
@@ -68,28 +64,28 @@ def with_specs(domain_xml: bytes, specs: Sequence[VlanSpec],
     `extra_interface`, once that <interface> is attached): the document the
     hook will see, for validation. Nothing is written anywhere."""
     etree = _etree()
-    root = _tree(domain_xml)
+    root = _tree(domain_xml, "domain XML")
     meta = root.find("metadata")
-    for old in (meta.findall(_NS + "vlan") if meta is not None else []):
+    for old in (meta.findall(NS + "vlan") if meta is not None else []):
         meta.remove(old)
     if specs:
         if meta is None:
             meta = etree.Element("metadata")
             name = root.find("uuid") if root.find("uuid") is not None else root.find("name")
             (name if name is not None else root[0]).addnext(meta)
-        meta.append(etree.fromstring(render_specs(specs, namespaced=True)))
+        meta.append(_tree(render_specs(specs, namespaced=True), "virt-vlan metadata"))
     if extra_interface is not None:
         devices = root.find("devices")
         if devices is None:
             devices = etree.SubElement(root, "devices")
-        devices.append(etree.fromstring(extra_interface))
+        devices.append(_tree(extra_interface, "interface XML"))
     return etree.tostring(root)
 
 
 def interface_xml(domain_xml: bytes, mac: str) -> Optional[bytes]:
     """The <interface> element of `mac` in `domain_xml`, as libvirt wrote it."""
     etree = _etree()
-    for iface in _tree(domain_xml).iterfind("devices/interface"):
+    for iface in _tree(domain_xml, "domain XML").iterfind("devices/interface"):
         el = iface.find("mac")
         if el is not None and el.get("address", "").lower() == mac:
             return etree.tostring(iface)
@@ -99,7 +95,7 @@ def interface_xml(domain_xml: bytes, mac: str) -> Optional[bytes]:
 def with_source_bridge(iface_xml: bytes, bridge: str) -> bytes:
     """The same <interface> with <source bridge='bridge'> (type bridge only)."""
     etree = _etree()
-    iface = _tree(iface_xml)
+    iface = _tree(iface_xml, "interface XML")
     source = iface.find("source")
     if source is None:
         source = etree.Element("source")

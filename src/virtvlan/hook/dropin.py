@@ -100,6 +100,8 @@ def main() -> int:
         os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))[:-2]
     if len(sys.argv) < 3 or sys.argv[2] not in OPS.get(driver, ()):
         return 0
+    # virtvlan.NAMESPACE, spelled out: the package is not importable yet (-S);
+    # test_hook_dropin.py checks that the two agree.
     if b"urn:virt-vlan:1" not in xml:
         return 0
     served = ask_agent(driver, sys.argv[1:], xml)

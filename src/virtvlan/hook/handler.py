@@ -40,17 +40,10 @@ def _setup_logging() -> None:
     root.addHandler(Syslog() if os.path.exists("/dev/log") else logging.NullHandler())
 
 
-def _config(who: str, path: Optional[str]):  # type: ignore[no-untyped-def]
-    from virtvlan.parse.config import load, missing_config_error
-
-    config = load(path)
-    if config is None:
-        raise missing_config_error(path, who)
-    return config
-
-
 def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
     from virtvlan.apply import engine
+    from virtvlan.host import state
+    from virtvlan.parse.config import load_or_refuse
     from virtvlan.parse.metadata import parse_domain, wants
 
     op = args[1] if len(args) > 1 else ""
@@ -68,8 +61,8 @@ def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
     if not domain.tagged:
         return 0
     who = "domain %s" % domain.name
-    key = "domain-%s" % (domain.uuid or domain.name)
-    config = _config(who, config_path)
+    key = state.domain_key(domain.uuid, domain.name)
+    config = load_or_refuse(config_path, who)
     if op in QEMU_RELEASE_OPS:
         engine.release(config, why="%s %s" % (who, op), reserve_key=key)
         return 0
@@ -93,6 +86,8 @@ def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
 
 def _network(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
     from virtvlan.apply import engine
+    from virtvlan.host import state
+    from virtvlan.parse.config import load_or_refuse
     from virtvlan.parse.metadata import network_want, parse_network
 
     op = args[1] if len(args) > 1 else ""
@@ -102,8 +97,8 @@ def _network(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int
     if network.vlan is None:
         return 0
     who = "network %s" % network.name
-    key = "network-%s" % network.name
-    config = _config(who, config_path)
+    key = state.network_key(network.name)
+    config = load_or_refuse(config_path, who)
     if op == "stopped":
         engine.release(config, why="%s stopped" % who, reserve_key=key)
         return 0

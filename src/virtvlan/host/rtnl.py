@@ -4,9 +4,9 @@ Each libvirt hook call is a fresh process, and importing pyroute2 costs more
 than the whole warm path (where the plan is usually empty). So reading is
 five dumps on a stdlib socket (links, addresses, IPv4 and IPv6 routes, and
 the bridge VLAN tables);
-pyroute2 stays in apply.py for changes. read_snapshot() returns exactly what
-netlink.read() returns through pyroute2 (tests/kernel compare the two).
-Constants: linux/netlink.h, rtnetlink.h, if_link.h, if_addr.h.
+pyroute2 stays in apply/ for changes. read_snapshot() returns exactly what
+pyroute2 reads (tests/kernel/test_rtnl.py compares the two).
+Constants and message layouts: nlconst.py.
 """
 
 # _socket is the C module behind `socket`: importing socket.py (its enum
@@ -22,59 +22,84 @@ import time
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from virtvlan.errors import ApplyError
+from virtvlan.host.nlconst import (
+    ADDR_SCOPES,
+    AF_BRIDGE,
+    BRIDGE_VLAN_INFO_PVID,
+    BRIDGE_VLAN_INFO_RANGE_BEGIN,
+    BRIDGE_VLAN_INFO_RANGE_END,
+    BRIDGE_VLAN_INFO_UNTAGGED,
+    BUFSIZE,
+    CLONE_NEWNET,
+    FAMILIES,
+    IFADDRMSG,
+    IFA_ADDRESS,
+    IFA_BROADCAST,
+    IFA_FLAGS,
+    IFA_F_PERMANENT,
+    IFA_LOCAL,
+    IFF_UP,
+    IFINFOMSG,
+    IFLA_ADDRESS,
+    IFLA_AF_SPEC,
+    IFLA_BRIDGE_VLAN_INFO,
+    IFLA_BR_NF_CALL_IPTABLES,
+    IFLA_BR_STP_STATE,
+    IFLA_BR_VLAN_DEFAULT_PVID,
+    IFLA_BR_VLAN_FILTERING,
+    IFLA_EXT_MASK,
+    IFLA_IFALIAS,
+    IFLA_IFNAME,
+    IFLA_INFO_DATA,
+    IFLA_INFO_KIND,
+    IFLA_LINK,
+    IFLA_LINKINFO,
+    IFLA_LINK_NETNSID,
+    IFLA_MASTER,
+    IFLA_MTU,
+    IFLA_VLAN_ID,
+    NETNS_RUN_DIR,
+    NLMSGHDR,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLM_F_DUMP,
+    NLM_F_DUMP_INTR,
+    NLM_F_REQUEST,
+    PROTOS,
+    ROUTE_SCOPES,
+    RTATTR,
+    RTA_DST,
+    RTA_GATEWAY,
+    RTA_NH_ID,
+    RTA_OIF,
+    RTA_PREFSRC,
+    RTA_PRIORITY,
+    RTA_TABLE,
+    RTA_VIA,
+    RTEXT_FILTER_BRVLAN_COMPRESSED,
+    RTMSG,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETROUTE,
+    RTN_UNICAST,
+    RTPROT_KERNEL,
+    RT_TABLE_LOCAL,
+)
 from virtvlan.model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
 
 log = logging.getLogger(__name__)
 
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
-RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
-IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK, IFLA_AF_SPEC, IFLA_LINK_NETNSID = 18, 20, 29, 26, 37
-IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_VLAN_ID = 1, 2, 1
 _INFO_ATTRS = frozenset({IFLA_INFO_KIND})
-# Bridge IFLA_INFO_DATA (if_link.h enum IFLA_BR_*).
-IFLA_BR_STP_STATE, IFLA_BR_VLAN_FILTERING = 5, 7
-IFLA_BR_NF_CALL_IPTABLES, IFLA_BR_VLAN_DEFAULT_PVID = 36, 39
-# AF_BRIDGE link dump: IFLA_AF_SPEC holds IFLA_BRIDGE_VLAN_INFO entries
-# (struct bridge_vlan_info {u16 flags; u16 vid}, if_bridge.h).
-AF_BRIDGE, IFLA_BRIDGE_VLAN_INFO = 7, 2
-RTEXT_FILTER_BRVLAN_COMPRESSED = 1 << 2
-BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 0x2, 0x4
-BRIDGE_VLAN_INFO_RANGE_BEGIN, BRIDGE_VLAN_INFO_RANGE_END = 0x8, 0x10
-IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC = 1, 4, 5, 6, 7
-RTA_TABLE, RTA_VIA, RTA_NH_ID = 15, 18, 30
 _OIF = frozenset({RTA_OIF})
-IFF_UP, IFA_F_PERMANENT = 0x1, 0x80
-RTN_UNICAST, RTPROT_KERNEL, RT_TABLE_LOCAL = 1, 2, 255
-CLONE_NEWNET = 0x40000000
-NETNS_RUN_DIR = "/run/netns"  # where `ip netns add` bind-mounts namespaces
-
-# The names `ip` prints and accepts (iproute2's rt_protos and rt_scopes);
-# netlink.py and apply.py map names back with these same tables. 17
-# (mrouted) has no name in rt_protos, so `ip` shows the number.
-PROTOS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 8: "gated",
-          9: "ra", 10: "mrt", 11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp",
-          15: "ntk", 16: "dhcp", 18: "keepalived", 42: "babel", 99: "openr", 186: "bgp",
-          187: "isis", 188: "ospf", 189: "rip", 192: "eigrp"}
-# Address dumps call scope 0 "global", route dumps "universe" (as `ip` does).
-ADDR_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
-ROUTE_SCOPES = {**ADDR_SCOPES, 0: "universe"}
-FAMILIES = {_socket.AF_INET: "inet", _socket.AF_INET6: "inet6"}
-
-_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
-_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
-_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
-_RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table proto scope type flags
-_BUFSIZE = 65536  # the kernel fills a dump datagram up to ~32 KiB
 # A dump that a change interrupted is repeated after a pause that doubles up
 # to _PAUSE_MAX, for at most _BUDGET seconds: a host starting many guests
 # adds and enslaves taps in bursts, and the hook holds the host lock meanwhile.
 _BUDGET, _PAUSE_FIRST, _PAUSE_MAX = 5.0, 0.001, 0.05
 
 
-def _u32(attrs: Dict[int, bytes], kind: int) -> Optional[int]:
+def attr_u32(attrs: Dict[int, bytes], kind: int) -> Optional[int]:
+    """The u32 attribute `kind` of `attrs` (as attributes() returns them),
+    None when absent."""
     return struct.unpack_from("=I", attrs[kind])[0] if kind in attrs else None
 
 
@@ -82,7 +107,9 @@ def _ip(family: int, data: Optional[bytes]) -> Optional[str]:
     return _socket.inet_ntop(family, data) if data else None  # compressed IPv6, as pyroute2
 
 
-def _text(data: bytes) -> str:
+def attr_text(data: bytes) -> str:
+    """A string attribute's payload (NUL-terminated) as str; bytes that are
+    not UTF-8 kept as surrogate escapes, so no name is ever lost."""
     return data.strip(b"\0").decode("utf-8", "surrogateescape")
 
 
@@ -96,7 +123,6 @@ def _link_local6(data: bytes, prefixlen: int = 128) -> bool:
     return prefixlen >= 10 and data[0] == 0xFE and data[1] & 0xC0 == 0x80  # in fe80::/10
 
 
-_RTATTR = struct.Struct("=HH")  # rta_len, rta_type
 # The top-level attributes of an RTM_NEWLINK that a Snapshot uses. A link
 # message carries about 40 (statistics, per-family settings: ~1.9 KiB), and
 # at a thousand devices copying all of them out costs more than the dumps.
@@ -111,7 +137,7 @@ def attributes(data: bytes, offset: int = 0,
     `wanted` if given. The first of a repeated type wins, as with pyroute2's
     get_attr."""
     attrs: Dict[int, bytes] = {}
-    unpack, end = _RTATTR.unpack_from, len(data)
+    unpack, end = RTATTR.unpack_from, len(data)
     while offset + 4 <= end:
         length, kind = unpack(data, offset)
         if length < 4:
@@ -132,13 +158,13 @@ class _LinkMsg:
     __slots__ = ("payload", "index", "flags", "attrs", "name", "master", "kind")
 
     def __init__(self, payload: bytes) -> None:
-        _family, _type, self.index, self.flags, _change = _IFINFOMSG.unpack_from(payload)
+        _family, _type, self.index, self.flags, _change = IFINFOMSG.unpack_from(payload)
         self.payload = payload
-        self.attrs = attributes(payload, _IFINFOMSG.size, LINK_ATTRS)
-        self.name = _text(self.attrs.get(IFLA_IFNAME, b""))
-        self.master = _u32(self.attrs, IFLA_MASTER)
+        self.attrs = attributes(payload, IFINFOMSG.size, LINK_ATTRS)
+        self.name = attr_text(self.attrs.get(IFLA_IFNAME, b""))
+        self.master = attr_u32(self.attrs, IFLA_MASTER)
         info = attributes(self.attrs.get(IFLA_LINKINFO, b""), 0, _INFO_ATTRS)
-        self.kind = _text(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else ""
+        self.kind = attr_text(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else ""
 
 
 def attribute_list(data: bytes, offset: int = 0) -> List[Tuple[int, bytes]]:
@@ -161,8 +187,8 @@ def parse_port_vlans(payload: bytes) -> Tuple[int, Optional[int], PortVlans]:
     come as a RANGE_BEGIN entry and a RANGE_END entry (br_fill_ifvlaninfo_
     compressed); a port or bridge without entries has no IFLA_AF_SPEC.
     """
-    index = _IFINFOMSG.unpack_from(payload)[2]
-    attrs = attributes(payload, _IFINFOMSG.size, _PORT_ATTRS)
+    index = IFINFOMSG.unpack_from(payload)[2]
+    attrs = attributes(payload, IFINFOMSG.size, _PORT_ATTRS)
     tagged: Set[int] = set()
     untagged: Set[int] = set()
     pvid: Optional[int] = None
@@ -180,7 +206,8 @@ def parse_port_vlans(payload: bytes) -> Tuple[int, Optional[int], PortVlans]:
         (untagged if flags & BRIDGE_VLAN_INFO_UNTAGGED else tagged).update(vids)
         if flags & BRIDGE_VLAN_INFO_PVID:
             pvid = vid
-    return index, _u32(attrs, IFLA_MASTER), PortVlans(frozenset(tagged), frozenset(untagged), pvid)
+    return (index, attr_u32(attrs, IFLA_MASTER),
+            PortVlans(frozenset(tagged), frozenset(untagged), pvid))
 
 
 def split_messages(data: bytes, seq: int, what: str) -> Tuple[List[bytes], bool, bool]:
@@ -192,11 +219,11 @@ def split_messages(data: bytes, seq: int, what: str) -> Tuple[List[bytes], bool,
     """
     payloads: List[bytes] = []
     offset, interrupted = 0, False
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, flags, mseq, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, flags, mseq, _pid = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size or offset + length > len(data):
             raise ApplyError("malformed netlink reply while dumping %s" % what)
-        payload = data[offset + _NLMSGHDR.size:offset + length]
+        payload = data[offset + NLMSGHDR.size:offset + length]
         offset += (length + 3) & ~3
         if mseq != seq:
             log.debug("skipping netlink message type %s with seq %s, not %s", kind, mseq, seq)
@@ -227,7 +254,7 @@ def _bridge_options(data: Dict[int, bytes]) -> Dict[str, object]:
     pvid = data.get(IFLA_BR_VLAN_DEFAULT_PVID)
     return {"vlan_filtering": u8(IFLA_BR_VLAN_FILTERING),
             "default_pvid": struct.unpack_from("=H", pvid)[0] if pvid else 0,
-            "stp": bool(_u32(data, IFLA_BR_STP_STATE)),
+            "stp": bool(attr_u32(data, IFLA_BR_STP_STATE)),
             "nf_call": u8(IFLA_BR_NF_CALL_IPTABLES)}
 
 
@@ -254,14 +281,14 @@ def _parse_link(msg: _LinkMsg, names: Dict[int, str], addresses: Tuple[Address, 
         # IFLA_LINK_NETNSID: the lower device lives in another namespace, so
         # IFLA_LINK is an index there and means nothing here.
         if IFLA_LINK_NETNSID not in attrs:
-            parent = names.get(_u32(attrs, IFLA_LINK))  # type: ignore[arg-type]
-    master = _u32(attrs, IFLA_MASTER)
+            parent = names.get(attr_u32(attrs, IFLA_LINK))  # type: ignore[arg-type]
+    master = attr_u32(attrs, IFLA_MASTER)
     # mac: every byte of IFLA_ADDRESS (dev->addr_len of them; absent when 0).
     # pyroute2 agrees for Ethernet's 6 and reads 6 bytes whatever the length.
-    return Link(name=_text(attrs.get(IFLA_IFNAME, b"")), kind=kind or "device", index=index,
+    return Link(name=attr_text(attrs.get(IFLA_IFNAME, b"")), kind=kind or "device", index=index,
                 master=names.get(master) if master else None, vlan_id=vlan_id,
-                parent=parent, mtu=_u32(attrs, IFLA_MTU) or 0, up=bool(flags & IFF_UP),
-                managed=_text(attrs.get(IFLA_IFALIAS, b"")) == MANAGED_ALIAS,
+                parent=parent, mtu=attr_u32(attrs, IFLA_MTU) or 0, up=bool(flags & IFF_UP),
+                managed=attr_text(attrs.get(IFLA_IFALIAS, b"")) == MANAGED_ALIAS,
                 mac=attrs.get(IFLA_ADDRESS, b"").hex(":"),
                 addresses=addresses, vlans=vlans, **bridge)  # type: ignore[arg-type]
 
@@ -269,8 +296,8 @@ def _parse_link(msg: _LinkMsg, names: Dict[int, str], addresses: Tuple[Address, 
 def parse_address(payload: bytes) -> Optional[Tuple[int, Address]]:
     """(ifindex, Address) of an RTM_NEWADDR payload; None for other families
     and IPv6 link-local addresses (per device, regenerated, never moved)."""
-    family, prefixlen, flags, scope, index = _IFADDRMSG.unpack_from(payload)
-    attrs = attributes(payload, _IFADDRMSG.size)
+    family, prefixlen, flags, scope, index = IFADDRMSG.unpack_from(payload)
+    attrs = attributes(payload, IFADDRMSG.size)
     # IPv4 puts our own address in IFA_LOCAL (IFA_ADDRESS is the peer on
     # point-to-point links); IPv6 only has IFA_ADDRESS unless a peer is set.
     local = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
@@ -279,7 +306,7 @@ def parse_address(payload: bytes) -> Optional[Tuple[int, Address]]:
     if family == _socket.AF_INET6 and _link_local6(local):
         return None
     # IFA_FLAGS (32 bits) exists because ifa_flags (8 bits) ran out (Linux 3.14).
-    flags = _u32(attrs, IFA_FLAGS) if IFA_FLAGS in attrs else flags
+    flags = attr_u32(attrs, IFA_FLAGS) if IFA_FLAGS in attrs else flags
     return index, Address(family=FAMILIES[family], local=_socket.inet_ntop(family, local),
                           prefixlen=prefixlen, dynamic=not flags & IFA_F_PERMANENT,
                           scope=ADDR_SCOPES.get(scope, str(scope)),
@@ -288,19 +315,20 @@ def parse_address(payload: bytes) -> Optional[Tuple[int, Address]]:
 
 def parse_route(payload: bytes, names: Dict[int, str]) -> Optional[Route]:
     """An RTM_NEWROUTE payload as a Route, or None for a route that is not
-    re-homed with its device (the rules of netlink._route)."""
+    re-homed with its device (tests/kernel/pyroute2_oracle.py applies the same
+    rules through pyroute2)."""
     family, dst_len, src_len, _tos, rtm_table, proto, scope, kind, _flags = \
-        _RTMSG.unpack_from(payload)
+        RTMSG.unpack_from(payload)
     # The header alone rejects most routes of a busy host (a multicast route
     # in table local per IPv6 device, a proto-kernel route per address):
     # rtm_table is the table id when it is below 256, so 255 is local.
     if (family not in FAMILIES or rtm_table == RT_TABLE_LOCAL or proto == RTPROT_KERNEL
             or kind != RTN_UNICAST):
         return None
-    attrs = attributes(payload, _RTMSG.size)
+    attrs = attributes(payload, RTMSG.size)
     # rtm_table is 8 bits (RT_TABLE_COMPAT for larger ids): RTA_TABLE has the id.
-    table = _u32(attrs, RTA_TABLE) or rtm_table
-    oif = _u32(attrs, RTA_OIF)
+    table = attr_u32(attrs, RTA_TABLE) or rtm_table
+    oif = attr_u32(attrs, RTA_OIF)
     if (family not in FAMILIES or table == RT_TABLE_LOCAL or proto == RTPROT_KERNEL
             or kind != RTN_UNICAST or oif not in names):
         # Kernel routes come back with their address; local-table and
@@ -319,7 +347,7 @@ def parse_route(payload: bytes, names: Dict[int, str]) -> Optional[Route]:
     return Route(family=FAMILIES[family],
                  dst="%s/%d" % (_ip(family, dst), dst_len) if dst_len else "default",
                  dev=names[oif], gateway=_ip(family, attrs.get(RTA_GATEWAY)),
-                 metric=_u32(attrs, RTA_PRIORITY), table=table,
+                 metric=attr_u32(attrs, RTA_PRIORITY), table=table,
                  proto=PROTOS.get(proto, str(proto)),
                  scope=ROUTE_SCOPES.get(scope, str(scope)),
                  prefsrc=_ip(family, attrs.get(RTA_PREFSRC)))
@@ -372,10 +400,10 @@ def _build(links: Sequence[_LinkMsg], addrs: List[bytes], routes: List[bytes],
 def _dump(sock: _socket.socket, seq: int, kind: int, header: bytes,
           what: str) -> Tuple[List[bytes], bool]:
     """(payloads, interrupted) of one dump request, read up to NLMSG_DONE."""
-    sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(header), kind, NLM_F_REQUEST | NLM_F_DUMP,
+    sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(header), kind, NLM_F_REQUEST | NLM_F_DUMP,
                              seq, 0) + header)
     payloads: List[bytes] = []
-    buf, interrupted, done = bytearray(_BUFSIZE), False, False
+    buf, interrupted, done = bytearray(BUFSIZE), False, False
     while not done:
         # recv drops whatever part of a datagram does not fit, so peek first:
         # with MSG_TRUNC netlink returns the datagram's full size. EINTR is
@@ -399,18 +427,18 @@ def unknown_indexes(links: List[bytes], addrs: List[bytes], routes: List[bytes],
     only: the four dumps then disagree and must all be read again.
     """
     # The index is in the ifinfomsg header: no attribute parsing (hot path).
-    return _unknown({_IFINFOMSG.unpack_from(payload)[2] for payload in links}, addrs, routes,
+    return _unknown({IFINFOMSG.unpack_from(payload)[2] for payload in links}, addrs, routes,
                     bridges)
 
 
 def _unknown(known: Set[int], addrs: List[bytes], routes: List[bytes],
              bridges: Sequence[bytes]) -> Set[int]:
-    named = {_IFADDRMSG.unpack_from(payload)[4] for payload in addrs}
+    named = {IFADDRMSG.unpack_from(payload)[4] for payload in addrs}
     for payload in routes:
-        oif = _u32(attributes(payload, _RTMSG.size, _OIF), RTA_OIF)
+        oif = attr_u32(attributes(payload, RTMSG.size, _OIF), RTA_OIF)
         if oif is not None:
             named.add(oif)
-    named.update(_IFINFOMSG.unpack_from(payload)[2] for payload in bridges)
+    named.update(IFINFOMSG.unpack_from(payload)[2] for payload in bridges)
     return named - known
 
 
@@ -436,14 +464,14 @@ def _read(sock: _socket.socket) -> Snapshot:
     # Family 0 (AF_UNSPEC) dumps links and IPv4+IPv6 addresses. A route dump
     # returns every table: without NETLINK_GET_STRICT_CHK the kernel ignores
     # all of the request header but the family.
-    requests = ((RTM_GETLINK, _IFINFOMSG.pack(0, 0, 0, 0, 0), "links"),
-                (RTM_GETADDR, _IFADDRMSG.pack(0, 0, 0, 0, 0), "addresses"),
-                (RTM_GETROUTE, _RTMSG.pack(_socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), "routes"),
-                (RTM_GETROUTE, _RTMSG.pack(_socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), "routes"),
+    requests = ((RTM_GETLINK, IFINFOMSG.pack(0, 0, 0, 0, 0), "links"),
+                (RTM_GETADDR, IFADDRMSG.pack(0, 0, 0, 0, 0), "addresses"),
+                (RTM_GETROUTE, RTMSG.pack(_socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), "routes"),
+                (RTM_GETROUTE, RTMSG.pack(_socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), "routes"),
                 # AF_BRIDGE: one message per bridge port and per bridge (its
                 # self entries), VIDs compressed into ranges (a 1-4094 trunk is
                 # two entries, not 4094).
-                (RTM_GETLINK, _IFINFOMSG.pack(AF_BRIDGE, 0, 0, 0, 0)
+                (RTM_GETLINK, IFINFOMSG.pack(AF_BRIDGE, 0, 0, 0, 0)
                  + struct.pack("=HHI", 8, IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN_COMPRESSED),
                  "bridge VLAN tables"))
     deadline, pause, retries = time.monotonic() + _BUDGET, _PAUSE_FIRST, 0
@@ -484,18 +512,24 @@ def _read(sock: _socket.socket) -> Snapshot:
                  % ",".join(map(str, sorted(moved))))
 
 
-def _open(netns_path: Optional[str] = None) -> _socket.socket:
-    """An rtnetlink socket, created in the namespace at `netns_path` if given.
+def netns_path(netns: str) -> str:
+    """The file of network namespace `netns`: a name in /run/netns, or a path."""
+    return netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
+
+
+def route_socket(path: Optional[str] = None) -> _socket.socket:
+    """An rtnetlink socket (NETLINK_ROUTE, unbound), created in the namespace
+    at `path` if given; OSError when it cannot be made.
 
     setns() moves only the calling thread, and a socket keeps the namespace
     it was created in: so a short-lived thread enters the namespace and
     creates the socket, and the caller never leaves its own namespace.
     """
-    if netns_path is None:
+    if path is None:
         return _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 0)  # 0: NETLINK_ROUTE
     import threading  # only named namespaces need it (import cost)
 
-    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     result: List[object] = []
 
     def enter_and_open() -> None:
@@ -508,8 +542,8 @@ def _open(netns_path: Optional[str] = None) -> _socket.socket:
                 libc = ctypes.CDLL(None, use_errno=True)
                 if libc.setns(fd, CLONE_NEWNET) != 0:
                     code = ctypes.get_errno()
-                    raise OSError(code, os.strerror(code), netns_path)
-            result.append(_open())
+                    raise OSError(code, os.strerror(code), path)
+            result.append(route_socket())
         except BaseException as err:  # re-raised in the caller's thread
             result.append(err)
 
@@ -530,11 +564,10 @@ def read_snapshot(netns: Optional[str] = None) -> Snapshot:
     output device (all tables but local; no proto-kernel, no IPv6 link-local
     or multicast routes) of the host or of network namespace `netns` (a
     name in /run/netns, or a path), which is never created. Equal to
-    netlink.read() on a pyroute2 socket; ApplyError on any failure."""
+    what pyroute2 reads (tests/kernel/test_rtnl.py); ApplyError on any failure."""
     where = " in netns %s" % netns if netns else ""
     try:
-        sock = _open(None if netns is None else
-                     netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns))
+        sock = route_socket(None if netns is None else netns_path(netns))
     except OSError as err:
         if netns is not None and err.errno == errno.ENOENT:
             raise ApplyError("network namespace %s does not exist (see `ip netns list`)"

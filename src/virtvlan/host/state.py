@@ -11,7 +11,7 @@ Callers hold the host lock (lock.py) around reads and writes.
 
 import os
 import re
-from typing import Dict, FrozenSet, Iterable, Tuple
+from typing import Dict, FrozenSet, Iterable, Optional, Tuple
 
 ENV_DIR = "VIRT_VLAN_RUN_DIR"
 DEFAULT_DIR = "/run/virt-vlan"
@@ -21,9 +21,29 @@ def run_dir() -> str:
     return os.environ.get(ENV_DIR) or DEFAULT_DIR
 
 
+_DOMAIN, _NETWORK = "domain-", "network-"
+
+
+def domain_key(uuid: Optional[str], name: str) -> str:
+    """The reservation key of a domain: its UUID, else its name. The hook,
+    the domain commands and the agent use it, so that all see one
+    reservation per guest."""
+    return _DOMAIN + (uuid or name)
+
+
+def network_key(name: str) -> str:
+    """The reservation key of a libvirt network (network names are unique)."""
+    return _NETWORK + name
+
+
+def is_network_key(key: str) -> bool:
+    """True for a key made by network_key()."""
+    return key.startswith(_NETWORK)
+
+
 def _path(key: str) -> str:
-    # Keys are "domain-<uuid or name>" / "network-<name>"; libvirt names may
-    # hold characters a file name must not, so keep a safe spelling.
+    # libvirt names may hold characters a file name must not, so keep a
+    # safe spelling.
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
     return os.path.join(run_dir(), "reserved", safe)
 

@@ -491,3 +491,13 @@ def describe(config: Config) -> str:
                      % (u.name, u.device, u.wiring, format_vlan_list(u.allowed_vlans),
                         example, u.access_bridge(example), u.feed(example)))
     return "\n".join(lines)
+
+
+def load_or_refuse(path: Optional[str], who: str) -> Config:
+    """The config for `who` (a tagged guest or network, a command, the agent),
+    which needs one: load(path), or missing_config_error(path, who) raised
+    when the file does not exist. Other errors as load()."""
+    config = load(path)
+    if config is None:
+        raise missing_config_error(path, who)
+    return config

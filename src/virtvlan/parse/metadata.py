@@ -7,24 +7,21 @@
       </vv:vlan>
     </metadata>
 
-Parsing is hardened (no DTD, no entities, no network, size cap) because the
-XML comes from whoever may define domains. `is_tagged` answers cheaply,
+Parsing is hardened (parse/xml.py: no DTD, no entities, no network, size
+cap) because the XML comes from whoever may define domains. `is_tagged` answers cheaply,
 without lxml, whether a document mentions our namespace at all.
 """
 
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from virtvlan import NAMESPACE
+from virtvlan import NAMESPACE, PREFIX
 from virtvlan.parse.config import Config
 from virtvlan.errors import InputError
 from virtvlan.model import ACCESS, MODES, TRUNK, Want
 from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
+from virtvlan.parse.xml import NS, parse_xml, shown
 
-# libvirt domain XML of a large guest is tens of KiB; 4 MiB leaves room and
-# bounds what a hostile document can make us allocate.
-MAX_XML_BYTES = 4 * 1024 * 1024
-_NS = "{%s}" % NAMESPACE
 INTERFACE_ATTRS = {ACCESS: {"mac", "mode", "vlan", "uplink"},
                    TRUNK: {"mac", "mode", "vlans", "native", "uplink"}}
 NETWORK_ATTRS = {"vlan", "uplink"}
@@ -97,29 +94,6 @@ def is_tagged(xml: bytes) -> bool:
     return NAMESPACE.encode() in xml
 
 
-def _parse(xml: bytes, what: str):  # type: ignore[no-untyped-def]
-    # Imported here: the hook's untagged fast path never gets this far.
-    from lxml import etree
-
-    if len(xml) > MAX_XML_BYTES:
-        raise InputError("%s: XML is %d bytes, more than the %d accepted; this is not a "
-                         "libvirt document" % (what, len(xml), MAX_XML_BYTES))
-    if b"<!DOCTYPE" in xml or b"<!ENTITY" in xml:
-        # Refused before libxml2 sees it: entity tricks (billion laughs, XXE)
-        # get one fixed answer whatever libxml2's own limits are.
-        raise InputError("%s: XML has a DOCTYPE; libvirt never writes one, remove it" % what)
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                             dtd_validation=False, huge_tree=False, remove_comments=True,
-                             remove_pis=True)
-    try:
-        root = etree.fromstring(xml, parser)
-    except etree.XMLSyntaxError as err:
-        raise InputError("%s: XML is not well-formed: %s; fix the document" % (what, err)) from err
-    if root.getroottree().docinfo.doctype:
-        raise InputError("%s: XML has a DOCTYPE; libvirt never writes one, remove it" % what)
-    return root
-
-
 def _q(value: Optional[str]) -> str:
     """repr() of an input value, cut short: errors quote hostile input."""
     text = repr(value)
@@ -149,7 +123,7 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
     the agent: it is how a hot-plug is prepared, and the entry applies once
     the NIC is attached).
     """
-    root = _parse(xml, "domain XML")
+    root = parse_xml(xml, "domain XML")
     dom = root if root.tag == "domain" else root.find(".//domain")
     if dom is None:
         raise InputError("hook input: no <domain> element in the XML on stdin; libvirt "
@@ -170,11 +144,12 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
                         libvirt_vlan=iface.find("vlan") is not None))
     specs = []
     for el in dom.iterfind("metadata/*"):
-        if isinstance(el.tag, str) and el.tag.startswith(_NS) and el.tag != _NS + "vlan":
+        if isinstance(el.tag, str) and el.tag.startswith(NS) and el.tag != NS + "vlan":
             raise InputError("domain %s: <metadata> has <%s> in the virt-vlan namespace; the "
-                             "element is <vv:vlan xmlns:vv='%s'>" % (name, el.tag.replace(_NS, "vv:"),
-                                                                     NAMESPACE))
-    containers = dom.findall("metadata/%svlan" % _NS)
+                             "element is <%s xmlns:%s='%s'>" % (name, shown(el.tag),
+                                                                shown(NS + "vlan"), PREFIX,
+                                                                NAMESPACE))
+    containers = dom.findall("metadata/%svlan" % NS)
     if len(containers) > 1:
         raise InputError("domain %s: <metadata> has %d <vlan xmlns='%s'> elements; merge them "
                          "into one" % (name, len(containers), NAMESPACE))
@@ -184,9 +159,9 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
         for index, el in enumerate(container, start=1):
             if not isinstance(el.tag, str):
                 continue
-            if el.tag != _NS + "interface":
+            if el.tag != NS + "interface":
                 raise InputError("domain %s: unknown element <%s> in virt-vlan metadata; only "
-                                 "<interface> is allowed" % (name, el.tag.replace(_NS, "vv:")))
+                                 "<interface> is allowed" % (name, shown(el.tag)))
             spec = _spec(name, el, index)
             if spec.mac in seen:
                 raise InputError("domain %s, interface %s: listed twice in virt-vlan metadata "
@@ -267,7 +242,7 @@ def _spec(domain: str, el, index: int) -> VlanSpec:  # type: ignore[no-untyped-d
 
 def parse_network(xml: bytes) -> Network:
     """Parse a libvirt network document (or <hookData> holding one)."""
-    root = _parse(xml, "network XML")
+    root = parse_xml(xml, "network XML")
     net = root if root.tag == "network" else root.find(".//network")
     if net is None:
         raise InputError("network hook input: no <network> element in the XML on stdin")
@@ -275,7 +250,7 @@ def parse_network(xml: bytes) -> Network:
     bridge_el, forward_el = net.find("bridge"), net.find("forward")
     bridge = bridge_el.get("name") if bridge_el is not None else None
     forward = forward_el.get("mode", "nat") if forward_el is not None else None
-    specs = net.findall("metadata/%svlan/%snetwork" % (_NS, _NS))
+    specs = net.findall("metadata/%svlan/%snetwork" % (NS, NS))
     if not specs:
         return Network(name=name, bridge=bridge, forward=forward)
     who = "network %s" % name

@@ -19,14 +19,10 @@ from typing import List, Optional, Tuple
 
 import libvirt
 
-from virtvlan import NAMESPACE
+from virtvlan import NAMESPACE, PREFIX
 from virtvlan.errors import InputError, VirtVlanError
 
 log = logging.getLogger(__name__)
-
-# The prefix libvirt writes for our namespace (<vv:vlan xmlns:vv=...>); the
-# README and the xml-examples use the same.
-PREFIX = "vv"
 
 # virDomainModificationImpact, as `virsh metadata` maps its options.
 AFFECT_CURRENT = libvirt.VIR_DOMAIN_AFFECT_CURRENT
