@@ -6,7 +6,7 @@ guest start, including untagged guests that must not pay for us.
 
 __version__ = "0.1.0"
 
-# The XML namespace of the domain metadata contract (README, "Metadata"),
+# The XML namespace of the domain metadata contract (docs/tagging.md),
 # and the prefix we write it with (<vv:vlan xmlns:vv="urn:virt-vlan:1">;
 # libvirt keeps the one virDomainSetMetadata is given). The hook drop-in
 # (hook/dropin.py) spells NAMESPACE itself: it runs before it may import us.

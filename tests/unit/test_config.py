@@ -531,8 +531,7 @@ def test_missing_config_error_message(monkeypatch):
     assert isinstance(error, InputError)
     assert str(error) == ("domain vm1, interface 52:54:00:00:00:01 asks for VLANs but "
                           "/etc/virt-vlan/virt-vlan.conf does not exist; write it with at least "
-                          "'[uplink eth0]' and 'allowed-vlans = 5,7' (see README, Host "
-                          "configuration)")
+                          "'[uplink eth0]' and 'allowed-vlans = 5,7' (see virt-vlan.conf(5))")
 
 
 def test_missing_config_error_uses_environment_path(monkeypatch):

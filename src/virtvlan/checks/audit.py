@@ -147,7 +147,7 @@ def _guests(snap: Snapshot, config: Optional[Config],
                 PROBLEM, "domain %s is tagged but the host has no virt-vlan config" % domain.name,
                 "domain %s" % domain.name,
                 "its hooks refuse every start, and its NICs are on no VLAN",
-                "write /etc/virt-vlan/virt-vlan.conf (see README, Host configuration)"))
+                "write /etc/virt-vlan/virt-vlan.conf (see virt-vlan.conf(5))"))
             continue
         for spec in domain.specs:
             who = "domain %s, interface %s" % (domain.name, spec.mac)

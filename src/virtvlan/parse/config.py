@@ -220,7 +220,7 @@ def missing_config_error(path: Optional[str], who: str) -> InputError:
     path = path or os.environ.get(ENV_PATH) or DEFAULT_PATH
     return InputError(
         "%s asks for VLANs but %s does not exist; write it with at least "
-        "'[uplink eth0]' and 'allowed-vlans = 5,7' (see README, Host configuration)"
+        "'[uplink eth0]' and 'allowed-vlans = 5,7' (see virt-vlan.conf(5))"
         % (who, path))
 
 
