@@ -5,7 +5,13 @@ tests themselves (they read better than another layer of helpers); what is
 shared here is the config text the planner tests run against.
 """
 
+import json
+import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
+from typing import Dict, Optional, Tuple
 
 import pytest
 
@@ -63,3 +69,34 @@ def trunk_config() -> config.Config:
 def mixed_config() -> config.Config:
     return parse_config(MIXED_CONF)
 
+
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+# Runs a drop-in file as libvirt does (argv[0] names the driver, the XML on
+# stdin) and reports its exit status and every module it loaded.
+_DROPIN_PROBE = r"""
+import io, json, runpy, sys
+sys.argv = [sys.argv[1]] + sys.argv[2:]
+sys.stdin = io.TextIOWrapper(io.BytesIO(sys.stdin.buffer.read()))
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    rc = 0
+except SystemExit as done:
+    rc = done.code
+print(json.dumps({"rc": rc, "modules": sorted(sys.modules)}))
+"""
+
+
+def run_dropin(hooks: Path, args: Tuple[str, ...], xml: bytes,
+               env: Optional[Dict[str, str]] = None) -> Tuple[int, set, str]:
+    """Copy the drop-in to `hooks`/qemu, run it with `args` (domain, op,
+    subop, extra) and `xml` on stdin: (exit status, modules loaded, stderr)."""
+    hooks.mkdir(exist_ok=True)
+    (hooks / "qemu").write_bytes((SRC / "virtvlan" / "hook" / "dropin.py").read_bytes())
+    proc = subprocess.run([sys.executable, "-c", _DROPIN_PROBE, str(hooks / "qemu")] + list(args),
+                          input=xml, capture_output=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(SRC), **(env or {})))
+    assert proc.returncode == 0, proc.stderr.decode()
+    result = json.loads(proc.stdout.decode().splitlines()[-1])
+    return result["rc"] or 0, set(result["modules"]), proc.stderr.decode()

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import libvirt
 import pytest
+
+from conftest import run_dropin
 from lxml import etree
 
 from virtvlan.parse import config as config_mod
@@ -441,17 +443,6 @@ def test_detach_restores_the_metadata_when_libvirt_refuses(conn, conf, capsys):
 
 # --- the hook path never imports libvirt ----------------------------------------------------
 
-PROBE = r"""
-import io, json, runpy, sys
-sys.argv = [sys.argv[1], "vm1", "migrate", "begin", "-"]
-sys.stdin = io.TextIOWrapper(io.BytesIO(sys.stdin.buffer.read()))
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-    rc = 0
-except SystemExit as done:
-    rc = done.code
-print(json.dumps({"rc": rc, "modules": sorted(sys.modules)}))
-"""
 
 TAGGED = """<domain type='kvm'><name>vm1</name><uuid>c7a5fdbd-edaf-9455-926a-d65c16db1809</uuid>
 <metadata><vv:vlan xmlns:vv='urn:virt-vlan:1'>
@@ -464,16 +455,9 @@ def test_the_hook_drop_in_never_imports_libvirt(tmp_path, conf):
     # The drop-in as libvirt runs it (named qemu, XML on stdin), for a
     # tagged guest and an op that goes through parse, config, engine and
     # plan against this host (migrate: plan only, nothing is changed).
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    (hooks / "qemu").write_bytes((SRC / "virtvlan" / "hook" / "dropin.py").read_bytes())
-    env = dict(os.environ, VIRT_VLAN_CONFIG=conf, PYTHONPATH=str(SRC))
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(hooks / "qemu")], input=TAGGED.encode(),
-                          capture_output=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr.decode()
-    result = json.loads(proc.stdout.decode().splitlines()[-1])
-    assert result["rc"] == 0, proc.stderr.decode()
-    modules = set(result["modules"])
+    rc, modules, stderr = run_dropin(tmp_path / "hooks", ("vm1", "migrate", "begin", "-"), TAGGED.encode(),
+                                     env={"VIRT_VLAN_CONFIG": conf})
+    assert rc == 0, stderr
     assert {"virtvlan.hook.handler", "virtvlan.apply.engine", "virtvlan.plan.planner", "virtvlan.parse.metadata"} <= modules
     assert not {m for m in modules if m.split(".")[0] in ("libvirt", "libvirtmod", "libvirtaio")}
     assert "virtvlan.virt.adapter" not in modules

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_dropin
+
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 CONFIG = ROOT / ".importlinter"
@@ -85,31 +87,12 @@ UNTAGGED = b"""<domain type='kvm'><name>vm0</name>
 <devices><interface type='bridge'><mac address='52:54:00:00:00:01'/><source bridge='virbr0'/></interface>
 </devices></domain>"""
 
-PROBE = r"""
-import io, json, runpy, sys
-sys.argv = [sys.argv[1], "vm0", sys.argv[2], "begin", "-"]
-sys.stdin = io.TextIOWrapper(io.BytesIO(sys.stdin.buffer.read()))
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-    rc = 0
-except SystemExit as done:
-    rc = done.code
-print(json.dumps({"rc": rc, "modules": sorted(sys.modules)}))
-"""
 
 
 @pytest.mark.parametrize("op", ["prepare", "start", "release", "migrate"])
 def test_an_untagged_hook_call_loads_nothing_of_ours(tmp_path, op):
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    (hooks / "qemu").write_bytes((SRC / "virtvlan" / "hook" / "dropin.py").read_bytes())
-    env = dict(os.environ, PYTHONPATH=str(SRC), VIRT_VLAN_NO_AGENT="1")
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(hooks / "qemu"), op], input=UNTAGGED,
-                          capture_output=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr.decode()
-    result = json.loads(proc.stdout.decode().splitlines()[-1])
-    assert result["rc"] in (0, None), proc.stderr.decode()
-    assert proc.stderr == b""
-    modules = set(result["modules"])
+    rc, modules, stderr = run_dropin(tmp_path / "hooks", ("vm0", op, "begin", "-"), UNTAGGED,
+                                     env={"VIRT_VLAN_NO_AGENT": "1"})
+    assert rc == 0 and stderr == ""
     assert not {m for m in modules if m.split(".")[0] in HEAVY}
     assert not {m for m in modules if m.startswith("virtvlan")}
