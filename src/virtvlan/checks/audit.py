@@ -12,10 +12,11 @@ import argparse
 from dataclasses import asdict, dataclass
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
+from virtvlan.checks.wiring import Wiring, nic_wiring, source_differs, spec_want
+from virtvlan.errors import InputError
+from virtvlan.model import TRUNK, Link, Snapshot, Want
 from virtvlan.parse.config import Config, Uplink
-from virtvlan.errors import InputError, VirtVlanError
 from virtvlan.parse.metadata import Domain
-from virtvlan.model import ACCESS, TRUNK, Link, Snapshot
 
 PROBLEM = "problem"
 WARNING = "warning"
@@ -128,13 +129,37 @@ def _wrong_parent(snap: Snapshot, config: Config) -> List[Finding]:
     return out
 
 
-def _target(spec_mode: str, vlans: Tuple[int, ...], uplink: Uplink) -> str:
-    return uplink.access_bridge(vlans[0]) if spec_mode == ACCESS else uplink.trunk_bridge
+def _plug_fix(want: Want, tap: str) -> str:
+    """The command that wires `tap` as `want` says."""
+    vlans = ",".join(map(str, want.vlans))
+    native = " --native %d" % want.native if want.native is not None else ""
+    return "virt-vlan plug %s --%s %s%s --uplink %s" % (tap, want.mode, vlans, native,
+                                                         want.uplink)
+
+
+def _wiring_findings(domain: Domain, want: Want, found: Wiring) -> List[Finding]:
+    """check's rendering of nic_wiring: a PROBLEM per problem."""
+    out = []
+    for problem in found.problems:
+        where = "%s, %s" % (want.who, "tap %s" % found.tap if found.tap else
+                            "tap (none in libvirt's live XML)")
+        if problem.device not in (found.tap, found.bridge):
+            where += ", %s" % problem.device
+        if problem.heal:
+            fix = _plug_fix(want, found.tap or "TAP")
+        elif problem.device == found.tap or found.tap is None:
+            fix = "virsh domiflist %s; restart the guest if the tap is gone" % domain.name
+        else:
+            fix = ("make %s what virt-vlan needs (see virt-vlan explain %s), or change "
+                   "[uplink %s] of the host config" % (problem.device, domain.name, want.uplink))
+        out.append(Finding(PROBLEM, problem.what, where, problem.why, fix))
+    return out
 
 
 def _guests(snap: Snapshot, config: Optional[Config],
             domains: Sequence[Domain]) -> Tuple[List[Finding], Set[str]]:
-    """Taps of running tagged guests: on their bridge, and libvirt agrees.
+    """NICs of running tagged guests: wired as they should be (nic_wiring),
+    and libvirt agrees (<source bridge>).
 
     Returns the findings and the bridges the guests need (not "unused")."""
     out: List[Finding] = []
@@ -152,60 +177,26 @@ def _guests(snap: Snapshot, config: Optional[Config],
         for spec in domain.specs:
             who = "domain %s, interface %s" % (domain.name, spec.mac)
             try:
-                uplink = config.uplink(spec.uplink, who)
+                want = spec_want(domain, spec, config)
             except InputError as err:
                 out.append(Finding(PROBLEM, "%s names an uplink the config lacks" % who, who,
                                    str(err), "virt-vlan set %s --mac %s with an uplink of %s"
                                    % (domain.name, spec.mac, config.path)))
                 continue
-            target = _target(spec.mode, spec.vlans, uplink)
-            needed.add(target)
+            found = nic_wiring(want, config, snap)
+            needed.add(found.bridge)
+            out += _wiring_findings(domain, want, found)
             nic = domain.nic(spec.mac)
-            tap = nic.target if nic is not None else None
-            link = snap.get(tap) if tap else None
-            if link is None:
-                out.append(Finding(
-                    PROBLEM, "%s has no tap on this host" % who,
-                    "%s, tap %s" % (who, tap or "(none in libvirt's live XML)"),
-                    "the guest's NIC is connected to nothing",
-                    "virsh domiflist %s; restart the guest if the tap is gone" % domain.name))
-                continue
-            if link.master != target:
-                out.append(Finding(
-                    PROBLEM, "tap %s is on %s, not on its bridge %s" % (
-                        tap, link.master or "no bridge", target),
-                    "%s, tap %s" % (who, tap),
-                    "the guest is %s instead of %s VLAN %s" % (
-                        "on another bridge's network" if link.master else "cut off",
-                        spec.mode, ",".join(map(str, spec.vlans))),
-                    "virt-vlan plug %s --%s %s --uplink %s" % (
-                        tap, spec.mode, ",".join(map(str, spec.vlans)), uplink.name)))
-            if nic is not None and nic.source_bridge and nic.source_bridge != target:
+            if nic is not None and nic.source_bridge and source_differs(nic, found.bridge):
                 out.append(Finding(
                     WARNING, "%s has <source bridge='%s'>, its target is %s" % (
-                        who, nic.source_bridge, target), who,
+                        who, nic.source_bridge, found.bridge), who,
                     "libvirt re-attaches the tap to %s when libvirtd restarts and at hot-plug: "
                     "the guest sits there, on the wrong network, until a hook moves it"
                     % nic.source_bridge,
                     "virt-vlan set %s --mac %s --%s %s --config (rewrites <source bridge>), or "
                     "virsh edit %s" % (domain.name, spec.mac, spec.mode,
                                        ",".join(map(str, spec.vlans)), domain.name)))
-            bridge = snap.get(target)
-            if (spec.mode == TRUNK and bridge is not None and bridge.vlan_filtering
-                    and link.master == target and link.vlans is not None):
-                missing = [v for v in spec.vlans if v not in link.vlans.tagged]
-                if spec.native is not None and (link.vlans.pvid != spec.native
-                                                or spec.native not in link.vlans.untagged):
-                    missing.append(spec.native)
-                if missing:
-                    out.append(Finding(
-                        PROBLEM, "tap %s lacks bridge VLANs %s on %s" % (
-                            tap, ",".join(map(str, missing)), target),
-                        "%s, tap %s" % (who, tap),
-                        "%s filters VLANs: the guest gets no frames of VLAN %s" % (
-                            target, ",".join(map(str, missing))),
-                        "virt-vlan plug %s --trunk %s --uplink %s" % (
-                            tap, ",".join(map(str, spec.vlans)), uplink.name)))
     return out, needed
 
 
@@ -371,7 +362,13 @@ def audit(snap: Snapshot, config: Optional[Config], domains: Optional[Sequence[D
     in_use: Set[str] = set()
     if domains is not None:
         guest_findings, in_use = _guests(snap, config, domains)
-        findings += guest_findings
+        # A device several NICs depend on (an uplink device gone) is one
+        # finding, not one per NIC: the same fact reads the same.
+        seen = {f.what for f in findings}
+        for finding in guest_findings:
+            if finding.what not in seen:
+                findings.append(finding)
+                seen.add(finding.what)
     findings += _unused(snap, config, in_use, reserved)
     bridges = _ours(snap, config)
     findings += _mtu(snap, bridges)

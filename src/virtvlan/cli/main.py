@@ -102,6 +102,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_check_domain(args: argparse.Namespace) -> int:
     from virtvlan.parse.metadata import parse_domain, wants
+    from virtvlan.plan.wiring import bridge_for
 
     try:
         with open(args.file, "rb") as handle:
@@ -115,12 +116,9 @@ def cmd_check_domain(args: argparse.Namespace) -> int:
         return 0
     config = _config(args.config, "domain %s" % domain.name)
     for want, spec in zip(wants(domain, config), domain.specs):
-        uplink = config.uplink(want.uplink, want.who)
-        target = (uplink.access_bridge(want.vlans[0]) if want.mode == ACCESS
-                  else uplink.trunk_bridge)
         print("domain %s, interface %s: %s VLAN %s on uplink %s -> bridge %s"
               % (domain.name, spec.mac, spec.mode, ",".join(map(str, want.vlans)),
-                 uplink.name, target))
+                 want.uplink, bridge_for(want, config)))
     return 0
 
 
