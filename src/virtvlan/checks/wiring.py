@@ -33,7 +33,7 @@ from virtvlan.plan.wiring import bridge_for, filters, uplink_bridge
 class Problem:
     """One fact on the host that differs from a NIC's wiring."""
 
-    device: str  # the device the fact is about
+    device: str  # the device the fact is about ("": the NIC's tap, unnamed)
     what: str  # the fact, one line: "tap vnet0 is on br07, not on its bridge br05"
     why: str  # what it breaks for the guest
     heal: bool = True  # a plan for the NIC fixes it (False: the guest or the admin must)
@@ -196,7 +196,7 @@ def nic_wiring(want: Want, config: Config, snap: Snapshot) -> Wiring:
         _device(snap, target, "bridge", "the guest's tap has no bridge to join", out,
                 kind="bridge")
     if want.port is None:
-        out.append(Problem(target, "libvirt names no tap for it",
+        out.append(Problem("", "libvirt names no tap for it",
                            "the guest's NIC is connected to nothing", heal=False))
         return Wiring(want.who, uplink.name, target, None, tuple(out))
     tap = snap.get(want.port)

@@ -269,9 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
 
-    from virtvlan.checks import audit, explain
-    from virtvlan.cli import completion  # check, explain, completion (issue 8)
-    for module in (audit, explain, completion):
+    from virtvlan.cli import check, completion, explain  # issue 8
+    for module in (check, explain, completion):
         module.register(sub)
     return parser
 
