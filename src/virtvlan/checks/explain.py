@@ -79,7 +79,7 @@ def path(domain: Domain, spec: VlanSpec, config: Config, snap: Snapshot) -> Path
     trunk_wired = uplink.wiring == TRUNK
     if spec.mode == ACCESS:
         vid = spec.vlans[0]
-        bridge, feed = uplink.access_bridge(vid), uplink.feed(vid)
+        bridge, feed = found.bridge, uplink.feed(vid)
         parent = uplink.feed_parent()
         hops.append(Hop(tap or "(tap)", "guest tap", "untagged (the guest's VLAN %d)" % vid,
                         "", _tcpdump(tap or "TAP"), state(tap)))
@@ -100,7 +100,7 @@ def path(domain: Domain, spec: VlanSpec, config: Config, snap: Snapshot) -> Path
                             _tcpdump(uplink.device, (vid,), untagged=False),
                             state(uplink.device)))
     else:
-        bridge = uplink.trunk_bridge
+        bridge = found.bridge
         native = spec.native
         seen = "tagged %s" % _vl(spec.vlans)
         if native is not None:
