@@ -196,3 +196,19 @@ def test_bridge_for_is_the_access_bridge_or_the_trunk_bridge(mixed_config):
     assert bridge_for(Want("eth1", "trunk", (5, 7)), mixed_config) == "br1"
     with pytest.raises(InputError, match="vm9: unknown uplink 'eth9'"):
         bridge_for(VlanSpec(MAC, "access", (7,), uplink="eth9"), mixed_config, "vm9")
+
+
+@pytest.mark.parametrize("nic, differs", [
+    (Nic(MAC, "bridge", target="vnet0", source_bridge="br05"), False),
+    (Nic(MAC, "bridge", target="vnet0", source_bridge="virbr0"), True),
+    # A running type='network' NIC: libvirt shows its network's bridge.
+    (Nic(MAC, "network", target="vnet0", source_network="lan", source_bridge="virbr0"), True),
+    (Nic(MAC, "network", source_network="lan"), False),  # stopped: no bridge shown
+])
+def test_show_and_check_agree_on_the_source_bridge(nic, differs):
+    domain = Domain("vm1", UUID, nics=(nic,), specs=(ACCESS5,))
+    assert wiring.source_differs(nic, "br05") == differs
+    (status,) = wiring.nic_statuses(domain, True, ACCESS, _access_host())
+    assert any("<source bridge>" in p for p in status.problems) == differs
+    warned = [f for f in audit(_access_host(), ACCESS, [domain]) if "<source bridge=" in f.what]
+    assert bool(warned) == differs

@@ -12,10 +12,12 @@ trunk bridge filters VLANs (or virt-vlan will make it filter: one it owns);
 where it does not, `note` says so and nothing there is judged, since every
 VLAN passes anyway.
 
-The agent's reconcile plans nothing for a NIC exactly when no problem has
-`heal` set (tests/unit/test_wiring.py): a tap that is missing, or a device
-that is not what virt-vlan would make, is a problem no plan fixes. MTU is
-not judged here: `check` audits it along the whole path.
+The agent's reconcile (present() then the planner) plans nothing for a NIC
+exactly when no problem has `heal` set (tests/unit/test_wiring.py): a tap
+that is missing, or a device that is not what virt-vlan would make, is a
+problem no plan fixes. Two things the planner also corrects are not NIC
+wiring and are left to `check`: MTU (audited along the whole path) and the
+trunk bridge's host VLANs (host-vlans =).
 """
 
 from dataclasses import dataclass, field
@@ -217,19 +219,20 @@ def nic_wiring(want: Want, config: Config, snap: Snapshot) -> Wiring:
         if filters(bridge, uplink):
             out += _tap_vlans(want, tap, target)
         elif bridge is not None and bridge.vlans is None:
-            note = "the VLAN tables of %s were not read: %s's VLANs not judged" % (target,
-                                                                                  tap.name)
+            note = "the VLAN tables of %s were not read, so %s's VLANs were not judged" % (
+                target, tap.name)
         else:
-            note = ("trunk bridge %s does not filter VLANs: %s sees every VLAN of %s, not only "
-                    "%s (set trunk-filtering = yes in [uplink %s] to enforce the list)"
+            note = ("trunk bridge %s does not filter VLANs, so %s sees every VLAN of %s, not "
+                    "only %s; set trunk-filtering = yes in [uplink %s] to enforce the list"
                     % (target, tap.name, uplink.device, _vl(want.vlans), uplink.name))
     return Wiring(want.who, uplink.name, target, want.port, tuple(out), note)
 
 
 def source_differs(nic: Nic, bridge: str) -> bool:
-    """libvirt's <source bridge> of the NIC is not its bridge: libvirt puts
-    the tap back there when libvirtd restarts and at hot-plug."""
-    return nic.type == "bridge" and nic.source_bridge != bridge
+    """libvirt's <source bridge> of the NIC (a type='bridge' NIC's, or the
+    bridge a running type='network' NIC's network has) is not its bridge:
+    libvirt puts the tap back there when libvirtd restarts and at hot-plug."""
+    return (nic.type == "bridge" or nic.source_bridge is not None) and nic.source_bridge != bridge
 
 
 # --- the NICs of one domain, as `show` and `list` give them ----------------------
