@@ -11,11 +11,16 @@ from virtvlan.parse.config import Config, Uplink
 
 
 class Wish(Protocol):
-    """What a Want and a metadata VlanSpec have in common."""
+    """What a Want and a metadata VlanSpec have in common (read-only)."""
 
-    uplink: Optional[str]
-    mode: str
-    vlans: Tuple[int, ...]
+    @property
+    def uplink(self) -> Optional[str]: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def vlans(self) -> Tuple[int, ...]: ...
 
 
 def uplink_bridge(uplink: Uplink, mode: str, vlans: Tuple[int, ...]) -> str:
