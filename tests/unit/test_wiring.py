@@ -80,6 +80,9 @@ CASES = {
     "tap missing": Case(
         ACCESS, ACCESS5, Snapshot(tuple(l for l in _access_host() if l.name != "vnet0")),
         ("tap vnet0 does not exist",), False),
+    "uplink device down": Case(
+        ACCESS, ACCESS5, _access_host().changed("eth0", up=False),
+        ("uplink device eth0 is down",), False),
     "trunk wired": Case(TRUNK, TRUNK57, _trunk_host(), (), False),
     "trunk native VLAN wrong": Case(
         TRUNK, TRUNK57, _trunk_host(_vlans((5, 7), (1,), 1)),
@@ -135,6 +138,7 @@ def test_nic_wiring_finds_what_differs(case):
     assert found.ok == (not case.problems)
     assert found.healable == case.healable
     assert all(p.why for p in found.problems)
+    assert all(p.fix for p in found.problems if not p.heal)  # the admin's step, when no plan
     if case.note:
         assert case.note in found.note
     else:
@@ -166,6 +170,8 @@ def test_check_renders_the_same_verdict(case):
     for finding in findings:
         if finding.severity == PROBLEM:
             assert finding.where.startswith("domain vm1, interface %s, tap vnet0" % MAC)
+            assert finding.fix.startswith("virt-vlan plug vnet0 --%s " % case.spec.mode
+                                          if case.healable else ("virsh", "ip link"))
 
 
 def test_explain_renders_the_same_verdict(case):

@@ -146,11 +146,10 @@ def _wiring_findings(domain: Domain, want: Want, found: Wiring) -> List[Finding]
             where += ", %s" % problem.device
         if problem.heal:
             fix = _plug_fix(want, found.tap or "TAP")
-        elif problem.device == found.tap or found.tap is None:
+        elif problem.device in ("", found.tap):
             fix = "virsh domiflist %s; restart the guest if the tap is gone" % domain.name
         else:
-            fix = ("make %s what virt-vlan needs (see virt-vlan explain %s), or change "
-                   "[uplink %s] of the host config" % (problem.device, domain.name, want.uplink))
+            fix = problem.fix
         out.append(Finding(PROBLEM, problem.what, where, problem.why, fix))
     return out
 

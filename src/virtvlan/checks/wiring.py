@@ -39,6 +39,7 @@ class Problem:
     what: str  # the fact, one line: "tap vnet0 is on br07, not on its bridge br05"
     why: str  # what it breaks for the guest
     heal: bool = True  # a plan for the NIC fixes it (False: the guest or the admin must)
+    fix: str = ""  # what the admin does when a plan cannot (heal False)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ def spec_want(domain: Domain, spec: VlanSpec, config: Config) -> Want:
                 port=nic.target if nic is not None else None, who=who, native=spec.native)
 
 
+_TAP_FIX = "virsh domiflist on its domain; restart the guest if the tap is gone"
+
+
 def _vl(vids: Iterable[int]) -> str:
     return format_vlan_list(vids)
 
@@ -83,25 +87,32 @@ def _is_vlan(link: Link, parent: str, vid: int) -> bool:
 
 def _device(snap: Snapshot, name: str, what: str, why: str, out: List[Problem],
             kind: Optional[str] = None, master: Optional[str] = None,
-            of: str = "") -> Optional[Link]:
+            of: str = "", ours: bool = True) -> Optional[Link]:
     """Append what is wrong with device `name` (missing, of another kind, off
     `master`, down), each breaking `why`; returns the link when it exists.
-    `of` qualifies the name where it is missing (" of br05")."""
+    `of` qualifies the name where it is missing (" of br05"). Not `ours`
+    (the uplink device): virt-vlan never creates it or sets it up."""
     link = snap.get(name)
     if link is None:
-        out.append(Problem(name, "%s %s%s does not exist" % (what, name, of), why))
+        out.append(Problem(name, "%s %s%s does not exist" % (what, name, of), why, heal=ours,
+                           fix="" if ours else "fix device = in the uplink's section of the "
+                           "host config, or bring %s back" % name))
         return None
     if kind is not None and link.kind != kind:
         out.append(Problem(name, "%s %s is a %s device, not a %s" % (what, name, link.kind, kind),
-                           why, heal=False))
+                           why, heal=False, fix="rename or delete %s, or change the naming "
+                           "template in the uplink's section of the host config" % name))
         return link
     if master is not None and link.master != master:
         # On no bridge: virt-vlan puts it back; on another: that bridge's owner must.
         out.append(Problem(name, "%s %s is %s, not a port of %s" % (
             what, name, "on %s" % link.master if link.master else "on no bridge", master),
-            why, heal=link.master is None))
+            why, heal=link.master is None,
+            fix="" if link.master is None else "ip link set dev %s nomaster (it is not "
+            "virt-vlan's to move), or change the uplink's section of the host config" % name))
     if not link.up:
-        out.append(Problem(name, "%s %s is down" % (what, name), why))
+        out.append(Problem(name, "%s %s is down" % (what, name), why, heal=ours,
+                           fix="" if ours else "ip link set dev %s up" % name))
     return link
 
 
@@ -175,14 +186,17 @@ def nic_wiring(want: Want, config: Config, snap: Snapshot) -> Wiring:
     note = None
     wire = "the guest's VLANs have no way to the wire"
     if uplink.wiring == TRUNK:
-        _device(snap, uplink.device, "uplink device", wire, out, master=uplink.trunk_bridge)
+        _device(snap, uplink.device, "uplink device", wire, out, master=uplink.trunk_bridge,
+                ours=False)
         _trunk_bridge(want, uplink, snap, out)
     elif want.mode == TRUNK:
         out.append(Problem(uplink.device, "uplink %s has wiring = access" % uplink.name,
                            "trunk NICs need wiring = trunk; set it in [uplink %s] of %s"
-                           % (uplink.name, config.path), heal=False))
+                           % (uplink.name, config.path), heal=False,
+                           fix="set wiring = trunk in [uplink %s] of %s" % (uplink.name,
+                                                                          config.path)))
     else:
-        _device(snap, uplink.device, "uplink device", wire, out)
+        _device(snap, uplink.device, "uplink device", wire, out, ours=False)
     if want.mode == ACCESS:
         vid = want.vlans[0]
         parent = uplink.feed_parent()
@@ -192,19 +206,23 @@ def nic_wiring(want: Want, config: Config, snap: Snapshot) -> Wiring:
         if feed is not None and not _is_vlan(feed, parent, vid):
             out.append(Problem(feed_name, "feed %s is not VLAN %d on %s" % (feed_name, vid,
                                                                            parent),
-                               cut, heal=False))
+                               cut, heal=False,
+                               fix="delete or rename %s, or change the naming template in "
+                               "[uplink %s] of %s" % (feed_name, uplink.name, config.path)))
         else:
             _device(snap, feed_name, "feed", cut, out, master=target, of=" of %s" % target)
         _device(snap, target, "bridge", "the guest's tap has no bridge to join", out,
                 kind="bridge")
     if want.port is None:
         out.append(Problem("", "libvirt names no tap for it",
-                           "the guest's NIC is connected to nothing", heal=False))
+                           "the guest's NIC is connected to nothing", heal=False,
+                           fix=_TAP_FIX))
         return Wiring(want.who, uplink.name, target, None, tuple(out))
     tap = snap.get(want.port)
     if tap is None:
         out.append(Problem(want.port, "tap %s does not exist" % want.port,
-                           "the guest's NIC is connected to nothing", heal=False))
+                           "the guest's NIC is connected to nothing", heal=False,
+                           fix=_TAP_FIX))
         return Wiring(want.who, uplink.name, target, want.port, tuple(out))
     if tap.master != target:
         out.append(Problem(tap.name, "tap %s is %s, not on its bridge %s" % (
