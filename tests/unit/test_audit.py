@@ -129,7 +129,9 @@ def test_tap_not_on_its_bridge_is_a_problem():
 def test_tap_missing_is_a_problem():
     snap = Snapshot(tuple(l for l in _clean_access() if l.name != "vnet0"))
     found = audit(snap, ACCESS, [_domain()])
-    assert (PROBLEM, "domain vm1, interface %s has no tap on this host" % MAC) in _whats(found)
+    assert _whats(found) == [(PROBLEM, "tap vnet0 does not exist")]
+    assert found[0].where == "domain vm1, interface %s, tap vnet0" % MAC
+    assert found[0].fix == "virsh domiflist vm1; restart the guest if the tap is gone"
 
 
 def test_source_bridge_differs_from_target_is_a_warning():
@@ -154,15 +156,18 @@ def test_trunk_tap_lacking_bridge_vlans_on_filtering_bridge():
     def snap(vlans):
         return Snapshot((
             Link("eth1", master="br0"),
-            Link("br0", kind="bridge", vlan_filtering=True, managed=True),
+            Link("br0", kind="bridge", vlan_filtering=True, managed=True, vlans=PortVlans()),
             Link("vnet3", kind="tun", master="br0", vlans=vlans),
         ))
     dom = _domain(mode="trunk", vlans=(5, 7), source="br0", tap="vnet3", native=100)
     good = PortVlans(tagged=frozenset({5, 7}), untagged=frozenset({100}), pvid=100)
     assert audit(snap(good), TRUNK, [dom]) == ()
     bad = PortVlans(tagged=frozenset({5}), untagged=frozenset(), pvid=None)
-    assert _whats(audit(snap(bad), TRUNK, [dom])) == [
-        (PROBLEM, "tap vnet3 lacks bridge VLANs 7,100 on br0")]
+    found = audit(snap(bad), TRUNK, [dom])
+    assert _whats(found) == [
+        (PROBLEM, "tap vnet3 does not carry VLAN 7 tagged on br0"),
+        (PROBLEM, "tap vnet3 does not have native VLAN 100 as its untagged PVID (PVID none)")]
+    assert found[0].fix == "virt-vlan plug vnet3 --trunk 5,7 --native 100 --uplink eth1"
 
 
 # --- unused virt-vlan devices ---------------------------------------------------------
@@ -314,8 +319,8 @@ def test_check_uri_before_or_after_the_command(host, capsys, tagged_test_domain,
     assert main(args) == 2
     out = json.loads(capsys.readouterr().out)
     assert out["libvirt"] is True
-    assert [f["what"] for f in out["findings"]] == [
-        "domain test, interface aa:bb:cc:dd:ee:ff has no tap on this host"]
+    assert [(f["what"], f["where"]) for f in out["findings"]] == [
+        ("tap testnet0 does not exist", "domain test, interface aa:bb:cc:dd:ee:ff, tap testnet0")]
 
 
 def test_check_without_libvirt_says_host_checks_only(host, capsys):

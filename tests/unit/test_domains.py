@@ -28,6 +28,7 @@ from conftest import run_dropin
 from lxml import etree
 
 from virtvlan.parse import config as config_mod
+from virtvlan.checks import wiring
 from virtvlan.cli import nics
 from virtvlan.host import rtnl
 from virtvlan.cli.main import main
@@ -325,7 +326,7 @@ def test_connect_option_after_the_command_too(conn, conf, capsys):
 # --- show / list ----------------------------------------------------------------------------
 
 NIC_KEYS = {"mac", "type", "tap", "source", "mode", "vlans", "native", "uplink", "bridge",
-            "status", "problems"}
+            "status", "problems", "note"}
 
 
 def test_show_json_shape(conn, conf, capsys):
@@ -341,7 +342,7 @@ def test_show_json_shape(conn, conf, capsys):
     assert first == {"mac": MAC1, "type": "bridge", "tap": None, "source": "virbr0",
                      "mode": "trunk", "vlans": [100, 101, 102], "native": 5, "uplink": "etrk",
                      "bridge": "br9", "status": "not running",
-                     "problems": ["<source bridge> is virbr0, not br9"]}
+                     "problems": ["<source bridge> is virbr0, not br9"], "note": None}
     assert second["mac"] == MAC2 and second["mode"] is None and second["status"] == "untagged"
 
 
@@ -372,7 +373,8 @@ def test_show_of_a_running_guest_reports_the_host(conn, conf, capsys):
     (nic,) = json.loads(capsys.readouterr().out)["nics"]
     assert nic["status"] == "drift" and nic["tap"] == "testnet0"
     assert nic["source"] == "network default"
-    assert nic["problems"] == ["bridge br05 does not exist", "tap testnet0 does not exist"]
+    assert nic["problems"] == ["feed lo.5 of br05 does not exist", "bridge br05 does not exist",
+                               "tap testnet0 does not exist"]
 
 
 def test_list_a_line_per_tagged_nic_and_json(conn, conf, capsys):
@@ -521,14 +523,14 @@ def test_status_wired_and_each_drift(tmp_path):
                  Link("br07", kind="bridge"), Link("eth0.7", kind="vlan", parent="eth0",
                                                    vlan_id=7, master="br07"),
                  Link("vnet0", kind="tun", master="br07"), Link("vnet1", kind="tun", master="br9"))
-    statuses = nics.nic_statuses(domain, True, conf, good)
+    statuses = wiring.nic_statuses(domain, True, conf, good)
     assert [(s.bridge, s.status, s.problems) for s in statuses] == [
         ("br07", "wired", ()), ("br9", "wired", ())]
     bad = good.changed("vnet0", master="br05").changed("eth1", master=None).without_link("eth0.7")
-    statuses = nics.nic_statuses(domain, True, conf, bad)
+    statuses = wiring.nic_statuses(domain, True, conf, bad)
     assert [s.problems for s in statuses] == [
-        ("feed eth0.7 of br07 does not exist", "tap vnet0 is on br05, not br07"),
-        ("uplink device eth1 is not a port of br9",)]
+        ("feed eth0.7 of br07 does not exist", "tap vnet0 is on br05, not on its bridge br07"),
+        ("uplink device eth1 is on no bridge, not a port of br9",)]
     assert [s.status for s in statuses] == ["drift", "drift"]
     assert "drift: feed eth0.7 of br07 does not exist; tap vnet0" in statuses[0].state_text
 
@@ -536,11 +538,11 @@ def test_status_wired_and_each_drift(tmp_path):
 def test_status_not_running_and_untagged_and_no_config():
     conf = config_mod.parse(CONF, "vv.conf")
     domain = _running([VlanSpec(MAC1, "access", (5,))])
-    first, second = nics.nic_statuses(domain, False, conf, None)
+    first, second = wiring.nic_statuses(domain, False, conf, None)
     assert (first.status, first.tap, first.problems) == (
         "not running", None, ("<source bridge> is br07, not br05",))
     assert (second.mode, second.status) == (None, "untagged")
-    (first, _) = nics.nic_statuses(domain, True, None, None)
+    (first, _) = wiring.nic_statuses(domain, True, None, None)
     assert (first.status, first.bridge) == ("unknown", None)
 
 

@@ -101,16 +101,18 @@ def test_drift_is_shown_on_the_hop():
         Link("vnet0", kind="tun", master="br07"),
     ))
     (path,) = paths(_domain("access", (5,)), ACCESS, snap)
-    assert [h.state for h in path.hops] == ["on br07, not br05", "ok", "ok", "ok"]
+    assert [h.state for h in path.hops] == ["tap vnet0 is on br07, not on its bridge br05", "ok",
+                                            "ok", "ok"]
     assert not path.ok
-    assert "  -> vnet0   guest tap  !! on br07, not br05\n" in render((path,))
+    assert ("  -> vnet0   guest tap  !! tap vnet0 is on br07, not on its bridge br05\n"
+            in render((path,)))
 
 
 def test_not_running_and_missing_devices():
     (path,) = paths(_domain("access", (5,), tap=None), ACCESS, Snapshot((Link("eth0"),)))
     assert [(h.device, h.state) for h in path.hops] == [
-        ("(tap)", "not running (no tap)"), ("br05", "missing"), ("eth0.5", "missing"),
-        ("eth0", "ok")]
+        ("(tap)", "libvirt names no tap for it"), ("br05", "bridge br05 does not exist"),
+        ("eth0.5", "feed eth0.5 of br05 does not exist"), ("eth0", "ok")]
 
 
 def test_untagged_domain_and_unknown_mac_are_input_errors():
@@ -168,7 +170,7 @@ def test_explain_command_json_on_tagged_test_domain(monkeypatch, tmp_path, capsy
         conn.close()
     (path,) = json.loads(capsys.readouterr().out)
     assert set(path) == {"domain", "mac", "mode", "vlans", "native", "uplink", "wiring",
-                         "hops", "ok"}
+                         "hops", "ok", "note"}
     assert (path["domain"], path["mac"], path["vlans"], path["ok"]) == (
         "test", "aa:bb:cc:dd:ee:ff", [5], True)
     assert [h["device"] for h in path["hops"]] == ["testnet0", "br05", "eth0.5", "eth0"]

@@ -25,12 +25,11 @@ net/bridge/br_netlink.c, br_vlan.c):
 
 Rate limit: a device deleted more than N times in M seconds is held back
 (see ratelimit.RebuildLimiter); the holds are written to HELD_FILE under the
-run directory for `virt-vlan check` (read_holds()).
+run directory for `virt-vlan check` (host/holds.py).
 """
 
 import _socket
 import errno
-import json
 import logging
 import os
 import select
@@ -62,6 +61,8 @@ from virtvlan.host.nlconst import (
     SOL_NETLINK,
     SO_RCVBUFFORCE,
 )
+# The held-devices file is written here and read by `virt-vlan check`.
+from virtvlan.host.holds import HELD_FILE, HeldDevice, held_path, read_holds, write_holds
 from virtvlan.errors import VirtVlanError
 from virtvlan.agent.ratelimit import ChangeSet, Debouncer, RebuildLimiter
 
@@ -74,7 +75,6 @@ log = logging.getLogger(__name__)
 # only their deletions count for the rate limit. Taps belong to libvirt.
 REBUILT_KINDS = ("vlan", "bridge")
 RCVBUF = 1 << 20  # as pyroute2: bursts of a network restart fit
-HELD_FILE = "heal-held.json"
 LIMIT_ENV = "VIRT_VLAN_HEAL_LIMIT"
 
 
@@ -170,65 +170,6 @@ class LinkEvents:
                 dev = self.devs.get(bridge)  # type: ignore[arg-type]
                 if dev:
                     names.add(dev.name)
-
-
-# --- the held-devices file ------------------------------------------------------------
-
-@dataclass(frozen=True)
-class HeldDevice:
-    """One entry of HELD_FILE (times are Unix epoch seconds)."""
-
-    device: str
-    deletions: int
-    window: float
-    since: float
-    until: float
-
-
-def held_path() -> str:
-    return os.path.join(state.run_dir(), HELD_FILE)
-
-
-def write_holds(holds: List[HeldDevice], path: Optional[str] = None) -> None:
-    """Replace HELD_FILE atomically; remove it when nothing is held."""
-    path = path or held_path()
-    if not holds:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        return
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    body = {"version": 1, "held": [
-        {"device": h.device, "deletions": h.deletions, "window": h.window,
-         "since": round(h.since, 3), "until": round(h.until, 3)} for h in holds]}
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(body, handle, indent=1, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
-
-
-def read_holds(path: Optional[str] = None, now: Optional[float] = None) -> List[HeldDevice]:
-    """The holds in force (until > now) from HELD_FILE; [] without the file.
-
-    A hold left behind by an agent that died has an `until` in the past and
-    is not reported. A file that cannot be parsed raises VirtVlanError.
-    """
-    path = path or held_path()
-    now = time.time() if now is None else now
-    try:
-        with open(path, encoding="utf-8") as handle:
-            body = json.load(handle)
-        holds = [HeldDevice(device=str(e["device"]), deletions=int(e["deletions"]),
-                            window=float(e["window"]), since=float(e["since"]),
-                            until=float(e["until"])) for e in body["held"]]
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise VirtVlanError("cannot read %s: %s (delete it; the agent rewrites it)"
-                            % (path, err)) from err
-    return [h for h in holds if h.until > now]
 
 
 def limiter_from_env() -> RebuildLimiter:

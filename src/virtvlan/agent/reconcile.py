@@ -27,6 +27,7 @@ from virtvlan.parse.config import Config
 from virtvlan.errors import VirtVlanError
 from virtvlan.parse.metadata import network_want, parse_domain, parse_network, wants
 from virtvlan.model import ACCESS, Snapshot, Want
+from virtvlan.plan.wiring import bridge_for, uplink_bridge
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +147,9 @@ def _moved_away(want: Want, master: Optional[str], config: Optional[Config]) -> 
 def _own_bridge(want: Want, config: Config) -> Optional[str]:
     """The bridge the want's tap joins; None once the config no longer has it."""
     try:
-        (bridge,) = engine.target_bridges([want], config)
+        return bridge_for(want, config)
     except VirtVlanError:  # the config changed under the cache
         return None
-    return bridge
 
 
 def _ours_by_place(want: Want, master: Optional[str], config: Optional[Config]) -> bool:
@@ -171,13 +171,11 @@ def needed_names(want: Want, config: Config) -> FrozenSet[str]:
     """The devices `want` depends on: its port, its bridge, the feed of an
     access VLAN and the uplink device (and trunk bridge) under it."""
     uplink = config.uplink(want.uplink, want.who)
-    names = {uplink.device, uplink.feed_parent()}
+    names = {uplink.device, uplink.feed_parent(), uplink_bridge(uplink, want.mode, want.vlans)}
     if want.port:
         names.add(want.port)
     if want.mode == ACCESS:
-        names.update((uplink.access_bridge(want.vlans[0]), uplink.feed(want.vlans[0])))
-    else:
-        names.add(uplink.trunk_bridge)
+        names.add(uplink.feed(want.vlans[0]))
     return frozenset(names)
 
 

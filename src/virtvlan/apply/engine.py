@@ -20,10 +20,11 @@ from typing import Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Tupl
 
 from virtvlan.host import state
 from virtvlan.plan.actions import MarkManaged, Plan
-from virtvlan.parse.config import Config, Uplink
+from virtvlan.parse.config import Config
 from virtvlan.host.lock import host_lock
-from virtvlan.model import ACCESS, Snapshot, Want
+from virtvlan.model import Snapshot, Want
 from virtvlan.plan.planner import plan, plan_cleanup, plan_unplug
+from virtvlan.plan.wiring import bridge_for
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,7 @@ EXECUTOR = "virtvlan.apply.executor"
 
 def target_bridges(wants: Iterable[Want], config: Config) -> FrozenSet[str]:
     """The bridges the wants' ports join (access bridge or trunk bridge)."""
-    names = set()
-    for want in wants:
-        uplink: Uplink = config.uplink(want.uplink, want.who)
-        names.add(uplink.access_bridge(want.vlans[0]) if want.mode == ACCESS
-                  else uplink.trunk_bridge)
-    return frozenset(names)
+    return frozenset(bridge_for(want, config) for want in wants)
 
 
 def _warn(result: Plan) -> None:

@@ -1,4 +1,4 @@
-"""Checks layer: pure audits of a snapshot against config and domains (`check`, `explain`, NIC wiring).
+"""Checks layer: pure verdicts on a snapshot against config and domains (NIC wiring, `check`, `explain`).
 
-May import: plan, host, parse, model, errors. No I/O of its own, no libvirt, no pyroute2.
+May import: plan, parse, model, errors. No I/O: no host reading, no libvirt, no agent (the cli reads those).
 """

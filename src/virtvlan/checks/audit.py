@@ -4,18 +4,18 @@
 (None when there is none) and the running tagged domains (None when libvirt
 did not answer) and returns Findings, worst first. Each finding says what is
 wrong, where, why it matters and the fix, one line each. The command around
-it (`cmd_check`) reads the host and prints a table or JSON with the Nagios
-exit codes: 0 fine, 1 warnings, 2 problems.
+it (cli/check.py) reads the host and prints `table` or JSON with the Nagios
+exit codes of `exit_code`: 0 fine, 1 warnings, 2 problems.
 """
 
-import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
+from virtvlan.checks.wiring import Wiring, nic_wiring, source_differs, spec_want
+from virtvlan.errors import InputError
+from virtvlan.model import TRUNK, Link, Snapshot, Want
 from virtvlan.parse.config import Config, Uplink
-from virtvlan.errors import InputError, VirtVlanError
 from virtvlan.parse.metadata import Domain
-from virtvlan.model import ACCESS, TRUNK, Link, Snapshot
 
 PROBLEM = "problem"
 WARNING = "warning"
@@ -128,13 +128,36 @@ def _wrong_parent(snap: Snapshot, config: Config) -> List[Finding]:
     return out
 
 
-def _target(spec_mode: str, vlans: Tuple[int, ...], uplink: Uplink) -> str:
-    return uplink.access_bridge(vlans[0]) if spec_mode == ACCESS else uplink.trunk_bridge
+def _plug_fix(want: Want, tap: str) -> str:
+    """The command that wires `tap` as `want` says."""
+    vlans = ",".join(map(str, want.vlans))
+    native = " --native %d" % want.native if want.native is not None else ""
+    return "virt-vlan plug %s --%s %s%s --uplink %s" % (tap, want.mode, vlans, native,
+                                                         want.uplink)
+
+
+def _wiring_findings(domain: Domain, want: Want, found: Wiring) -> List[Finding]:
+    """check's rendering of nic_wiring: a PROBLEM per problem."""
+    out = []
+    for problem in found.problems:
+        where = "%s, %s" % (want.who, "tap %s" % found.tap if found.tap else
+                            "tap (none in libvirt's live XML)")
+        if problem.device not in (found.tap, found.bridge):
+            where += ", %s" % problem.device
+        if problem.heal:
+            fix = _plug_fix(want, found.tap or "TAP")
+        elif problem.device in ("", found.tap):
+            fix = "virsh domiflist %s; restart the guest if the tap is gone" % domain.name
+        else:
+            fix = problem.fix
+        out.append(Finding(PROBLEM, problem.what, where, problem.why, fix))
+    return out
 
 
 def _guests(snap: Snapshot, config: Optional[Config],
             domains: Sequence[Domain]) -> Tuple[List[Finding], Set[str]]:
-    """Taps of running tagged guests: on their bridge, and libvirt agrees.
+    """NICs of running tagged guests: wired as they should be (nic_wiring),
+    and libvirt agrees (<source bridge>).
 
     Returns the findings and the bridges the guests need (not "unused")."""
     out: List[Finding] = []
@@ -152,60 +175,26 @@ def _guests(snap: Snapshot, config: Optional[Config],
         for spec in domain.specs:
             who = "domain %s, interface %s" % (domain.name, spec.mac)
             try:
-                uplink = config.uplink(spec.uplink, who)
+                want = spec_want(domain, spec, config)
             except InputError as err:
                 out.append(Finding(PROBLEM, "%s names an uplink the config lacks" % who, who,
                                    str(err), "virt-vlan set %s --mac %s with an uplink of %s"
                                    % (domain.name, spec.mac, config.path)))
                 continue
-            target = _target(spec.mode, spec.vlans, uplink)
-            needed.add(target)
+            found = nic_wiring(want, config, snap)
+            needed.add(found.bridge)
+            out += _wiring_findings(domain, want, found)
             nic = domain.nic(spec.mac)
-            tap = nic.target if nic is not None else None
-            link = snap.get(tap) if tap else None
-            if link is None:
-                out.append(Finding(
-                    PROBLEM, "%s has no tap on this host" % who,
-                    "%s, tap %s" % (who, tap or "(none in libvirt's live XML)"),
-                    "the guest's NIC is connected to nothing",
-                    "virsh domiflist %s; restart the guest if the tap is gone" % domain.name))
-                continue
-            if link.master != target:
-                out.append(Finding(
-                    PROBLEM, "tap %s is on %s, not on its bridge %s" % (
-                        tap, link.master or "no bridge", target),
-                    "%s, tap %s" % (who, tap),
-                    "the guest is %s instead of %s VLAN %s" % (
-                        "on another bridge's network" if link.master else "cut off",
-                        spec.mode, ",".join(map(str, spec.vlans))),
-                    "virt-vlan plug %s --%s %s --uplink %s" % (
-                        tap, spec.mode, ",".join(map(str, spec.vlans)), uplink.name)))
-            if nic is not None and nic.source_bridge and nic.source_bridge != target:
+            if nic is not None and nic.source_bridge and source_differs(nic, found.bridge):
                 out.append(Finding(
                     WARNING, "%s has <source bridge='%s'>, its target is %s" % (
-                        who, nic.source_bridge, target), who,
+                        who, nic.source_bridge, found.bridge), who,
                     "libvirt re-attaches the tap to %s when libvirtd restarts and at hot-plug: "
                     "the guest sits there, on the wrong network, until a hook moves it"
                     % nic.source_bridge,
                     "virt-vlan set %s --mac %s --%s %s --config (rewrites <source bridge>), or "
                     "virsh edit %s" % (domain.name, spec.mac, spec.mode,
                                        ",".join(map(str, spec.vlans)), domain.name)))
-            bridge = snap.get(target)
-            if (spec.mode == TRUNK and bridge is not None and bridge.vlan_filtering
-                    and link.master == target and link.vlans is not None):
-                missing = [v for v in spec.vlans if v not in link.vlans.tagged]
-                if spec.native is not None and (link.vlans.pvid != spec.native
-                                                or spec.native not in link.vlans.untagged):
-                    missing.append(spec.native)
-                if missing:
-                    out.append(Finding(
-                        PROBLEM, "tap %s lacks bridge VLANs %s on %s" % (
-                            tap, ",".join(map(str, missing)), target),
-                        "%s, tap %s" % (who, tap),
-                        "%s filters VLANs: the guest gets no frames of VLAN %s" % (
-                            target, ",".join(map(str, missing))),
-                        "virt-vlan plug %s --trunk %s --uplink %s" % (
-                            tap, ",".join(map(str, spec.vlans)), uplink.name)))
     return out, needed
 
 
@@ -363,7 +352,7 @@ def audit(snap: Snapshot, config: Optional[Config], domains: Optional[Sequence[D
     skipped and nothing counts as "used by a guest" except what its ports show.
     `reserved` are bridges held by hooks between prepare and start; `held`
     are (device, deletions, window seconds) the agent's heal rate limit has
-    put on hold (agent/monitor.py, read_holds).
+    put on hold (host/holds.py, read_holds).
     """
     findings: List[Finding] = _mixed(snap) + _held(held)
     if config is not None:
@@ -371,7 +360,13 @@ def audit(snap: Snapshot, config: Optional[Config], domains: Optional[Sequence[D
     in_use: Set[str] = set()
     if domains is not None:
         guest_findings, in_use = _guests(snap, config, domains)
-        findings += guest_findings
+        # A device several NICs depend on (an uplink device gone) is one
+        # finding, not one per NIC: the same fact reads the same.
+        seen = {f.what for f in findings}
+        for finding in guest_findings:
+            if finding.what not in seen:
+                findings.append(finding)
+                seen.add(finding.what)
     findings += _unused(snap, config, in_use, reserved)
     bridges = _ours(snap, config)
     findings += _mtu(snap, bridges)
@@ -379,7 +374,7 @@ def audit(snap: Snapshot, config: Optional[Config], domains: Optional[Sequence[D
     return tuple(sorted(findings, key=lambda f: _RANK[f.severity]))
 
 
-# --- the command --------------------------------------------------------------------
+# --- rendering -----------------------------------------------------------------------
 
 
 def table(findings: Sequence[Finding]) -> str:
@@ -396,96 +391,3 @@ def table(findings: Sequence[Finding]) -> str:
         lines.append("%s  why:   %s" % (pad, f.why))
         lines.append("%s  fix:   %s" % (pad, f.fix))
     return "\n".join(lines)
-
-
-def running_domains(uri: Optional[str]) -> Tuple[Optional[List[Domain]], Optional[str],
-                                                  List[Finding]]:
-    """Parsed live XML of running tagged domains, or None and why when libvirt
-    does not answer; plus a finding for each running domain whose metadata
-    does not parse."""
-    from virtvlan.virt import adapter as virt
-    from virtvlan.errors import VirtVlanError
-    from virtvlan.parse.metadata import is_tagged, parse_domain
-
-    try:
-        conn = virt.connect(uri, readonly=True)
-    except VirtVlanError as err:
-        return None, str(err), []
-    try:
-        domains, bad = [], []
-        for xml in conn.running_domain_xmls():
-            if not is_tagged(xml):
-                continue
-            try:
-                domains.append(parse_domain(xml))
-            except InputError as err:
-                # Running with metadata the hook refuses: edited after start
-                # (or written around the hook); its next start will fail.
-                bad.append(Finding(PROBLEM, "a running domain has virt-vlan metadata the hook "
-                                   "refuses", str(err).split(": ", 1)[0],
-                                   "its next start fails, and check cannot audit its NICs",
-                                   str(err)))
-        return domains, None, bad
-    except VirtVlanError as err:
-        return None, str(err), []
-    finally:
-        conn.close()
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    import json
-
-    from virtvlan.host import rtnl, state
-    from virtvlan.parse.config import load
-
-    refused: List[Finding] = []
-    try:
-        config = load(args.config)
-    except InputError as err:
-        # A config the hooks refuse stops every tagged guest: a problem to
-        # report with the other findings, not a reason to audit nothing.
-        config = None
-        refused.append(Finding(PROBLEM, "the host config is refused", "host config",
-                               "every tagged guest fails to start", str(err)))
-    snap = rtnl.read_snapshot()
-    domains, libvirt_error, bad = running_domains(getattr(args, "connect", None))
-    from virtvlan.agent.monitor import read_holds
-
-    try:
-        held = [(h.device, h.deletions, h.window) for h in read_holds()]
-    except VirtVlanError as err:
-        held = []
-        refused.append(Finding(WARNING, "the agent's heal state is unreadable", "heal state",
-                               "devices the agent stopped rebuilding cannot be listed",
-                               str(err)))
-    findings = tuple(refused + bad) + audit(snap, config, domains, reserved=state.reserved(),
-                                            held=held)
-    code = exit_code(findings)
-    notes = []
-    if config is None:
-        notes.append("no usable host config: checks that need it were skipped")
-    if libvirt_error is not None:
-        notes.append("libvirt did not answer (%s): host checks only" % libvirt_error)
-    if args.json:
-        print(json.dumps({"status": code, "libvirt": libvirt_error is None,
-                          "config": config.path if config else None, "notes": notes,
-                          "findings": [asdict(f) for f in findings]}, indent=2))
-    else:
-        for note in notes:
-            print("note: " + note)
-        print(table(findings))
-    return code
-
-
-def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser(
-        "check", help="audit the host's VLAN wiring (exit 0 ok, 1 warnings, 2 problems)",
-        description="Audit the host's VLAN wiring, whoever made it: VLAN devices on bridge "
-        "ports, VLAN devices on the wrong parent, guest taps off their bridge, unused "
-        "virt-vlan devices, MTU mismatches, netfilter/STP on virt-vlan bridges, trunk "
-        "bridges without VLAN filtering. Exit status follows the Nagios plugin convention: "
-        "0 no findings, 1 warnings only, 2 problems.")
-    p.add_argument("-c", "--connect", dest="connect", metavar="URI", default=argparse.SUPPRESS,
-                   help="libvirt URI (default: libvirt's); without an answer, host checks only")
-    p.add_argument("--json", action="store_true", help="print findings as JSON")
-    p.set_defaults(func=cmd_check)

@@ -8,10 +8,10 @@ the tag, and the `tcpdump -e -i DEV` command that shows the frames there
 frames unless told). Hops that are not on the host as expected say so.
 """
 
-import argparse
-from dataclasses import asdict, dataclass
-from typing import List, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Tuple
 
+from virtvlan.checks.wiring import nic_wiring, spec_want
 from virtvlan.parse.config import Config
 from virtvlan.errors import InputError
 from virtvlan.parse.metadata import Domain, VlanSpec
@@ -25,7 +25,7 @@ class Hop:
     frames: str  # how frames look on this device
     change: str  # what this hop does to the tag ("" when nothing)
     tcpdump: str  # the command that shows them here
-    state: str  # "ok", or what is wrong on the host ("missing", "on br07, not br05", ...)
+    state: str  # "ok", or what nic_wiring finds wrong with the device ("; "-joined)
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Path:
     uplink: str
     wiring: str
     hops: Tuple[Hop, ...]
+    note: Optional[str] = None  # nic_wiring's: a trunk NIC's VLAN table not judged, and why
 
     @property
     def ok(self) -> bool:
@@ -60,59 +61,46 @@ def _vl(vlans: Tuple[int, ...]) -> str:
     return ",".join(map(str, vlans))
 
 
-def _state(snap: Snapshot, dev: Optional[str], kind: str, master: Optional[str] = None,
-           parent: Optional[str] = None, vid: Optional[int] = None) -> str:
-    if dev is None:
-        return "not running (no tap)"
-    link = snap.get(dev)
-    if link is None:
-        return "missing"
-    if kind == "bridge" and link.kind != "bridge":
-        return "is a %s device, not a bridge" % link.kind
-    if kind == "vlan" and (link.kind != "vlan" or link.parent != parent or link.vlan_id != vid):
-        return "is %s, not VLAN %s on %s" % (
-            "VLAN %s on %s" % (link.vlan_id, link.parent) if link.kind == "vlan"
-            else "a %s device" % link.kind, vid, parent)
-    if master is not None and link.master != master:
-        return "on %s, not %s" % (link.master or "no bridge", master)
-    if not link.up:
-        return "down"
-    return "ok"
-
-
 def path(domain: Domain, spec: VlanSpec, config: Config, snap: Snapshot) -> Path:
-    """The hops of one tagged NIC (guest side first)."""
-    who = "domain %s, interface %s" % (domain.name, spec.mac)
-    uplink = config.uplink(spec.uplink, who)
-    nic = domain.nic(spec.mac)
-    tap = nic.target if nic is not None else None
+    """The hops of one tagged NIC (guest side first); each hop's state is
+    what nic_wiring finds wrong with its device ("ok": nothing)."""
+    want = spec_want(domain, spec, config)
+    uplink = config.uplink(want.uplink, want.who)
+    tap = want.port
+    found = nic_wiring(want, config, snap)
+    wrong: Dict[str, List[str]] = {}
+    for problem in found.problems:
+        wrong.setdefault(problem.device, []).append(problem.what)
+
+    def state(dev: Optional[str]) -> str:
+        return "; ".join(wrong.pop(dev or "", ())) or "ok"
+
     hops: List[Hop] = []
     trunk_wired = uplink.wiring == TRUNK
     if spec.mode == ACCESS:
         vid = spec.vlans[0]
-        bridge, feed = uplink.access_bridge(vid), uplink.feed(vid)
+        bridge, feed = found.bridge, uplink.feed(vid)
         parent = uplink.feed_parent()
         hops.append(Hop(tap or "(tap)", "guest tap", "untagged (the guest's VLAN %d)" % vid,
-                        "", _tcpdump(tap or "TAP"), _state(snap, tap, "tap", master=bridge)))
+                        "", _tcpdump(tap or "TAP"), state(tap)))
         hops.append(Hop(bridge, "access bridge of VLAN %d" % vid, "untagged", "",
-                        _tcpdump(bridge), _state(snap, bridge, "bridge")))
+                        _tcpdump(bridge), state(bridge)))
         hops.append(Hop(feed, "feed: VLAN %d on %s" % (vid, parent), "untagged",
                         "adds tag %d towards the wire, strips it towards the guest" % vid,
-                        _tcpdump(feed), _state(snap, feed, "vlan", master=bridge,
-                                               parent=parent, vid=vid)))
+                        _tcpdump(feed), state(feed)))
         if trunk_wired:
             hops.append(Hop(parent, "trunk bridge of uplink %s" % uplink.name,
                             "tagged %d" % vid, "", _tcpdump(parent, (vid,), untagged=False),
-                            _state(snap, parent, "bridge")))
+                            state(parent)))
             hops.append(Hop(uplink.device, "uplink NIC (port of %s)" % parent,
                             "tagged %d" % vid, "", _tcpdump(uplink.device, (vid,), untagged=False),
-                            _state(snap, uplink.device, "nic", master=parent)))
+                            state(uplink.device)))
         else:
             hops.append(Hop(uplink.device, "uplink NIC", "tagged %d" % vid, "",
                             _tcpdump(uplink.device, (vid,), untagged=False),
-                            _state(snap, uplink.device, "nic")))
+                            state(uplink.device)))
     else:
-        bridge = uplink.trunk_bridge
+        bridge = found.bridge
         native = spec.native
         seen = "tagged %s" % _vl(spec.vlans)
         if native is not None:
@@ -125,18 +113,24 @@ def path(domain: Domain, spec: VlanSpec, config: Config, snap: Snapshot) -> Path
         hops.append(Hop(tap or "(tap)", "guest tap (trunk: VLANs %s%s)" % (
             _vl(spec.vlans), ", native %d" % native if native is not None else ""),
             seen, change, _tcpdump(tap or "TAP", spec.vlans, untagged=native is not None),
-            _state(snap, tap, "tap", master=bridge)))
+            state(tap)))
         hops.append(Hop(bridge, "trunk bridge of uplink %s" % uplink.name, wire, "",
                         _tcpdump(bridge, spec.vlans + ((native,) if native is not None else ()),
                                  untagged=False),
-                        _state(snap, bridge, "bridge")))
+                        state(bridge)))
         hops.append(Hop(uplink.device, "uplink NIC (port of %s)" % bridge, wire, "",
                         _tcpdump(uplink.device,
                                  spec.vlans + ((native,) if native is not None else ()),
                                  untagged=False),
-                        _state(snap, uplink.device, "nic", master=bridge)))
+                        state(uplink.device)))
+    if wrong:  # a fact about a device off the path: shown on the guest's hop
+        first = hops[0]
+        rest = "; ".join(w for whats in wrong.values() for w in whats)
+        hops[0] = replace(first, state=rest if first.state == "ok" else
+                          "%s; %s" % (first.state, rest))
     return Path(domain=domain.name, mac=spec.mac, mode=spec.mode, vlans=spec.vlans,
-                native=spec.native, uplink=uplink.name, wiring=uplink.wiring, hops=tuple(hops))
+                native=spec.native, uplink=uplink.name, wiring=uplink.wiring, hops=tuple(hops),
+                note=found.note)
 
 
 def paths(domain: Domain, config: Config, snap: Snapshot,
@@ -164,6 +158,8 @@ def render(found: Tuple[Path, ...]) -> str:
         lines.append("domain %s, interface %s: %s on uplink %s (%s wiring)"
                      % (p.domain, p.mac, what, p.uplink, p.wiring))
         width = max(len(h.device) for h in p.hops)
+        if p.note:
+            lines.append("  note: %s" % p.note)
         lines.append("  guest NIC %s" % p.mac)
         for hop in p.hops:
             mark = "" if hop.state == "ok" else "  !! " + hop.state
@@ -175,38 +171,3 @@ def render(found: Tuple[Path, ...]) -> str:
             lines.append("%sshow:   %s" % (pad, hop.tcpdump))
         lines.append("  -> wire (switch port of %s)" % p.hops[-1].device)
     return "\n".join(lines)
-
-
-def cmd_explain(args: argparse.Namespace) -> int:
-    import json
-
-    from virtvlan.host import rtnl
-    from virtvlan.virt import adapter as virt
-    from virtvlan.parse.config import load_or_refuse
-    from virtvlan.parse.metadata import parse_domain
-
-    conn = virt.connect(getattr(args, "connect", None), readonly=True)
-    try:
-        domain = parse_domain(conn.domain_xml(args.domain))
-    finally:
-        conn.close()
-    config = load_or_refuse(args.config, "domain %s" % domain.name)
-    found = paths(domain, config, rtnl.read_snapshot(), args.mac)
-    if args.json:
-        print(json.dumps([dict(asdict(p), ok=p.ok) for p in found], indent=2))
-    else:
-        print(render(found))
-    return 0
-
-
-def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser(
-        "explain", help="show a guest's frame path to the wire and how to tcpdump each hop",
-        description="The path of a tagged guest NIC's frames from its tap to the uplink NIC, "
-        "the tag added or stripped at each hop, and the tcpdump command that shows them.")
-    p.add_argument("domain", metavar="DOMAIN", help="domain name or UUID")
-    p.add_argument("--mac", help="only this NIC (default: every tagged NIC)")
-    p.add_argument("-c", "--connect", dest="connect", metavar="URI", default=argparse.SUPPRESS,
-                   help="libvirt URI")
-    p.add_argument("--json", action="store_true", help="print the path as JSON")
-    p.set_defaults(func=cmd_explain)

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
 
+from virtvlan.checks import wiring
 from virtvlan.cli import nics
 from virtvlan.parse.config import Config, load, load_or_refuse
 from virtvlan.errors import InputError, Refused, VirtVlanError
@@ -376,7 +377,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         xml = guest.xml(inactive=not running)
     domain = parse_domain(xml)
     snap = rtnl.read_snapshot() if running and domain.tagged and config else None
-    statuses = nics.nic_statuses(domain, running, config, snap)
+    statuses = wiring.nic_statuses(domain, running, config, snap)
     if args.json:
         print(json.dumps({"domain": domain.name, "uuid": domain.uuid, "state": _state(running),
                           "nics": [s.as_json() for s in statuses]}, indent=2))
@@ -412,7 +413,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         if running and config is not None and snap is None:
             snap = rtnl.read_snapshot()
-        statuses = [s for s in nics.nic_statuses(domain, running, config, snap) if s.mode]
+        statuses = [s for s in wiring.nic_statuses(domain, running, config, snap) if s.mode]
         entries.append({"domain": domain.name, "uuid": domain.uuid, "state": _state(running),
                         "nics": [s.as_json() for s in statuses]})
         rows.extend(nics.row(s) for s in statuses)

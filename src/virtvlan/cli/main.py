@@ -95,6 +95,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_check_domain(args: argparse.Namespace) -> int:
     from virtvlan.parse.metadata import parse_domain, wants
+    from virtvlan.plan.wiring import bridge_for
 
     try:
         with open(args.file, "rb") as handle:
@@ -108,12 +109,9 @@ def cmd_check_domain(args: argparse.Namespace) -> int:
         return 0
     config = load_or_refuse(args.config, "domain %s" % domain.name)
     for want, spec in zip(wants(domain, config), domain.specs):
-        uplink = config.uplink(want.uplink, want.who)
-        target = (uplink.access_bridge(want.vlans[0]) if want.mode == ACCESS
-                  else uplink.trunk_bridge)
         print("domain %s, interface %s: %s VLAN %s on uplink %s -> bridge %s"
               % (domain.name, spec.mac, spec.mode, ",".join(map(str, want.vlans)),
-                 uplink.name, target))
+                 want.uplink, bridge_for(want, config)))
     return 0
 
 
@@ -264,9 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
 
-    from virtvlan.checks import audit, explain
-    from virtvlan.cli import completion  # check, explain, completion (issue 8)
-    for module in (audit, explain, completion):
+    from virtvlan.cli import check, completion, explain  # issue 8
+    for module in (check, explain, completion):
         module.register(sub)
     return parser
 

@@ -1,18 +1,20 @@
-"""Pure helpers of the domain commands: metadata elements, device XML, NIC status.
+"""Pure helpers of the domain commands: metadata elements, device XML, the
+`show`/`list` table.
 
 No libvirt and no I/O here: the commands (domains.py) fetch documents and a
-host snapshot, these functions turn them into what is written or shown.
+host snapshot, these functions turn them into what is written or shown. A
+NIC's status (is it wired as it should be) is checks/wiring.py's.
 """
 
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
+from virtvlan.checks.wiring import NicStatus
+from virtvlan.model import ACCESS
 from virtvlan.parse.config import Config
-from virtvlan.errors import InputError
-from virtvlan.parse.metadata import Domain, Nic, VlanSpec
-from virtvlan.model import ACCESS, TRUNK, Snapshot
+from virtvlan.parse.metadata import VlanSpec
 from virtvlan.parse.vlans import format_vlan_list
 from virtvlan.parse.xml import NS, NSMAP, parse_xml
+from virtvlan.plan.wiring import uplink_bridge
 
 
 def _etree():  # type: ignore[no-untyped-def]
@@ -117,133 +119,7 @@ def new_interface(mac: str, bridge: str, model: str) -> bytes:
 def target_bridge(spec: VlanSpec, config: Config, who: str) -> Tuple[str, str]:
     """(uplink name, the bridge the NIC's tap joins) per the host config."""
     uplink = config.uplink(spec.uplink, who)
-    bridge = (uplink.access_bridge(spec.vlans[0]) if spec.mode == ACCESS
-              else uplink.trunk_bridge)
-    return uplink.name, bridge
-
-
-# --- status of a NIC against the host -------------------------------------------
-
-WIRED = "wired"
-NOT_RUNNING = "not running"
-DRIFT = "drift"
-UNTAGGED = "untagged"
-UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class NicStatus:
-    """One row of `show` / `list`, and one object of their --json."""
-
-    domain: str
-    mac: str
-    type: str
-    tap: Optional[str]
-    source: Optional[str]  # <source bridge> (or "network NAME")
-    mode: Optional[str]  # None: untagged NIC
-    vlans: Tuple[int, ...] = ()
-    native: Optional[int] = None
-    uplink: Optional[str] = None
-    bridge: Optional[str] = None
-    status: str = UNTAGGED
-    problems: Tuple[str, ...] = field(default=())
-
-    def as_json(self) -> Dict[str, object]:
-        return {"mac": self.mac, "type": self.type, "tap": self.tap, "source": self.source,
-                "mode": self.mode, "vlans": list(self.vlans), "native": self.native,
-                "uplink": self.uplink, "bridge": self.bridge, "status": self.status,
-                "problems": list(self.problems)}
-
-    @property
-    def state_text(self) -> str:
-        if not self.problems:
-            return self.status
-        return "%s: %s" % (self.status, "; ".join(self.problems))
-
-
-def _source(nic: Nic) -> Optional[str]:
-    if nic.source_bridge:
-        return nic.source_bridge
-    if nic.source_network:
-        return "network %s" % nic.source_network
-    return None
-
-
-def _host_problems(spec: VlanSpec, nic: Nic, config: Config, snap: Snapshot,
-                   bridge: str, who: str) -> List[str]:
-    """What on the host differs from the wiring `spec` wants (running guest)."""
-    problems = []
-    uplink = config.uplink(spec.uplink, who)
-    if snap.get(bridge) is None:
-        problems.append("bridge %s does not exist" % bridge)
-    elif spec.mode == ACCESS:
-        feed_name = uplink.feed(spec.vlans[0])
-        feed = snap.get(feed_name)
-        if feed is None:
-            problems.append("feed %s of %s does not exist" % (feed_name, bridge))
-        elif feed.master != bridge:
-            problems.append("feed %s is %s, not a port of %s"
-                            % (feed_name, "on %s" % feed.master if feed.master else "on no bridge",
-                               bridge))
-    else:
-        device = snap.get(uplink.device)
-        if device is None or device.master != bridge:
-            problems.append("uplink device %s is not a port of %s" % (uplink.device, bridge))
-    if nic.target is None:
-        problems.append("the live XML names no tap for it")
-        return problems
-    tap = snap.get(nic.target)
-    if tap is None:
-        problems.append("tap %s does not exist" % nic.target)
-    elif tap.master != bridge:
-        problems.append("tap %s is %s, not %s" % (nic.target, "on %s" % tap.master if tap.master
-                                                  else "on no bridge", bridge))
-    elif spec.mode == TRUNK and tap.vlans is not None:
-        missing = [v for v in spec.vlans if v not in tap.vlans.tagged]
-        if missing:
-            problems.append("tap %s does not carry VLAN %s tagged"
-                            % (nic.target, format_vlan_list(missing)))
-    return problems
-
-
-def nic_statuses(domain: Domain, running: bool, config: Optional[Config],
-                 snap: Optional[Snapshot]) -> List[NicStatus]:
-    """A status per NIC of `domain` (tagged or not), in the domain's order.
-
-    `snap` is the host as read now (None when not running: not needed).
-    """
-    specs = {spec.mac: spec for spec in domain.specs}
-    out = []
-    for nic in domain.nics:
-        spec = specs.get(nic.mac)
-        base = dict(domain=domain.name, mac=nic.mac, type=nic.type,
-                    tap=nic.target if running else None, source=_source(nic))
-        if spec is None:
-            out.append(NicStatus(mode=None, status=UNTAGGED, **base))  # type: ignore[arg-type]
-            continue
-        tagged = dict(mode=spec.mode, vlans=spec.vlans, native=spec.native,
-                      uplink=spec.uplink)
-        if config is None:
-            out.append(NicStatus(status=UNKNOWN, problems=("no host config on this host",),
-                                 **tagged, **base))  # type: ignore[arg-type]
-            continue
-        who = "domain %s, interface %s" % (domain.name, nic.mac)
-        try:
-            uplink, bridge = target_bridge(spec, config, who)
-        except InputError as err:
-            out.append(NicStatus(status=DRIFT, problems=(str(err),),
-                                 **tagged, **base))  # type: ignore[arg-type]
-            continue
-        tagged["uplink"] = uplink
-        problems = []
-        if nic.type == "bridge" and nic.source_bridge != bridge:
-            problems.append("<source bridge> is %s, not %s" % (nic.source_bridge, bridge))
-        if running and snap is not None:
-            problems = _host_problems(spec, nic, config, snap, bridge, who) + problems
-        status = (DRIFT if problems and running else WIRED if running else NOT_RUNNING)
-        out.append(NicStatus(bridge=bridge, status=status, problems=tuple(problems),
-                             **tagged, **base))  # type: ignore[arg-type]
-    return out
+    return uplink.name, uplink_bridge(uplink, spec.mode, spec.vlans)
 
 
 # --- output -----------------------------------------------------------------------

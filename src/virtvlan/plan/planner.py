@@ -36,6 +36,7 @@ from virtvlan.parse.config import Config, Uplink
 from virtvlan.errors import Refused
 from virtvlan.model import ACCESS, TRUNK, Link, PortVlans, Snapshot, Want
 from virtvlan.parse.vlans import format_vlan_list
+from virtvlan.plan import wiring
 
 # Kinds a guest port may be: libvirt's taps ("tun"), and veth pairs that
 # stand in for taps in tests and containers. Anything else is a host device
@@ -281,11 +282,7 @@ class _Builder:
         """Whether the trunk bridge of `uplink` filters, or will once this
         plan runs: it does already, or it is owned (ours, or handed over with
         trunk-filtering = yes) and gets converted."""
-        bridge = self.model.get(uplink.trunk_bridge)
-        # vlans None: a snapshot that did not read the VLAN tables (hand-made
-        # ones); nothing is programmed against tables we do not know.
-        return (bridge is not None and bridge.vlans is not None
-                and (bridge.vlan_filtering or _owned(bridge, uplink)))
+        return wiring.filters(self.model.get(uplink.trunk_bridge), uplink)
 
     def untagged_on_uplink(self, uplink: Uplink) -> FrozenSet[int]:
         """The VIDs the uplink carries untagged: the bridge's default PVID
@@ -357,7 +354,7 @@ class _Builder:
         if (bridge is None or bridge.kind != "bridge" or nic is None or nic.master != bridge.name
                 or bridge.vlans is None or nic.vlans is None):
             return
-        owned = _owned(bridge, uplink)
+        owned = wiring.owns_vlans(bridge, uplink)
         converting = not bridge.vlan_filtering
         if converting and not (owned and convert):
             return
@@ -430,19 +427,12 @@ class _Builder:
             self.need(uplink.device, who, "uplink device",
                       "fix device = in %s" % self.conf_hint(uplink))
         if want.mode == ACCESS:
-            target = self.access_bridge(uplink, want.vlans[0], who)
-        else:
-            target = uplink.trunk_bridge
+            self.access_bridge(uplink, want.vlans[0], who)
+        target = wiring.uplink_bridge(uplink, want.mode, want.vlans)
         if want.port is not None:
             self.port(want.port, target, who)
             if want.mode == TRUNK:
                 self.trunk_port(want, uplink, who)
-
-
-def _owned(bridge: Link, uplink: Uplink) -> bool:
-    """A trunk bridge whose VLAN entries virt-vlan manages fully: one it
-    created, or an admin's that the config hands over (trunk-filtering)."""
-    return bridge.managed or uplink.trunk_filtering
 
 
 def plan(wants: Sequence[Want], config: Config, snap: Snapshot) -> Plan:
