@@ -12,7 +12,7 @@ import string
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
-from virtvlan.errors import InputError
+from virtvlan.errors import InputError, cut
 from virtvlan.model import ACCESS, TRUNK
 from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan_list
 
@@ -117,8 +117,9 @@ class Config:
         if name is None:
             raise InputError("%s: no uplink given and %s defines none; add an [uplink NAME] "
                              "section" % (who, self.path))
-        raise InputError("%s: unknown uplink %r; %s defines: %s; use one of those or add "
-                         "[uplink %s]" % (who, name, self.path, known, name))
+        raise InputError("%s: unknown uplink %s; %s defines: %s; use one of those or add "
+                         "[uplink %s]" % (who, cut(repr(name)), self.path, cut(known, 200),
+                                          cut(name)))
 
 
 def load(path: Optional[str] = None) -> Optional[Config]:

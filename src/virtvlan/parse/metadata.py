@@ -17,7 +17,7 @@ from typing import Dict, Optional, Tuple
 
 from virtvlan import NAMESPACE
 from virtvlan.parse.config import Config
-from virtvlan.errors import InputError
+from virtvlan.errors import InputError, cut
 from virtvlan.model import ACCESS, MODES, TRUNK, Want
 from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
 
@@ -197,7 +197,7 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
                 pending.append(spec)
                 continue
             if not any(nic.mac == spec.mac for nic in nics):
-                have = ", ".join(n.mac for n in nics) or "none"
+                have = cut(", ".join(n.mac for n in nics), 200) or "none"
                 raise InputError("domain %s, interface %s: virt-vlan metadata names a MAC the "
                                  "domain has no <interface> for (its MACs: %s); fix the mac "
                                  "attribute" % (name, spec.mac, have))
@@ -216,7 +216,7 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
 
 def _spec(domain: str, el, index: int) -> VlanSpec:  # type: ignore[no-untyped-def]
     raw_mac = el.get("mac")
-    who = "domain %s, interface %s" % (domain, raw_mac or "#%d" % index)
+    who = "domain %s, interface %s" % (domain, cut(raw_mac or "#%d" % index))
     if raw_mac is None:
         raise InputError("%s: <vv:interface> has no mac attribute; add mac='52:54:00:..' of "
                          "the guest NIC" % who)

@@ -2,6 +2,8 @@
 
 from typing import Iterable, Tuple
 
+from virtvlan.errors import cut
+
 # 802.1Q: 12-bit VID; 0 means "priority tag only" and 4095 is reserved, so a
 # VLAN device can only carry 1..4094.
 VLAN_MIN = 1
@@ -16,7 +18,7 @@ def parse_vlan(text: str) -> int:
     """One VLAN id, 1..4094, decimal digits only."""
     word = text.strip()
     if not word.isdigit() or not word.isascii():
-        raise VlanSyntax("%r is not a VLAN number (use 1-4094)" % text)
+        raise VlanSyntax("%s is not a VLAN number (use 1-4094)" % cut(repr(text)))
     if len(word) > 4:
         # Also keeps int() away from CPython's digit limit on hostile input.
         raise VlanSyntax("VLAN %s is above 4094, the largest 802.1Q VLAN (use 1-4094)"
@@ -39,14 +41,14 @@ def parse_vlan_list(text: str) -> Tuple[int, ...]:
     for item in text.split(","):
         item = item.strip()
         if not item:
-            raise VlanSyntax("%r has an empty item (write e.g. 5,7,100-110)" % text)
+            raise VlanSyntax("%s has an empty item (write e.g. 5,7,100-110)" % cut(repr(text)))
         if "-" in item:
             low_text, _, high_text = item.partition("-")
             if not low_text.strip() or not high_text.strip():
-                raise VlanSyntax("range %r needs both ends (write e.g. 100-110)" % item)
+                raise VlanSyntax("range %s needs both ends (write e.g. 100-110)" % cut(repr(item)))
             low, high = parse_vlan(low_text), parse_vlan(high_text)
             if low > high:
-                raise VlanSyntax("range %r is reversed (write %d-%d)" % (item, high, low))
+                raise VlanSyntax("range %s is reversed (write %d-%d)" % (cut(repr(item)), high, low))
             vids.update(range(low, high + 1))
         else:
             vids.add(parse_vlan(item))
