@@ -588,3 +588,33 @@ def test_not_strict_still_refuses_a_bad_pending_entry():
                           parse=lambda xml: metadata.parse_domain(xml, strict=False))
     assert message == ("domain vm1, interface 52:54:00:99:99:99: vlan='4095': VLAN 4095 is "
                        "reserved by 802.1Q (use 1-4094)")
+
+
+# --- the work a domain definition can cost (issue 19, item 3) --------------------------------
+
+def test_more_entries_than_the_cap_are_refused():
+    macs = ["52:54:00:00:%02x:%02x" % (i // 256, i % 256) for i in range(metadata.MAX_ENTRIES + 1)]
+    xml = domain_xml(*(access(mac=mac) for mac in macs), nics=[(mac, None) for mac in macs])
+    assert parse_error(xml) == ("domain vm1: virt-vlan metadata has 257 entries, more than the "
+                                "256 accepted; one <vv:interface> per NIC of the guest")
+    ok = domain_xml(*(access(mac=mac) for mac in macs[:-1]), nics=[(mac, None) for mac in macs])
+    assert len(metadata.parse_domain(ok).specs) == metadata.MAX_ENTRIES
+
+
+def test_nics_are_matched_by_lookup_not_by_scanning(monkeypatch):
+    # Entries x <interface>s grew quadratically: count the reads of a NIC's MAC.
+    macs = ["52:54:00:00:%02x:%02x" % (i // 256, i % 256) for i in range(200)]
+    xml = domain_xml(*(trunk(mac=mac) for mac in macs), nics=[(mac, "t%d" % i)
+                                                              for i, mac in enumerate(macs)])
+    original = metadata.Nic
+    seen_mac_reads = []
+
+    class Counting(original):  # type: ignore[misc,valid-type]
+        def __getattribute__(self, name):  # type: ignore[no-untyped-def]
+            if name == "mac":
+                seen_mac_reads.append(1)
+            return original.__getattribute__(self, name)
+    monkeypatch.setattr(metadata, "Nic", Counting)
+    domain = metadata.parse_domain(xml)
+    assert [n.target for n in (domain.nic(m) for m in macs)] == ["t%d" % i for i in range(200)]
+    assert len(seen_mac_reads) <= 4 * len(macs), len(seen_mac_reads)

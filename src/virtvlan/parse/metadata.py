@@ -12,7 +12,7 @@ XML comes from whoever may define domains. `is_tagged` answers cheaply,
 without lxml, whether a document mentions our namespace at all.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 from virtvlan import NAMESPACE
@@ -24,6 +24,10 @@ from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan, parse
 # libvirt domain XML of a large guest is tens of KiB; 4 MiB leaves room and
 # bounds what a hostile document can make us allocate.
 MAX_XML_BYTES = 4 * 1024 * 1024
+# virt-vlan entries of one domain: far more than the NICs a guest has, and
+# with VLAN lists of at most 4094 VLANs it bounds what one hook call plans
+# (at most 256 x 4094 port VLANs). Parsing is linear in the document.
+MAX_ENTRIES = 256
 _NS = "{%s}" % NAMESPACE
 INTERFACE_ATTRS = {ACCESS: {"mac", "mode", "vlan", "uplink"},
                    TRUNK: {"mac", "mode", "vlans", "native", "uplink"}}
@@ -65,16 +69,20 @@ class Domain:
     # for yet (metadata set before `virsh attach-interface`); ignored until
     # the NIC exists.
     pending: Tuple[VlanSpec, ...] = ()
+    _by_mac: Dict[str, Nic] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_mac: Dict[str, Nic] = {}
+        for nic in self.nics:
+            by_mac.setdefault(nic.mac, nic)  # the first, as a scan would find
+        object.__setattr__(self, "_by_mac", by_mac)
 
     @property
     def tagged(self) -> bool:
         return bool(self.specs)
 
     def nic(self, mac: str) -> Optional[Nic]:
-        for nic in self.nics:
-            if nic.mac == mac:
-                return nic
-        return None
+        return self._by_mac.get(mac)
 
 
 @dataclass(frozen=True)
@@ -180,7 +188,14 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
                          "into one" % (name, len(containers), NAMESPACE))
     seen: Dict[str, int] = {}
     pending = []
+    by_mac: Dict[str, Nic] = {}
+    for nic in nics:
+        by_mac.setdefault(nic.mac, nic)
     for container in containers:
+        if len(container) > MAX_ENTRIES:
+            raise InputError("domain %s: virt-vlan metadata has %d entries, more than the %d "
+                             "accepted; one <vv:interface> per NIC of the guest"
+                             % (name, len(container), MAX_ENTRIES))
         for index, el in enumerate(container, start=1):
             if not isinstance(el.tag, str):
                 continue
@@ -193,15 +208,15 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
                                  "(entries %d and %d); keep one" % (name, spec.mac, seen[spec.mac],
                                                                     index))
             seen[spec.mac] = index
-            if not any(nic.mac == spec.mac for nic in nics) and not strict:
+            if spec.mac not in by_mac and not strict:
                 pending.append(spec)
                 continue
-            if not any(nic.mac == spec.mac for nic in nics):
+            if spec.mac not in by_mac:
                 have = cut(", ".join(n.mac for n in nics), 200) or "none"
                 raise InputError("domain %s, interface %s: virt-vlan metadata names a MAC the "
                                  "domain has no <interface> for (its MACs: %s); fix the mac "
                                  "attribute" % (name, spec.mac, have))
-            nic = next(n for n in nics if n.mac == spec.mac)
+            nic = by_mac[spec.mac]
             if nic.libvirt_vlan:
                 # libvirt 11+ programs the tap's bridge VLANs from <vlan> at
                 # every attach and reattach: it would undo ours and we theirs.

@@ -1,6 +1,6 @@
 """VLAN id lists: "5", "5,7", "100-110", shared by the config and the XML."""
 
-from typing import Iterable, Tuple
+from typing import Iterable, List, Tuple
 
 from virtvlan.errors import cut
 
@@ -33,11 +33,25 @@ def parse_vlan(text: str) -> int:
     return vid
 
 
+# Items of one list: more than there are VLANs is no list a human wrote, and
+# this bounds the work a hostile list costs (each item is parsed once; the
+# ranges are merged once and expanded once into at most 4094 VLANs).
+MAX_ITEMS = VLAN_MAX
+
+
 def parse_vlan_list(text: str) -> Tuple[int, ...]:
-    """A comma-separated list of VLANs and inclusive ranges, sorted, unique."""
+    """A comma-separated list of VLANs and inclusive ranges, sorted, unique.
+
+    Linear in the text: at most MAX_ITEMS items, and the ranges are merged
+    before any VLAN is listed, so overlapping ranges cost nothing extra.
+    """
     if not text.strip():
         raise VlanSyntax("the VLAN list is empty (write e.g. 5,7,100-110)")
-    vids = set()
+    items = text.count(",") + 1
+    if items > MAX_ITEMS:
+        raise VlanSyntax("the VLAN list has %d items, more than the %d VLANs there are; "
+                         "write ranges (e.g. 100-110)" % (items, MAX_ITEMS))
+    spans = []
     for item in text.split(","):
         item = item.strip()
         if not item:
@@ -49,10 +63,23 @@ def parse_vlan_list(text: str) -> Tuple[int, ...]:
             low, high = parse_vlan(low_text), parse_vlan(high_text)
             if low > high:
                 raise VlanSyntax("range %s is reversed (write %d-%d)" % (cut(repr(item)), high, low))
-            vids.update(range(low, high + 1))
+            spans.append((low, high))
         else:
-            vids.add(parse_vlan(item))
-    return tuple(sorted(vids))
+            vid = parse_vlan(item)
+            spans.append((vid, vid))
+    return tuple(vid for low, high in merge_spans(spans) for vid in range(low, high + 1))
+
+
+def merge_spans(spans: Iterable[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """Inclusive (low, high) spans, overlapping or adjacent ones merged, sorted."""
+    merged: List[Tuple[int, int]] = []
+    for low, high in sorted(spans):
+        if merged and low <= merged[-1][1] + 1:
+            if high > merged[-1][1]:
+                merged[-1] = (merged[-1][0], high)
+        else:
+            merged.append((low, high))
+    return merged
 
 
 def format_vlan_list(vids: Iterable[int]) -> str:
