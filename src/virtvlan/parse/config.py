@@ -19,10 +19,10 @@ from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan_list
 DEFAULT_PATH = "/etc/virt-vlan/virt-vlan.conf"
 ENV_PATH = "VIRT_VLAN_CONFIG"
 
-# Linux limits interface names to IFNAMSIZ-1 = 15 bytes, no '/', ':' or space
+# Linux limits interface names to IFNAMSIZ-1 = 15 bytes, no '/', ':', space or NUL
 # (dev_valid_name in net/core/dev.c).
 IFNAMSIZ_MAX = 15
-_BAD_NAME = re.compile(r"[/:\s]")
+_BAD_NAME = re.compile(r"[/:\s\x00]")
 
 GLOBAL_KEYS = {"default-uplink", "lock-timeout", "reconcile-interval"}
 UPLINK_DEFAULTS = {
@@ -195,7 +195,7 @@ def parse(text: str, path: str) -> Config:
             lock_timeout = float(value)
         except ValueError:
             lock_timeout = -1.0
-        if not 0 < lock_timeout <= 3600:
+        if not 1 <= lock_timeout <= 3600:
             raise InputError("config %s:%d: lock-timeout = %s is not a number of seconds "
                              "in 1-3600; write e.g. lock-timeout = 30" % (path, line, value))
     reconcile_interval = 300.0
@@ -367,12 +367,14 @@ def _generated(uplink: Uplink, vlan: int) -> List[Tuple[str, str]]:
 def _check_name(name: str, key: str, line: int, path: str, section: str,
                 vlan: Optional[int] = None) -> None:
     what = "%s gives %r" % (key, name) + (" for VLAN %d" % vlan if vlan is not None else "")
-    if len(name.encode()) > IFNAMSIZ_MAX:
-        raise InputError("config %s:%d: %s in %s: %d characters, Linux allows %d; use a "
-                         "shorter template" % (path, line, what, section, len(name), IFNAMSIZ_MAX))
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > IFNAMSIZ_MAX:
+        # Bytes, not characters: IFNAMSIZ counts bytes ("brü" is 4).
+        raise InputError("config %s:%d: %s in %s: %d bytes, Linux allows %d; use a "
+                         "shorter template" % (path, line, what, section, size, IFNAMSIZ_MAX))
     if not name or name in (".", "..") or _BAD_NAME.search(name):
-        raise InputError("config %s:%d: %s in %s: not a valid interface name (no '/', ':' or "
-                         "spaces); fix the template" % (path, line, what, section))
+        raise InputError("config %s:%d: %s in %s: not a valid interface name (no '/', ':', "
+                         "spaces or NUL); fix the template" % (path, line, what, section))
 
 
 def _check_devices(uplinks: Tuple[Uplink, ...], path: str) -> None:
