@@ -325,7 +325,9 @@ def _uplink(name: str, position: int, line: int, values: Dict[str, Tuple[str, in
     if mtu_text:
         # 68: the IPv4 minimum (RFC 791); 65535: the largest MTU netlink carries
         # for Ethernet-like devices in practice. Taps and bridges accept both.
-        if not mtu_text.isdigit() or not 68 <= int(mtu_text) <= 65535:
+        # isascii: "¹⁵⁰⁰" passes isdigit() but not int().
+        if not (mtu_text.isascii() and mtu_text.isdigit() and len(mtu_text) <= 5
+                and 68 <= int(mtu_text) <= 65535):
             raise InputError("config %s:%d: mtu = %s in %s is not an MTU in 68-65535; write "
                              "e.g. mtu = 1496 (or leave it out to inherit the NIC's)"
                              % (path, where, mtu_text, section))
