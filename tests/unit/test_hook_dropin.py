@@ -160,3 +160,14 @@ def test_metadata_prepared_for_a_hot_plug_does_not_stop_the_guest(installed, tmp
     for op in ("prepare", "start"):
         done = _run(installed, ["vm1", op, "begin", "-"], later, env)
         assert (done.returncode, done.stdout, done.stderr) == (0, b"", b""), op
+
+
+def test_release_without_the_package_prints_nothing(tmp_path):
+    # Issue 19: release and stopped print nothing, even when the package is gone.
+    base = getattr(sys, "_base_executable", sys.executable)
+    path = tmp_path / "hooks" / "qemu.d" / "virt-vlan"
+    path.parent.mkdir(parents=True)
+    path.write_text(install.dropin_text(base))
+    path.chmod(0o755)
+    done = _run(str(path), ["vm1", "release", "end", "-"], TAGGED, {"PATH": "/usr/bin:/bin"})
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
