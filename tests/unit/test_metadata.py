@@ -618,3 +618,47 @@ def test_nics_are_matched_by_lookup_not_by_scanning(monkeypatch):
     domain = metadata.parse_domain(xml)
     assert [n.target for n in (domain.nic(m) for m in macs)] == ["t%d" % i for i in range(200)]
     assert len(seen_mac_reads) <= 4 * len(macs), len(seen_mac_reads)
+
+
+# --- silent no-ops (issue 19, item 8) ---------------------------------------------------------
+
+@pytest.mark.parametrize("meta, message", [
+    ("<vv:netwrok vlan='5'/>", "network vlan5: unknown element <vv:netwrok> in virt-vlan "
+     "metadata; a network takes one <vv:network vlan='5'/>"),
+    ("<vv:interface mac='%s' mode='access' vlan='5'/>" % MAC1,
+     "network vlan5: unknown element <vv:interface> in virt-vlan metadata; a network takes "
+     "one <vv:network vlan='5'/>"),
+    ("<network vlan='5'/>", "network vlan5: unknown element <network> in virt-vlan metadata; "
+     "a network takes one <vv:network vlan='5'/>"),
+])
+def test_network_metadata_typo_is_refused(meta, message):
+    assert parse_error(network_xml(meta=meta), metadata.parse_network) == message
+
+
+def test_network_metadata_container_typo_is_refused():
+    xml = network_xml(meta=None).replace(
+        b"</network>", b"<metadata><vv:vlna xmlns:vv='urn:virt-vlan:1'><vv:network vlan='5'/>"
+        b"</vv:vlna></metadata></network>")
+    assert parse_error(xml, metadata.parse_network) == (
+        "network vlan5: <metadata> has <vv:vlna> in the virt-vlan namespace; the element is "
+        "<vv:vlan xmlns:vv='urn:virt-vlan:1'>")
+
+
+def test_network_with_other_metadata_is_untagged():
+    xml = network_xml(meta=None).replace(
+        b"</network>", b"<metadata><app:x xmlns:app='urn:other'/></metadata></network>")
+    assert metadata.parse_network(xml).vlan is None
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_two_interfaces_with_the_mac_of_an_entry_are_refused(strict):
+    xml = domain_xml(access(), nics=((MAC1, "vnet0"), (MAC2, None), (MAC1, "vnet1")))
+    with pytest.raises(InputError) as caught:
+        metadata.parse_domain(xml, strict=strict)
+    assert str(caught.value) == ("domain vm1, interface %s: 2 <interface>s have this MAC; give "
+                                 "each NIC its own <mac address>" % MAC1)
+
+
+def test_two_interfaces_with_one_mac_no_entry_names_are_left_alone():
+    xml = domain_xml(access(mac=MAC2), nics=((MAC1, "vnet0"), (MAC2, None), (MAC1, "vnet1")))
+    assert [s.mac for s in metadata.parse_domain(xml).specs] == [MAC2]

@@ -189,8 +189,10 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
     seen: Dict[str, int] = {}
     pending = []
     by_mac: Dict[str, Nic] = {}
+    count: Dict[str, int] = {}
     for nic in nics:
         by_mac.setdefault(nic.mac, nic)
+        count[nic.mac] = count.get(nic.mac, 0) + 1
     for container in containers:
         if len(container) > MAX_ENTRIES:
             raise InputError("domain %s: virt-vlan metadata has %d entries, more than the %d "
@@ -216,6 +218,12 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
                 raise InputError("domain %s, interface %s: virt-vlan metadata names a MAC the "
                                  "domain has no <interface> for (its MACs: %s); fix the mac "
                                  "attribute" % (name, spec.mac, have))
+            if count[spec.mac] > 1:
+                # Only the first tap would be wired, the others left on
+                # <source bridge>, and check-domain would say OK.
+                raise InputError("domain %s, interface %s: %d <interface>s have this MAC; "
+                                 "give each NIC its own <mac address>"
+                                 % (name, spec.mac, count[spec.mac]))
             nic = by_mac[spec.mac]
             if nic.libvirt_vlan:
                 # libvirt 11+ programs the tap's bridge VLANs from <vlan> at
@@ -290,10 +298,23 @@ def parse_network(xml: bytes) -> Network:
     bridge_el, forward_el = net.find("bridge"), net.find("forward")
     bridge = bridge_el.get("name") if bridge_el is not None else None
     forward = forward_el.get("mode", "nat") if forward_el is not None else None
+    who = "network %s" % name
+    # Typos are refused, as in a domain: a misspelt element would start the
+    # network with nothing wired.
+    for el in net.iterfind("metadata/*"):
+        if isinstance(el.tag, str) and el.tag.startswith(_NS) and el.tag != _NS + "vlan":
+            raise InputError("%s: <metadata> has <%s> in the virt-vlan namespace; the element "
+                             "is <vv:vlan xmlns:vv='%s'>" % (who, cut(el.tag.replace(_NS, "vv:")),
+                                                            NAMESPACE))
+    for container in net.iterfind("metadata/%svlan" % _NS):
+        for el in container:
+            if isinstance(el.tag, str) and el.tag != _NS + "network":
+                raise InputError("%s: unknown element <%s> in virt-vlan metadata; a network "
+                                 "takes one <vv:network vlan='5'/>"
+                                 % (who, cut(el.tag.replace(_NS, "vv:"))))
     specs = net.findall("metadata/%svlan/%snetwork" % (_NS, _NS))
     if not specs:
         return Network(name=name, bridge=bridge, forward=forward)
-    who = "network %s" % name
     if len(specs) > 1:
         raise InputError("%s: virt-vlan metadata has %d <network> elements; a libvirt "
                          "network is one VLAN, keep one" % (who, len(specs)))
