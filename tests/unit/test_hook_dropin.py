@@ -171,3 +171,15 @@ def test_release_without_the_package_prints_nothing(tmp_path):
     path.chmod(0o755)
     done = _run(str(path), ["vm1", "release", "end", "-"], TAGGED, {"PATH": "/usr/bin:/bin"})
     assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
+
+
+@pytest.mark.parametrize("extra", [b"<metadata><!-- <!ENTITY x 'y'> --></metadata>",
+                                   b" " * (4 << 20)])
+def test_untagged_domain_that_trips_a_guard_starts(tmp_path, monkeypatch, extra):
+    # Issue 19: it mentions our namespace (a description) and has DOCTYPE text
+    # in a comment, or is over the size cap: untagged all the same.
+    monkeypatch.setenv("VIRT_VLAN_CONFIG", str(tmp_path / "absent.conf"))
+    xml = (b"<domain type='kvm'><name>plain</name><description>urn:virt-vlan:1</description>"
+           b"%s</domain>" % extra)
+    for op in ("prepare", "start", "release"):
+        assert hook.serve("qemu", ["plain", op, "begin", "-"], xml) == (0, ""), op

@@ -19,6 +19,7 @@ from virtvlan import NAMESPACE
 from virtvlan.parse.config import Config
 from virtvlan.errors import InputError, cut
 from virtvlan.model import ACCESS, MODES, TRUNK, Want
+from virtvlan.parse import xmlguard
 from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
 
 # libvirt domain XML of a large guest is tens of KiB; 4 MiB leaves room and
@@ -106,16 +107,26 @@ def is_tagged(xml: bytes) -> bool:
 
 
 def _parse(xml: bytes, what: str):  # type: ignore[no-untyped-def]
+    """The root element; None for a document that tripped a guard but cannot
+    carry virt-vlan metadata (treat it as untagged)."""
     # Imported here: the hook's untagged fast path never gets this far.
     from lxml import etree
 
-    if len(xml) > MAX_XML_BYTES:
-        raise InputError("%s: XML is %d bytes, more than the %d accepted; this is not a "
-                         "libvirt document" % (what, len(xml), MAX_XML_BYTES))
-    if b"<!DOCTYPE" in xml or b"<!ENTITY" in xml:
-        # Refused before libxml2 sees it: entity tricks (billion laughs, XXE)
-        # get one fixed answer whatever libxml2's own limits are.
-        raise InputError("%s: XML has a DOCTYPE; libvirt never writes one, remove it" % what)
+    if len(xml) > MAX_XML_BYTES or xmlguard.declares(xml):
+        # A guard trips: without a parser, is it ours at all (xmlguard.py)?
+        # An untagged guest is never refused, whatever its comments say.
+        # Only comments or CDATA said DOCTYPE: parse as usual.
+        text = xmlguard.markup(xml)
+        big, declared = len(xml) > MAX_XML_BYTES, xmlguard.declares(text)
+        if (big or declared) and not xmlguard.may_be_tagged(text):
+            return None
+        if big:
+            raise InputError("%s: XML is %d bytes, more than the %d accepted; this is not a "
+                             "libvirt document" % (what, len(xml), MAX_XML_BYTES))
+        if declared:
+            # Refused before libxml2 sees it: entity tricks (billion laughs, XXE)
+            # get one fixed answer whatever libxml2's own limits are.
+            raise InputError("%s: XML has a DOCTYPE; libvirt never writes one, remove it" % what)
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
                              dtd_validation=False, huge_tree=False, remove_comments=True,
                              remove_pis=True)
@@ -158,6 +169,8 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
     the NIC is attached).
     """
     root = _parse(xml, "domain XML")
+    if root is None:
+        return Domain(name="?", uuid="")
     dom = root if root.tag == "domain" else root.find(".//domain")
     if dom is None:
         raise InputError("hook input: no <domain> element in the XML on stdin; libvirt "
@@ -291,6 +304,8 @@ def _spec(domain: str, el, index: int) -> VlanSpec:  # type: ignore[no-untyped-d
 def parse_network(xml: bytes) -> Network:
     """Parse a libvirt network document (or <hookData> holding one)."""
     root = _parse(xml, "network XML")
+    if root is None:
+        return Network(name="?", bridge=None, forward=None)
     net = root if root.tag == "network" else root.find(".//network")
     if net is None:
         raise InputError("network hook input: no <network> element in the XML on stdin")
