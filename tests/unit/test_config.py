@@ -212,14 +212,14 @@ def test_generated_name_longer_than_15_for_an_allowed_vlan(make_config):
     # "enp129s0f1np1.5" is exactly 15 and fine; VLAN 4094 makes it 18.
     refused(make_config, "[uplink lan]\ndevice = enp129s0f1np1\nallowed-vlans = 5,4094\n",
             "config test.conf:1: access-feed gives 'enp129s0f1np1.4094' for VLAN 4094 in "
-            "[uplink lan]: 18 characters, Linux allows 15; use a shorter template")
+            "[uplink lan]: 18 bytes, Linux allows 15; use a shorter template")
 
 
 def test_long_name_is_reported_at_the_template_line(make_config):
     refused(make_config,
             "[uplink eth0]\nallowed-vlans = 5,4094\naccess-bridge = guests-vlan-{vlan}\n",
             "config test.conf:3: access-bridge gives 'guests-vlan-4094' for VLAN 4094 in "
-            "[uplink eth0]: 16 characters, Linux allows 15; use a shorter template")
+            "[uplink eth0]: 16 bytes, Linux allows 15; use a shorter template")
 
 
 def test_host_vlan_names_are_length_checked_too(make_config):
@@ -232,14 +232,14 @@ def test_host_vlan_names_are_length_checked_too(make_config):
 def test_device_name_longer_than_15(make_config):
     refused(make_config, "[uplink lan]\ndevice = a-very-long-nic-name\nallowed-vlans = 5\n",
             "config test.conf:2: device gives 'a-very-long-nic-name' in [uplink lan]: 20 "
-            "characters, Linux allows 15; use a shorter template")
+            "bytes, Linux allows 15; use a shorter template")
 
 
 @pytest.mark.parametrize("device", ["eth0/1", "eth0:1"])
 def test_device_name_with_forbidden_characters(make_config, device):
     refused(make_config, "[uplink lan]\ndevice = %s\nallowed-vlans = 5\n" % device,
             "config test.conf:2: device gives %r in [uplink lan]: not a valid interface name "
-            "(no '/', ':' or spaces); fix the template" % device)
+            "(no '/', ':', spaces or NUL); fix the template" % device)
 
 
 def test_two_uplinks_whose_templates_make_the_same_name(make_config):
@@ -435,7 +435,7 @@ def test_default_uplink_with_no_uplinks_at_all(make_config):
             "none")
 
 
-@pytest.mark.parametrize("value", ["abc", "0", "-1", "3601", "nan", "inf"])
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "3601", "nan", "inf", "1e-9", "0.5"])
 def test_bad_lock_timeout(make_config, value):
     refused(make_config, "[global]\nlock-timeout = %s\n" % value,
             "config test.conf:2: lock-timeout = %s is not a number of seconds in 1-3600; write "
@@ -560,3 +560,19 @@ def test_bad_reconcile_interval(make_config, value):
     refused(make_config, "[global]\nreconcile-interval = %s\n" % value,
             "config test.conf:2: reconcile-interval = %s is not a number of seconds in 10-86400; "
             "write e.g. reconcile-interval = 300" % value)
+
+
+# --- issue 19, item 9: what the messages say is what is checked -----------------------------
+
+def test_name_too_long_in_bytes_says_bytes(make_config):
+    # 9 characters, 17 bytes: IFNAMSIZ counts bytes, and so does the message.
+    refused(make_config, "[uplink eth0]\nallowed-vlans = 5\naccess-bridge = %s{vlan}\n" % ("\u00fc" * 8),
+            "config test.conf:3: access-bridge gives '%s5' for VLAN 5 in [uplink eth0]: 17 bytes, "
+            "Linux allows 15; use a shorter template" % ("\u00fc" * 8))
+
+
+@pytest.mark.parametrize("key", ["access-bridge", "access-feed"])
+def test_nul_byte_in_a_template_is_refused(make_config, key):
+    refused(make_config, "[uplink eth0]\nallowed-vlans = 5\n%s = br\0{vlan}\n" % key,
+            "config test.conf:3: %s gives 'br\\x005' for VLAN 5 in [uplink eth0]: not a valid "
+            "interface name (no '/', ':', spaces or NUL); fix the template" % key)

@@ -102,7 +102,7 @@ def test_bad_metadata_fails_prepare_and_release_never_fails(installed, tmp_path)
     # libvirt ignores release failures, and a refusal there must not block
     # the guest's teardown: we log and exit 0.
     done = _run(installed, ["vm1", "release", "end", "-"], bad, env)
-    assert done.returncode == 0 and done.stdout == b""
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")  # nothing printed
 
 
 def test_migrate_prints_nothing_on_stdout(installed, tmp_path):
@@ -160,3 +160,26 @@ def test_metadata_prepared_for_a_hot_plug_does_not_stop_the_guest(installed, tmp
     for op in ("prepare", "start"):
         done = _run(installed, ["vm1", op, "begin", "-"], later, env)
         assert (done.returncode, done.stdout, done.stderr) == (0, b"", b""), op
+
+
+def test_release_without_the_package_prints_nothing(tmp_path):
+    # Issue 19: release and stopped print nothing, even when the package is gone.
+    base = getattr(sys, "_base_executable", sys.executable)
+    path = tmp_path / "hooks" / "qemu.d" / "virt-vlan"
+    path.parent.mkdir(parents=True)
+    path.write_text(install.dropin_text(base))
+    path.chmod(0o755)
+    done = _run(str(path), ["vm1", "release", "end", "-"], TAGGED, {"PATH": "/usr/bin:/bin"})
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
+
+
+@pytest.mark.parametrize("extra", [b"<metadata><!-- <!ENTITY x 'y'> --></metadata>",
+                                   b" " * (4 << 20)])
+def test_untagged_domain_that_trips_a_guard_starts(tmp_path, monkeypatch, extra):
+    # Issue 19: it mentions our namespace (a description) and has DOCTYPE text
+    # in a comment, or is over the size cap: untagged all the same.
+    monkeypatch.setenv("VIRT_VLAN_CONFIG", str(tmp_path / "absent.conf"))
+    xml = (b"<domain type='kvm'><name>plain</name><description>urn:virt-vlan:1</description>"
+           b"%s</domain>" % extra)
+    for op in ("prepare", "start", "release"):
+        assert hook.serve("qemu", ["plain", op, "begin", "-"], xml) == (0, ""), op

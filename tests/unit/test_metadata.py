@@ -337,7 +337,7 @@ BILLION_LAUGHS = b"""<?xml version="1.0"?>
   <!ENTITY h "&g;&g;&g;&g;&g;&g;&g;&g;&g;&g;">
   <!ENTITY i "&h;&h;&h;&h;&h;&h;&h;&h;&h;&h;">
 ]>
-<domain type='kvm'><name>&i;</name></domain>
+<domain type='kvm' xmlns:vv='urn:virt-vlan:1'><name>&i;</name></domain>
 """
 
 
@@ -364,7 +364,7 @@ def test_external_entity_is_refused(tmp_path):
     secret = tmp_path / "secret"
     secret.write_text("top-secret")
     xml = ("<!DOCTYPE domain [<!ENTITY x SYSTEM 'file://%s'>]>"
-           "<domain><name>&x;</name></domain>" % secret).encode()
+           "<domain xmlns:vv='urn:virt-vlan:1'><name>&x;</name></domain>" % secret).encode()
     message = parse_error(xml)
     assert message == "domain XML: XML has a DOCTYPE; libvirt never writes one, remove it"
     assert "top-secret" not in message
@@ -556,8 +556,8 @@ def test_misspelt_container_in_our_namespace_is_refused():
 
 
 def test_entity_declaration_refused_before_parsing():
-    xml = (b"<?xml version='1.0'?><!DOCTYPE d [<!ENTITY a 'x'>]><domain><name>&a;</name>"
-           b"</domain>")
+    xml = (b"<?xml version='1.0'?><!DOCTYPE d [<!ENTITY a 'x'>]><domain xmlns:vv='urn:virt-vlan:1'>"
+           b"<name>&a;</name></domain>")
     with pytest.raises(InputError, match="^domain XML: XML has a DOCTYPE; libvirt never writes "
                                          "one, remove it$"):
         metadata.parse_domain(xml)
@@ -589,3 +589,136 @@ def test_not_strict_still_refuses_a_bad_pending_entry():
                           parse=lambda xml: metadata.parse_domain(xml, strict=False))
     assert message == ("domain vm1, interface 52:54:00:99:99:99: vlan='4095': VLAN 4095 is "
                        "reserved by 802.1Q (use 1-4094)")
+
+
+# --- the work a domain definition can cost (issue 19, item 3) --------------------------------
+
+def test_more_entries_than_the_cap_are_refused():
+    macs = ["52:54:00:00:%02x:%02x" % (i // 256, i % 256) for i in range(metadata.MAX_ENTRIES + 1)]
+    xml = domain_xml(*(access(mac=mac) for mac in macs), nics=[(mac, None) for mac in macs])
+    assert parse_error(xml) == ("domain vm1: virt-vlan metadata has 257 entries, more than the "
+                                "256 accepted; one <vv:interface> per NIC of the guest")
+    ok = domain_xml(*(access(mac=mac) for mac in macs[:-1]), nics=[(mac, None) for mac in macs])
+    assert len(metadata.parse_domain(ok).specs) == metadata.MAX_ENTRIES
+
+
+def test_nics_are_matched_by_lookup_not_by_scanning(monkeypatch):
+    # Entries x <interface>s grew quadratically: count the reads of a NIC's MAC.
+    macs = ["52:54:00:00:%02x:%02x" % (i // 256, i % 256) for i in range(200)]
+    xml = domain_xml(*(trunk(mac=mac) for mac in macs), nics=[(mac, "t%d" % i)
+                                                              for i, mac in enumerate(macs)])
+    original = metadata.Nic
+    seen_mac_reads = []
+
+    class Counting(original):  # type: ignore[misc,valid-type]
+        def __getattribute__(self, name):  # type: ignore[no-untyped-def]
+            if name == "mac":
+                seen_mac_reads.append(1)
+            return original.__getattribute__(self, name)
+    monkeypatch.setattr(metadata, "Nic", Counting)
+    domain = metadata.parse_domain(xml)
+    assert [n.target for n in (domain.nic(m) for m in macs)] == ["t%d" % i for i in range(200)]
+    assert len(seen_mac_reads) <= 4 * len(macs), len(seen_mac_reads)
+
+
+# --- silent no-ops (issue 19, item 8) ---------------------------------------------------------
+
+@pytest.mark.parametrize("meta, message", [
+    ("<vv:netwrok vlan='5'/>", "network vlan5: unknown element <vv:netwrok> in virt-vlan "
+     "metadata; a network takes one <vv:network vlan='5'/>"),
+    ("<vv:interface mac='%s' mode='access' vlan='5'/>" % MAC1,
+     "network vlan5: unknown element <vv:interface> in virt-vlan metadata; a network takes "
+     "one <vv:network vlan='5'/>"),
+    ("<network vlan='5'/>", "network vlan5: unknown element <network> in virt-vlan metadata; "
+     "a network takes one <vv:network vlan='5'/>"),
+])
+def test_network_metadata_typo_is_refused(meta, message):
+    assert parse_error(network_xml(meta=meta), metadata.parse_network) == message
+
+
+def test_network_metadata_container_typo_is_refused():
+    xml = network_xml(meta=None).replace(
+        b"</network>", b"<metadata><vv:vlna xmlns:vv='urn:virt-vlan:1'><vv:network vlan='5'/>"
+        b"</vv:vlna></metadata></network>")
+    assert parse_error(xml, metadata.parse_network) == (
+        "network vlan5: <metadata> has <vv:vlna> in the virt-vlan namespace; the element is "
+        "<vv:vlan xmlns:vv='urn:virt-vlan:1'>")
+
+
+def test_network_with_other_metadata_is_untagged():
+    xml = network_xml(meta=None).replace(
+        b"</network>", b"<metadata><app:x xmlns:app='urn:other'/></metadata></network>")
+    assert metadata.parse_network(xml).vlan is None
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_two_interfaces_with_the_mac_of_an_entry_are_refused(strict):
+    xml = domain_xml(access(), nics=((MAC1, "vnet0"), (MAC2, None), (MAC1, "vnet1")))
+    with pytest.raises(InputError) as caught:
+        metadata.parse_domain(xml, strict=strict)
+    assert str(caught.value) == ("domain vm1, interface %s: 2 <interface>s have this MAC; give "
+                                 "each NIC its own <mac address>" % MAC1)
+
+
+def test_two_interfaces_with_one_mac_no_entry_names_are_left_alone():
+    xml = domain_xml(access(mac=MAC2), nics=((MAC1, "vnet0"), (MAC2, None), (MAC1, "vnet1")))
+    assert [s.mac for s in metadata.parse_domain(xml).specs] == [MAC2]
+
+
+# --- untagged guests are never refused by a guard (issue 19, item 5) ---------------------------
+
+DESCRIBED = ("<domain type='kvm'><name>plain</name><description>uses urn:virt-vlan:1 one day"
+             "</description>%s<devices><interface type='bridge'><mac address='%s'/>"
+             "</interface></devices></domain>")
+
+
+@pytest.mark.parametrize("extra", [
+    "<metadata><app:x xmlns:app='urn:app'><!-- <!ENTITY x 'y'> --></app:x></metadata>",
+    "<metadata><app:x xmlns:app='urn:app'><![CDATA[<!DOCTYPE html>]]></app:x></metadata>",
+    "<metadata><app:x xmlns:app='urn:app'><?app <!DOCTYPE x> ?></app:x></metadata>",
+])
+def test_untagged_domain_with_declaration_text_in_comments_or_cdata_is_untagged(extra):
+    domain = metadata.parse_domain((DESCRIBED % (extra, MAC1)).encode())
+    assert not domain.tagged and domain.name == "plain"  # parsed, not guessed
+
+
+def test_untagged_domain_over_the_size_cap_is_untagged():
+    xml = (DESCRIBED % ("", MAC1)).encode()
+    xml = xml.replace(b"</domain>", b" " * metadata.MAX_XML_BYTES + b"</domain>")
+    assert not metadata.parse_domain(xml).tagged
+    net = network_xml(meta=None).replace(b"</network>", b"<description>urn:virt-vlan:1"
+                                         b"</description>" + b" " * metadata.MAX_XML_BYTES
+                                         + b"</network>")
+    assert metadata.parse_network(net).vlan is None
+
+
+def test_untagged_domain_with_a_real_doctype_is_untagged_and_nothing_is_expanded():
+    xml = BILLION_LAUGHS.replace(b" xmlns:vv='urn:virt-vlan:1'", b"")
+    assert not metadata.parse_domain(xml).tagged
+
+
+def test_tagged_domain_with_declaration_text_in_a_comment_is_parsed():
+    xml = domain_xml(access()).replace(b"<metadata>", b"<metadata><!-- <!DOCTYPE x> -->")
+    assert [s.vlans for s in metadata.parse_domain(xml).specs] == [(5,)]
+
+
+@pytest.mark.parametrize("binding", [
+    b"<vv:vlan xmlns:vv='urn:virt-vlan:1'/>",
+    b'<vlan xmlns="urn:virt-vlan:1"/>',
+    b"<vv:vlan xmlns:vv = \"&ns;\"/>",  # an entity could spell our namespace
+])
+def test_domain_that_may_carry_ours_is_still_refused_by_the_guards(binding):
+    base = (b"<!DOCTYPE domain [<!ENTITY ns 'urn:virt-vlan:1'>]><domain><name>vm1</name>"
+            b"<metadata>%s</metadata></domain>" % binding)
+    assert parse_error(base) == ("domain XML: XML has a DOCTYPE; libvirt never writes one, "
+                                 "remove it")
+    big = base.replace(b"<!DOCTYPE domain [<!ENTITY ns 'urn:virt-vlan:1'>]>", b"")
+    big = big.replace(b"</domain>", b" " * metadata.MAX_XML_BYTES + b"</domain>")
+    assert parse_error(big).startswith("domain XML: XML is ")
+
+
+def test_markup_drops_comments_cdata_and_pis_in_one_pass():
+    from virtvlan.parse import xmlguard
+
+    assert xmlguard.markup(b"a<!--b-->c<![CDATA[d]]>e<?f g?>h<!--open") == b"aceh"
+    assert xmlguard.markup(b"<!-- -- <![CDATA[ -->x") == b"x"

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from virtvlan.parse import vlans
 from virtvlan.parse.vlans import (
     VLAN_MAX,
     VLAN_MIN,
@@ -159,3 +160,37 @@ def test_formatted_list_has_no_adjacent_items_to_merge(vids):
 @given(st.lists(st.integers(VLAN_MIN, VLAN_MAX), min_size=1, max_size=30))
 def test_parse_of_any_comma_list_is_sorted_unique(vids):
     assert parse_vlan_list(",".join(map(str, vids))) == tuple(sorted(set(vids)))
+
+
+# --- the work a hostile list can cost (issue 19, item 3) ---------------------------------
+
+def test_list_of_more_items_than_vlans_is_refused():
+    text = ",".join(["5"] * (vlans.MAX_ITEMS + 1))
+    with pytest.raises(vlans.VlanSyntax, match="has 4095 items, more than the 4094 VLANs"):
+        vlans.parse_vlan_list(text)
+    assert vlans.parse_vlan_list(",".join(["5"] * vlans.MAX_ITEMS)) == (5,)
+
+
+def test_overlapping_ranges_are_merged_before_any_vlan_is_listed(monkeypatch):
+    # Counted through the ranges the parser builds: every VLAN once, however
+    # many times the list repeats it (a repeated "2-4094" took minutes).
+    listed = []
+    real = range
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        made = real(*args)
+        listed.append(len(made))
+        return made
+    monkeypatch.setattr(vlans, "range", counting, raising=False)
+    assert vlans.parse_vlan_list(",".join(["2-4094"] * 4000 + ["1", "5-7"])) == tuple(
+        real(1, 4095))
+    assert sum(listed) == 4094
+
+
+@pytest.mark.parametrize("spans, merged", [
+    ([], []),
+    ([(5, 5), (1, 3), (4, 4)], [(1, 5)]),
+    ([(10, 20), (1, 2), (15, 30), (32, 33)], [(1, 2), (10, 30), (32, 33)]),
+])
+def test_merge_spans(spans, merged):
+    assert vlans.merge_spans(spans) == merged

@@ -37,7 +37,7 @@ def watchdog_interval() -> Optional[float]:
     the unit sets no watchdog or it is meant for another process."""
     usec = os.environ.get("WATCHDOG_USEC", "")
     pid = os.environ.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or int(usec) == 0:
+    if not (usec.isascii() and usec.isdigit()) or int(usec) == 0:  # "¹" passes isdigit()
         return None
     if pid and pid != str(os.getpid()):
         return None

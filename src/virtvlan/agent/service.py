@@ -19,7 +19,10 @@ The agent owns nothing on the host: it never keeps state the hooks need and
 never makes a change the hooks would not make, so killing it at any point
 leaves the host as the last completed engine call left it, and a restart
 reconciles. It exits only when asked to (SIGTERM/SIGINT); libvirt errors
-are logged and retried.
+are logged and retried. An exception that escapes any of its threads is
+logged and ends the agent with exit 1 (systemd restarts it: Restart=
+on-failure), and the hook server's socket goes with it: never a half-alive
+agent whose socket makes every hook wait for a reply that never comes.
 """
 
 import logging
@@ -70,6 +73,7 @@ class Agent:
         self._watch: Optional[virt.Watch] = None
         self._config_error: Optional[str] = None
         self._interval = DEFAULT_INTERVAL
+        self.failed: Optional[str] = None  # the thread whose death ends the agent (exit 1)
 
     # --- producers (any thread) -----------------------------------------------------------
 
@@ -82,6 +86,18 @@ class Agent:
     def stop(self) -> None:
         self._stop.set()
         self.queue.put(("stop", None))
+
+    def _thread_died(self, args: "threading.ExceptHookArgs") -> None:
+        """threading.excepthook while the agent runs: a thread of ours died
+        (every loop catches what it expects, so this is a bug): log it and
+        stop, exit 1, for systemd to start a whole agent again."""
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        log.critical("agent: thread %s died; stopping so that systemd restarts the agent", name,
+                     exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+        self.failed = name
+        self.stop()
 
     # --- the connection ----------------------------------------------------------------------
 
@@ -351,6 +367,29 @@ class Agent:
         self.hook_server = server
 
     def run(self) -> int:
+        """The main loop, until stop(): 0, or 1 when a thread of ours died.
+        Whatever ends it, the hook server's socket is removed."""
+        previous_hook = threading.excepthook
+        threading.excepthook = self._thread_died
+        connector: Optional[threading.Thread] = None
+        try:
+            connector = self._run()
+        finally:
+            sdnotify.notify("STOPPING=1")
+            log.info("virt-vlan agent stopping; the host stays as it is")
+            try:
+                if self.monitor is not None:
+                    self.monitor.stop()
+            finally:
+                if self.hook_server is not None:
+                    self.hook_server.stop()
+                self._stop.set()
+                if connector is not None:
+                    connector.join(5.0)
+                threading.excepthook = previous_hook
+        return 1 if self.failed else 0
+
+    def _run(self) -> threading.Thread:
         # READY before connecting: with socket-activated virtqemud a unit
         # ordered before it must not wait for it (systemd would deadlock).
         sdnotify.notify("READY=1\nSTATUS=starting")
@@ -394,15 +433,7 @@ class Agent:
                 log.exception("agent: internal error while handling %s", items[:5])
             if any(kind in ("periodic", "resync") for kind, _ in items):
                 next_reconcile = time.monotonic() + self._interval
-        sdnotify.notify("STOPPING=1")
-        log.info("virt-vlan agent stopping; the host stays as it is")
-        if self.monitor is not None:
-            self.monitor.stop()
-        if self.hook_server is not None:
-            self.hook_server.stop()
-        self._stop.set()
-        connector.join(5.0)
-        return 0
+        return connector
 
 
 class _QuietNoops(logging.Filter):

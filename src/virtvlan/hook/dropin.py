@@ -117,7 +117,10 @@ def main() -> int:
         # The package is gone but this drop-in stayed: a Debian `apt remove`
         # keeps conffiles until purge. Wiring cannot be promised, so a tagged
         # guest is refused (libvirt shows this line) rather than started on
-        # the wrong network; untagged guests never get here.
+        # the wrong network; untagged guests never get here. Ops whose
+        # failure libvirt ignores (release, stopped) print nothing.
+        if sys.argv[2] in ("release", "stopped"):
+            return 0
         sys.stderr.write("virt-vlan: this hook (%s) cannot load the virt-vlan package (%s); "
                          "reinstall virt-vlan, or remove the hook (apt purge virt-vlan)\n"
                          % (sys.argv[0], err))

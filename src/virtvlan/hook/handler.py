@@ -18,7 +18,7 @@ import sys
 from dataclasses import replace
 from typing import List, Optional, Sequence, Tuple
 
-from virtvlan.errors import ApplyError, InternalError, VirtVlanError
+from virtvlan.errors import ApplyError, InternalError, VirtVlanError, one_line
 from virtvlan.host.journal import Syslog
 
 log = logging.getLogger(__name__)
@@ -125,12 +125,22 @@ def serve(driver: str, args: Sequence[str], xml: bytes,
         log.error("%s %s %s: %s", driver, " ".join(args[:2]),
                   "failed" if isinstance(err, (ApplyError, InternalError)) else "refused", err,
                   exc_info=isinstance(err, InternalError))
-        return (1 if must_succeed else 0), "virt-vlan: %s\n" % err
+        line = "virt-vlan: %s\n" % err
+    except OSError as err:
+        # The run dir or a file in it is not what we write (a directory
+        # where a file belongs, read-only): name it, so the admin can fix it.
+        log.error("%s %s: %s", driver, " ".join(args[:2]), err)
+        line = "virt-vlan: %s\n" % one_line(
+            "cannot use %s: %s during %s %s; fix or remove it"
+            % (err.filename or "a file", err.strerror or err, driver, op))
     except Exception as err:  # a bug of ours: say so; fail only where wiring is at stake
         log.exception("%s %s: internal error", driver, " ".join(args[:2]))
         bug = InternalError.wrap(err, "the %s hook for %s at %s" % (
             driver, args[0] if args else "?", op or "?"), _HOOK_REPORT)
-        return (1 if must_succeed else 0), "virt-vlan: %s\n" % bug
+        line = "virt-vlan: %s\n" % bug
+    # Ops whose failure libvirt ignores (release, stopped) print nothing:
+    # the contract above; the journal has the line.
+    return (1, line) if must_succeed else (0, "")
 
 
 def run(driver: str, args: List[str], xml: bytes) -> int:

@@ -10,12 +10,13 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import sys
 import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-from virtvlan.errors import LockTimeout
+from virtvlan.errors import LockTimeout, VirtVlanError
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,11 @@ DEFAULT_PATH = "/run/virt-vlan/lock"
 PATH_ENV = "VIRT_VLAN_LOCK"
 _POLL_START = 0.01  # seconds; doubled up to _POLL_MAX while waiting
 _POLL_MAX = 0.1
+# Root's alone: flock(2) works on a descriptor opened read-only, so a lock
+# file others can read is one any local user can hold forever (and with it
+# every tagged guest start). The run dir itself stays world-readable: `check`
+# run by a monitoring user reads the reservations there.
+MODE = 0o600
 
 
 @contextmanager
@@ -37,12 +43,7 @@ def host_lock(timeout: float, path: str = DEFAULT_PATH) -> Iterator[None]:
     """
     if path == DEFAULT_PATH:
         path = os.environ.get(PATH_ENV) or DEFAULT_PATH
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-    # No O_TRUNC: the current holder's pid must survive our open().
-    # O_CLOEXEC: programs we exec must not inherit (and so keep) the lock.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = _open(path)
     try:
         _acquire(fd, path, timeout)
         try:
@@ -62,6 +63,49 @@ def host_lock(timeout: float, path: str = DEFAULT_PATH) -> Iterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _open(path: str) -> int:
+    """The lock file's descriptor, the file made root-only (MODE) if it was not.
+
+    A run dir or lock that cannot be used (a directory named `lock`, a
+    read-only file system) is one VirtVlanError naming the path to fix.
+    """
+    directory = os.path.dirname(path)
+    try:
+        if directory:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+        # No O_TRUNC: the current holder's pid must survive our open().
+        # O_CLOEXEC: programs we exec must not inherit (and so keep) the lock.
+        # O_NOFOLLOW: a symlink planted in the run dir does not redirect us.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, MODE)
+    except OSError as err:
+        raise VirtVlanError("cannot open the virt-vlan lock file %s: %s (%s); it must be a "
+                            "regular file in a writable directory: fix or remove %s"
+                            % (path, err.strerror or err, err.filename or path,
+                               err.filename or path)) from err
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise VirtVlanError("the virt-vlan lock file %s is not a regular file; remove it"
+                                % path)
+        if info.st_uid != os.geteuid():
+            os.fchown(fd, os.geteuid(), -1)  # root's: made by someone else, take it back
+        if stat.S_IMODE(info.st_mode) != MODE:
+            # Created by an older version (0644) or by hand: others could
+            # flock it. Descriptors they already hold keep working until
+            # closed; new opens are refused.
+            os.fchmod(fd, MODE)
+            log.warning("lock file %s had mode %o; made it %o (root's alone)", path,
+                        stat.S_IMODE(info.st_mode), MODE)
+    except OSError as err:
+        os.close(fd)
+        raise VirtVlanError("cannot make the virt-vlan lock file %s root's alone (%s); remove "
+                            "it" % (path, err.strerror or err)) from err
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _acquire(fd: int, path: str, timeout: float) -> None:
@@ -87,7 +131,8 @@ def _timeout_message(fd: int, path: str, timeout: float) -> str:
     except OSError:
         content = ""
     pid_text, _, recorded = content.partition(" ")
-    pid: Optional[int] = int(pid_text) if pid_text.isdigit() else None
+    pid: Optional[int] = (int(pid_text) if pid_text.isascii() and pid_text.isdigit()
+                           and len(pid_text) <= 10 else None)
     head = "another virt-vlan run has held the lock %s for more than %g s" % (path, timeout)
     if pid is None:
         return ("%s (its holder has not written its pid yet); wait and retry, or find it "

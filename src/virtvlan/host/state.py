@@ -9,9 +9,12 @@ guest runs and no reservation survives, which is what we want.
 Callers hold the host lock (lock.py) around reads and writes.
 """
 
+import logging
 import os
 import re
 from typing import Dict, FrozenSet, Iterable, Optional, Tuple
+
+log = logging.getLogger(__name__)
 
 ENV_DIR = "VIRT_VLAN_RUN_DIR"
 DEFAULT_DIR = "/run/virt-vlan"
@@ -73,14 +76,23 @@ def reserved() -> FrozenSet[str]:
         entries = os.listdir(folder)
     except FileNotFoundError:
         return frozenset()
+    except OSError as err:  # not a directory, unreadable
+        log.warning("ignoring %s: %s; remove it", folder, err.strerror or err)
+        return frozenset()
     for entry in entries:
         if entry.endswith(".tmp"):
             continue
+        path = os.path.join(folder, entry)
         try:
-            with open(os.path.join(folder, entry), encoding="utf-8") as handle:
+            # surrogateescape: garbage bytes become names no bridge has, so a
+            # broken file keeps nothing extra and costs no crash.
+            with open(path, encoding="utf-8", errors="surrogateescape") as handle:
                 names.update(line.strip() for line in handle if line.strip())
         except FileNotFoundError:
             continue
+        except OSError as err:  # a directory, unreadable: not one of ours
+            log.warning("ignoring %s: %s; virt-vlan writes only files there, remove it",
+                        path, err.strerror or err)
     return frozenset(names)
 
 
@@ -107,6 +119,15 @@ def intend(name: str, kind: str, addrgen: bool) -> None:
     os.replace(tmp, path)
 
 
+def _device_name(name: str) -> bool:
+    """Whether `name` can be a Linux interface name (IFNAMSIZ, no '/')."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # an undecodable file name (surrogateescape)
+        return False
+    return 0 < size <= 15 and "/" not in name and name not in (".", "..")
+
+
 def intended(name: str) -> None:
     """The creation of `name` is over (marked, or not made after all)."""
     try:
@@ -123,15 +144,29 @@ def intents() -> Dict[str, Tuple[str, bool]]:
         entries = os.listdir(folder)
     except FileNotFoundError:
         return {}
+    except OSError as err:  # not a directory, unreadable
+        log.warning("ignoring %s: %s; remove it", folder, err.strerror or err)
+        return {}
     found: Dict[str, Tuple[str, bool]] = {}
     for entry in entries:
         if entry.endswith(".tmp"):
             continue
+        path = os.path.join(folder, entry)
         try:
-            with open(os.path.join(folder, entry), encoding="utf-8") as handle:
-                words = handle.read().split()
+            with open(path, encoding="utf-8") as handle:
+                words = handle.read(64).split()
         except FileNotFoundError:
             continue
+        except UnicodeDecodeError:
+            words = []  # garbage: as a torn write, below
+        except OSError as err:  # a directory, unreadable: not one of ours
+            log.warning("ignoring %s: %s; virt-vlan writes only files there, remove it",
+                        path, err.strerror or err)
+            continue
+        if not _device_name(entry):
+            # Not a name we write (not UTF-8, too long): nothing to finish by it.
+            log.warning("removing %s: not a device name virt-vlan creates", path)
+            words = []
         if len(words) == 2 and words[1] in ("0", "1"):
             found[entry] = (words[0], words[1] == "1")
         else:

@@ -13,17 +13,17 @@ import string
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
-from virtvlan.errors import InputError
+from virtvlan.errors import InputError, cut
 from virtvlan.model import ACCESS, TRUNK
 from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan_list
 
 DEFAULT_PATH = "/etc/virt-vlan/virt-vlan.conf"
 ENV_PATH = "VIRT_VLAN_CONFIG"
 
-# Linux limits interface names to IFNAMSIZ-1 = 15 bytes, no '/', ':' or space
+# Linux limits interface names to IFNAMSIZ-1 = 15 bytes, no '/', ':', space or NUL
 # (dev_valid_name in net/core/dev.c).
 IFNAMSIZ_MAX = 15
-_BAD_NAME = re.compile(r"[/:\s]")
+_BAD_NAME = re.compile(r"[/:\s\x00]")
 
 @dataclass(frozen=True)
 class Key:
@@ -193,8 +193,9 @@ class Config:
         if name is None:
             raise InputError("%s: no uplink given and %s defines none; add an [uplink NAME] "
                              "section" % (who, self.path))
-        raise InputError("%s: unknown uplink %r; %s defines: %s; use one of those or add "
-                         "[uplink %s]" % (who, name, self.path, known, name))
+        raise InputError("%s: unknown uplink %s; %s defines: %s; use one of those or add "
+                         "[uplink %s]" % (who, cut(repr(name)), self.path, cut(known, 200),
+                                          cut(name)))
 
 
 def load(path: Optional[str] = None) -> Optional[Config]:
@@ -270,7 +271,7 @@ def parse(text: str, path: str) -> Config:
             lock_timeout = float(value)
         except ValueError:
             lock_timeout = -1.0
-        if not 0 < lock_timeout <= 3600:
+        if not 1 <= lock_timeout <= 3600:
             raise InputError("config %s:%d: lock-timeout = %s is not a number of seconds "
                              "in 1-3600; write e.g. lock-timeout = 30" % (path, line, value))
     reconcile_interval = float(_DEFAULT["reconcile-interval"])
@@ -401,7 +402,9 @@ def _uplink(name: str, position: int, line: int, values: Dict[str, Tuple[str, in
     if mtu_text:
         # 68: the IPv4 minimum (RFC 791); 65535: the largest MTU netlink carries
         # for Ethernet-like devices in practice. Taps and bridges accept both.
-        if not mtu_text.isdigit() or not 68 <= int(mtu_text) <= 65535:
+        # isascii: "¹⁵⁰⁰" passes isdigit() but not int().
+        if not (mtu_text.isascii() and mtu_text.isdigit() and len(mtu_text) <= 5
+                and 68 <= int(mtu_text) <= 65535):
             raise InputError("config %s:%d: mtu = %s in %s is not an MTU in 68-65535; write "
                              "e.g. mtu = 1496 (or leave it out to inherit the NIC's)"
                              % (path, where, mtu_text, section))
@@ -443,12 +446,14 @@ def _generated(uplink: Uplink, vlan: int) -> List[Tuple[str, str]]:
 def _check_name(name: str, key: str, line: int, path: str, section: str,
                 vlan: Optional[int] = None) -> None:
     what = "%s gives %r" % (key, name) + (" for VLAN %d" % vlan if vlan is not None else "")
-    if len(name.encode()) > IFNAMSIZ_MAX:
-        raise InputError("config %s:%d: %s in %s: %d characters, Linux allows %d; use a "
-                         "shorter template" % (path, line, what, section, len(name), IFNAMSIZ_MAX))
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > IFNAMSIZ_MAX:
+        # Bytes, not characters: IFNAMSIZ counts bytes ("brü" is 4).
+        raise InputError("config %s:%d: %s in %s: %d bytes, Linux allows %d; use a "
+                         "shorter template" % (path, line, what, section, size, IFNAMSIZ_MAX))
     if not name or name in (".", "..") or _BAD_NAME.search(name):
-        raise InputError("config %s:%d: %s in %s: not a valid interface name (no '/', ':' or "
-                         "spaces); fix the template" % (path, line, what, section))
+        raise InputError("config %s:%d: %s in %s: not a valid interface name (no '/', ':', "
+                         "spaces or NUL); fix the template" % (path, line, what, section))
 
 
 def _check_devices(uplinks: Tuple[Uplink, ...], path: str) -> None:

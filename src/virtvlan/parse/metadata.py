@@ -12,16 +12,21 @@ cap) because the XML comes from whoever may define domains. `is_tagged` answers 
 without lxml, whether a document mentions our namespace at all.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 from virtvlan import NAMESPACE, PREFIX
 from virtvlan.parse.config import Config
-from virtvlan.errors import InputError
+from virtvlan.errors import InputError, cut
 from virtvlan.model import ACCESS, MODES, TRUNK, Want
+from virtvlan.parse import xmlguard
 from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
-from virtvlan.parse.xml import NS, parse_xml, shown
+from virtvlan.parse.xml import MAX_XML_BYTES, NS, parse_xml, shown
 
+# virt-vlan entries of one domain: far more than the NICs a guest has, and
+# with VLAN lists of at most 4094 VLANs it bounds what one hook call plans
+# (at most 256 x 4094 port VLANs). Parsing is linear in the document.
+MAX_ENTRIES = 256
 INTERFACE_ATTRS = {ACCESS: {"mac", "mode", "vlan", "uplink"},
                    TRUNK: {"mac", "mode", "vlans", "native", "uplink"}}
 NETWORK_ATTRS = {"vlan", "uplink"}
@@ -62,16 +67,20 @@ class Domain:
     # for yet (metadata set before `virsh attach-interface`); ignored until
     # the NIC exists.
     pending: Tuple[VlanSpec, ...] = ()
+    _by_mac: Dict[str, Nic] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_mac: Dict[str, Nic] = {}
+        for nic in self.nics:
+            by_mac.setdefault(nic.mac, nic)  # the first, as a scan would find
+        object.__setattr__(self, "_by_mac", by_mac)
 
     @property
     def tagged(self) -> bool:
         return bool(self.specs)
 
     def nic(self, mac: str) -> Optional[Nic]:
-        for nic in self.nics:
-            if nic.mac == mac:
-                return nic
-        return None
+        return self._by_mac.get(mac)
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,19 @@ def is_tagged(xml: bytes) -> bool:
     untagged guests cost (almost) nothing.
     """
     return NAMESPACE.encode() in xml
+
+
+def _parse(xml: bytes, what: str):  # type: ignore[no-untyped-def]
+    """The root element; None for a document that trips a guard of
+    parse_xml (size, DOCTYPE/ENTITY) but cannot carry virt-vlan metadata:
+    an untagged guest is never refused, whatever its comments say."""
+    if len(xml) > MAX_XML_BYTES or xmlguard.declares(xml):
+        # Without a parser (xmlguard.py): is the document ours at all?
+        text = xmlguard.markup(xml)
+        tripped = len(xml) > MAX_XML_BYTES or xmlguard.declares(text)
+        if tripped and not xmlguard.may_be_tagged(text):
+            return None
+    return parse_xml(xml, what)
 
 
 def _q(value: Optional[str]) -> str:
@@ -123,7 +145,9 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
     the agent: it is how a hot-plug is prepared, and the entry applies once
     the NIC is attached).
     """
-    root = parse_xml(xml, "domain XML")
+    root = _parse(xml, "domain XML")
+    if root is None:
+        return Domain(name="?", uuid="")
     dom = root if root.tag == "domain" else root.find(".//domain")
     if dom is None:
         raise InputError("hook input: no <domain> element in the XML on stdin; libvirt "
@@ -155,7 +179,16 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
                          "into one" % (name, len(containers), NAMESPACE))
     seen: Dict[str, int] = {}
     pending = []
+    by_mac: Dict[str, Nic] = {}
+    count: Dict[str, int] = {}
+    for nic in nics:
+        by_mac.setdefault(nic.mac, nic)
+        count[nic.mac] = count.get(nic.mac, 0) + 1
     for container in containers:
+        if len(container) > MAX_ENTRIES:
+            raise InputError("domain %s: virt-vlan metadata has %d entries, more than the %d "
+                             "accepted; one <vv:interface> per NIC of the guest"
+                             % (name, len(container), MAX_ENTRIES))
         for index, el in enumerate(container, start=1):
             if not isinstance(el.tag, str):
                 continue
@@ -168,15 +201,21 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
                                  "(entries %d and %d); keep one" % (name, spec.mac, seen[spec.mac],
                                                                     index))
             seen[spec.mac] = index
-            if not any(nic.mac == spec.mac for nic in nics) and not strict:
+            if spec.mac not in by_mac and not strict:
                 pending.append(spec)
                 continue
-            if not any(nic.mac == spec.mac for nic in nics):
-                have = ", ".join(n.mac for n in nics) or "none"
+            if spec.mac not in by_mac:
+                have = cut(", ".join(n.mac for n in nics), 200) or "none"
                 raise InputError("domain %s, interface %s: virt-vlan metadata names a MAC the "
                                  "domain has no <interface> for (its MACs: %s); fix the mac "
                                  "attribute" % (name, spec.mac, have))
-            nic = next(n for n in nics if n.mac == spec.mac)
+            if count[spec.mac] > 1:
+                # Only the first tap would be wired, the others left on
+                # <source bridge>, and check-domain would say OK.
+                raise InputError("domain %s, interface %s: %d <interface>s have this MAC; "
+                                 "give each NIC its own <mac address>"
+                                 % (name, spec.mac, count[spec.mac]))
+            nic = by_mac[spec.mac]
             if nic.libvirt_vlan:
                 # libvirt 11+ programs the tap's bridge VLANs from <vlan> at
                 # every attach and reattach: it would undo ours and we theirs.
@@ -191,7 +230,7 @@ def parse_domain(xml: bytes, strict: bool = True) -> Domain:
 
 def _spec(domain: str, el, index: int) -> VlanSpec:  # type: ignore[no-untyped-def]
     raw_mac = el.get("mac")
-    who = "domain %s, interface %s" % (domain, raw_mac or "#%d" % index)
+    who = "domain %s, interface %s" % (domain, cut(raw_mac or "#%d" % index))
     if raw_mac is None:
         raise InputError("%s: <vv:interface> has no mac attribute; add mac='52:54:00:..' of "
                          "the guest NIC" % who)
@@ -242,7 +281,9 @@ def _spec(domain: str, el, index: int) -> VlanSpec:  # type: ignore[no-untyped-d
 
 def parse_network(xml: bytes) -> Network:
     """Parse a libvirt network document (or <hookData> holding one)."""
-    root = parse_xml(xml, "network XML")
+    root = _parse(xml, "network XML")
+    if root is None:
+        return Network(name="?", bridge=None, forward=None)
     net = root if root.tag == "network" else root.find(".//network")
     if net is None:
         raise InputError("network hook input: no <network> element in the XML on stdin")
@@ -250,10 +291,23 @@ def parse_network(xml: bytes) -> Network:
     bridge_el, forward_el = net.find("bridge"), net.find("forward")
     bridge = bridge_el.get("name") if bridge_el is not None else None
     forward = forward_el.get("mode", "nat") if forward_el is not None else None
+    who = "network %s" % name
+    # Typos are refused, as in a domain: a misspelt element would start the
+    # network with nothing wired.
+    for el in net.iterfind("metadata/*"):
+        if isinstance(el.tag, str) and el.tag.startswith(NS) and el.tag != NS + "vlan":
+            raise InputError("%s: <metadata> has <%s> in the virt-vlan namespace; the element "
+                             "is <vv:vlan xmlns:vv='%s'>" % (who, cut(shown(el.tag)),
+                                                            NAMESPACE))
+    for container in net.iterfind("metadata/%svlan" % NS):
+        for el in container:
+            if isinstance(el.tag, str) and el.tag != NS + "network":
+                raise InputError("%s: unknown element <%s> in virt-vlan metadata; a network "
+                                 "takes one <vv:network vlan='5'/>"
+                                 % (who, cut(shown(el.tag))))
     specs = net.findall("metadata/%svlan/%snetwork" % (NS, NS))
     if not specs:
         return Network(name=name, bridge=bridge, forward=forward)
-    who = "network %s" % name
     if len(specs) > 1:
         raise InputError("%s: virt-vlan metadata has %d <network> elements; a libvirt "
                          "network is one VLAN, keep one" % (who, len(specs)))

@@ -1,6 +1,8 @@
 """VLAN id lists: "5", "5,7", "100-110", shared by the config and the XML."""
 
-from typing import Iterable, Tuple
+from typing import Iterable, List, Tuple
+
+from virtvlan.errors import cut
 
 # 802.1Q: 12-bit VID; 0 means "priority tag only" and 4095 is reserved, so a
 # VLAN device can only carry 1..4094.
@@ -16,7 +18,7 @@ def parse_vlan(text: str) -> int:
     """One VLAN id, 1..4094, decimal digits only."""
     word = text.strip()
     if not word.isdigit() or not word.isascii():
-        raise VlanSyntax("%r is not a VLAN number (use 1-4094)" % text)
+        raise VlanSyntax("%s is not a VLAN number (use 1-4094)" % cut(repr(text)))
     if len(word) > 4:
         # Also keeps int() away from CPython's digit limit on hostile input.
         raise VlanSyntax("VLAN %s is above 4094, the largest 802.1Q VLAN (use 1-4094)"
@@ -31,26 +33,53 @@ def parse_vlan(text: str) -> int:
     return vid
 
 
+# Items of one list: more than there are VLANs is no list a human wrote, and
+# this bounds the work a hostile list costs (each item is parsed once; the
+# ranges are merged once and expanded once into at most 4094 VLANs).
+MAX_ITEMS = VLAN_MAX
+
+
 def parse_vlan_list(text: str) -> Tuple[int, ...]:
-    """A comma-separated list of VLANs and inclusive ranges, sorted, unique."""
+    """A comma-separated list of VLANs and inclusive ranges, sorted, unique.
+
+    Linear in the text: at most MAX_ITEMS items, and the ranges are merged
+    before any VLAN is listed, so overlapping ranges cost nothing extra.
+    """
     if not text.strip():
         raise VlanSyntax("the VLAN list is empty (write e.g. 5,7,100-110)")
-    vids = set()
+    items = text.count(",") + 1
+    if items > MAX_ITEMS:
+        raise VlanSyntax("the VLAN list has %d items, more than the %d VLANs there are; "
+                         "write ranges (e.g. 100-110)" % (items, MAX_ITEMS))
+    spans = []
     for item in text.split(","):
         item = item.strip()
         if not item:
-            raise VlanSyntax("%r has an empty item (write e.g. 5,7,100-110)" % text)
+            raise VlanSyntax("%s has an empty item (write e.g. 5,7,100-110)" % cut(repr(text)))
         if "-" in item:
             low_text, _, high_text = item.partition("-")
             if not low_text.strip() or not high_text.strip():
-                raise VlanSyntax("range %r needs both ends (write e.g. 100-110)" % item)
+                raise VlanSyntax("range %s needs both ends (write e.g. 100-110)" % cut(repr(item)))
             low, high = parse_vlan(low_text), parse_vlan(high_text)
             if low > high:
-                raise VlanSyntax("range %r is reversed (write %d-%d)" % (item, high, low))
-            vids.update(range(low, high + 1))
+                raise VlanSyntax("range %s is reversed (write %d-%d)" % (cut(repr(item)), high, low))
+            spans.append((low, high))
         else:
-            vids.add(parse_vlan(item))
-    return tuple(sorted(vids))
+            vid = parse_vlan(item)
+            spans.append((vid, vid))
+    return tuple(vid for low, high in merge_spans(spans) for vid in range(low, high + 1))
+
+
+def merge_spans(spans: Iterable[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """Inclusive (low, high) spans, overlapping or adjacent ones merged, sorted."""
+    merged: List[Tuple[int, int]] = []
+    for low, high in sorted(spans):
+        if merged and low <= merged[-1][1] + 1:
+            if high > merged[-1][1]:
+                merged[-1] = (merged[-1][0], high)
+        else:
+            merged.append((low, high))
+    return merged
 
 
 def format_vlan_list(vids: Iterable[int]) -> str:

@@ -9,6 +9,7 @@ with this module: the hook's untagged path must not load it.
 
 from virtvlan import NAMESPACE, PREFIX
 from virtvlan.errors import InputError
+from virtvlan.parse import xmlguard
 
 # libvirt domain XML of a large guest is tens of KiB; 4 MiB leaves room and
 # bounds what a hostile document can make us allocate.
@@ -38,9 +39,10 @@ def parse_xml(data: bytes, what: str, strip_blank: bool = False):  # type: ignor
     if len(data) > MAX_XML_BYTES:
         raise InputError("%s: XML is %d bytes, more than the %d accepted; this is not a "
                          "libvirt document" % (what, len(data), MAX_XML_BYTES))
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+    if xmlguard.declares(data) and xmlguard.declares(xmlguard.markup(data)):
         # Refused before libxml2 sees it: entity tricks (billion laughs, XXE)
-        # get one fixed answer whatever libxml2's own limits are.
+        # get one fixed answer whatever libxml2's own limits are. The text
+        # only in comments or CDATA (an application's own metadata) is harmless.
         raise InputError("%s: XML has a DOCTYPE; libvirt never writes one, remove it" % what)
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
                              dtd_validation=False, huge_tree=False, remove_comments=True,

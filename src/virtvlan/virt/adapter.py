@@ -212,7 +212,7 @@ class Connection:
         # virsh's order: ID, UUID, name. Each miss is VIR_ERR_NO_DOMAIN; any
         # other error (daemon gone) is reported as it is.
         tries = []
-        if name_or_uuid.isdigit():
+        if name_or_uuid.isascii() and name_or_uuid.isdigit():  # not "¹": int() refuses it
             tries.append(lambda: self._conn.lookupByID(int(name_or_uuid)))
         if len(name_or_uuid) in (32, 36):
             tries.append(lambda: self._conn.lookupByUUIDString(name_or_uuid))

@@ -1,0 +1,117 @@
+"""The host lock's file: root's alone, and a broken one named in one line."""
+
+import os
+import shutil
+import stat
+import tempfile
+
+import pytest
+
+from virtvlan.errors import VirtVlanError
+from virtvlan.host.lock import host_lock
+
+
+def _mode(path) -> int:  # type: ignore[no-untyped-def]
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_new_lock_file_is_root_only(tmp_path):
+    path = tmp_path / "run" / "lock"
+    old = os.umask(0o022)
+    try:
+        with host_lock(5, str(path)):
+            assert _mode(path) == 0o600
+    finally:
+        os.umask(old)
+    assert _mode(path) == 0o600
+    assert _mode(path.parent) == 0o755  # `check` by a non-root user still reads the run dir
+
+
+def test_existing_world_readable_lock_file_is_fixed_on_open(tmp_path):
+    path = tmp_path / "lock"
+    path.write_text("")
+    path.chmod(0o644)  # made by an older version
+    with host_lock(5, str(path)):
+        assert _mode(path) == 0o600
+    assert _mode(path) == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_another_user_cannot_open_the_lock_file_to_hold_it():
+    # Every directory on the way must let `nobody` through, or the test
+    # would pass for the wrong reason: tmp_path's parents are root's alone.
+    run = tempfile.mkdtemp(prefix="virt-vlan-lock-")
+    try:
+        os.chmod(run, 0o755)
+        path = os.path.join(run, "lock")
+        with open(path, "w"):
+            pass
+        os.chmod(path, 0o644)
+        assert _opens_as_nobody(path)  # the test can fail: 0644 is open to all
+        with host_lock(5, path):
+            pass
+        # What `runuser -u nobody -- flock -x lock sleep infinity` needs first.
+        assert not _opens_as_nobody(path)
+    finally:
+        shutil.rmtree(run)
+
+
+def _opens_as_nobody(path: str) -> bool:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.close(os.open(path, os.O_RDONLY))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def test_lock_that_is_a_directory_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "lock"
+    path.mkdir()
+    with pytest.raises(VirtVlanError) as caught:
+        with host_lock(5, str(path)):
+            pass  # pragma: no cover
+    message = str(caught.value)
+    assert message.startswith("cannot open the virt-vlan lock file %s: Is a directory" % path)
+    assert "fix or remove %s" % path in message and "\n" not in message
+
+
+def test_lock_that_is_a_symlink_is_not_followed(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_text("keep\n")
+    (tmp_path / "lock").symlink_to(target)
+    with pytest.raises(VirtVlanError, match="cannot open the virt-vlan lock file"):
+        with host_lock(5, str(tmp_path / "lock")):
+            pass  # pragma: no cover
+    assert target.read_text() == "keep\n"
+
+
+def test_run_dir_that_is_a_file_is_one_line_naming_it(tmp_path):
+    (tmp_path / "run").write_text("")
+    with pytest.raises(VirtVlanError, match="fix or remove %s" % (tmp_path / "run")):
+        with host_lock(5, str(tmp_path / "run" / "lock")):
+            pass  # pragma: no cover
+
+
+def test_garbage_pid_in_a_held_lock_is_no_crash(tmp_path):
+    # A holder's line with a Unicode digit: the timeout message, not a ValueError.
+    path = tmp_path / "lock"
+    import fcntl
+
+    with host_lock(5, str(path)):
+        pass
+    fd = os.open(str(path), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.pwrite(fd, "\u00b9\u2075 x\n".encode(), 0)
+        with pytest.raises(VirtVlanError, match="has not written its pid yet"):
+            with host_lock(0.01, str(path)):
+                pass  # pragma: no cover
+    finally:
+        os.close(fd)
