@@ -49,7 +49,7 @@ def _preload():
     """Import what forked virt-vlan runs need once, before the first test."""
     if os.environ.get("VIRT_VLAN_IN_VM") == "1":
         import virtvlan.apply.executor  # noqa: F401
-        import virtvlan.cli.main  # noqa: F401
+        import virtvlan.cli.commands  # noqa: F401
         import virtvlan.apply.engine  # noqa: F401
 
 

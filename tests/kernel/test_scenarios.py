@@ -48,7 +48,7 @@ def _preload():
     Outside the VM this does nothing: each test then fails in Lab.build."""
     if os.environ.get("VIRT_VLAN_IN_VM") == "1":
         import virtvlan.apply.executor  # noqa: F401
-        import virtvlan.cli.main  # noqa: F401
+        import virtvlan.cli.commands  # noqa: F401
         import virtvlan.apply.engine  # noqa: F401
 
 

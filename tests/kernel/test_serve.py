@@ -130,7 +130,7 @@ def _runs_watching_the_import(env: Dict[str, str], conf: str,
                               runs: List[List[str]]) -> List[Tuple[int, List[bool], bool]]:
     """Each `virt-vlan` run with apply.py not loaded before it: (exit code,
     lock free at each import of apply, apply loaded after it)."""
-    from virtvlan.cli import main as cli
+    from virtvlan.cli import commands as cli
 
     os.environ.update(env)
     probe = _LockProbe(env["VIRT_VLAN_LOCK"])

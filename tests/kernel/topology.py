@@ -9,7 +9,7 @@ Everything is made with `ip` and checked with `ip -json` (the independent
 oracle); virt-vlan itself runs inside the host namespace. Every namespace
 gets a unique name and is deleted when the test ends, with whatever is in it.
 
-virt-vlan runs through its CLI (`virt-vlan.cli.main`, the code behind the
+virt-vlan runs through its CLI (`virtvlan.cli.commands.main`, the code behind the
 `virt-vlan` command) in a process forked from the test process that has
 entered the host namespace. Forking instead of exec'ing the script matters
 in the test VM: there the root filesystem is 9p under TCG, where starting a
@@ -260,7 +260,7 @@ class Forked:
                 _setns(netns)
                 os.environ.update(env)
                 sys.argv = ["virt-vlan"] + self.argv
-                from virtvlan.cli import main as cli
+                from virtvlan.cli import commands as cli
                 try:
                     rc = cli.main(self.argv)
                 except SystemExit as stop:  # argparse: usage errors exit 2
@@ -502,7 +502,7 @@ class Lab:
         # Forked virt-vlan runs inherit these modules: import them once here,
         # not in every child (minutes each on the VM's 9p root under TCG).
         import virtvlan.apply.executor  # noqa: F401
-        import virtvlan.cli.main  # noqa: F401
+        import virtvlan.cli.commands  # noqa: F401
         import virtvlan.apply.engine  # noqa: F401
         self.sw = self.netns("sw")
         self.host = self.netns("host")
@@ -773,7 +773,7 @@ class FilterLab(Lab):
         addresses answer the switch when this returns, and the pings run."""
         require_vm()
         import virtvlan.apply.executor  # noqa: F401
-        import virtvlan.cli.main  # noqa: F401
+        import virtvlan.cli.commands  # noqa: F401
         import virtvlan.apply.engine  # noqa: F401
         self.allowed = allowed
         self.sw = self.netns("sw")

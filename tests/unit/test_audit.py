@@ -285,7 +285,7 @@ def host(monkeypatch, tmp_path):
     ({"stp": True}, 1),
 ])
 def test_check_command_exit_codes_and_json(host, capsys, change, code):
-    from virtvlan.cli.main import main
+    from virtvlan.cli.commands import main
 
     host["snap"] = host["snap"].changed("br05", **change)
     assert main(["--config", host["conf"], "check", "-c", "test:///default", "--json"]) == code
@@ -298,7 +298,7 @@ def test_check_command_exit_codes_and_json(host, capsys, change, code):
 
 
 def test_check_command_problem_exit_2_table(host, capsys):
-    from virtvlan.cli.main import main
+    from virtvlan.cli.commands import main
 
     host["snap"] = host["snap"].with_link(Link("br0", kind="bridge")).changed(
         "eth0", master="br0")
@@ -311,7 +311,7 @@ def test_check_command_problem_exit_2_table(host, capsys):
 def test_check_uri_before_or_after_the_command(host, capsys, tagged_test_domain, where):
     """`virt-vlan -c URI check` (virsh habit) and `virt-vlan check -c URI` both
     reach libvirt: the tagged test domain's tap is found missing (exit 2)."""
-    from virtvlan.cli.main import main
+    from virtvlan.cli.commands import main
 
     uri = ["-c", "test:///default"]
     args = (uri + ["--config", host["conf"], "check", "--json"] if where == "global"
@@ -324,7 +324,7 @@ def test_check_uri_before_or_after_the_command(host, capsys, tagged_test_domain,
 
 
 def test_check_without_libvirt_says_host_checks_only(host, capsys):
-    from virtvlan.cli.main import main
+    from virtvlan.cli.commands import main
 
     code = main(["--config", host["conf"], "check", "-c", "qemu+unix:///system?socket=/nonexistent",
                  "--json"])
@@ -358,7 +358,7 @@ def tagged_test_domain():
 ])
 def test_check_command_reads_running_tagged_domains(host, capsys, tagged_test_domain, master,
                                                     code, whats):
-    from virtvlan.cli.main import main
+    from virtvlan.cli.commands import main
 
     host["snap"] = Snapshot(tuple(l for l in host["snap"] if l.name != "vnet0") + (
         Link("br07", kind="bridge"), Link("testnet0", kind="tun", master=master)))
@@ -368,7 +368,7 @@ def test_check_command_reads_running_tagged_domains(host, capsys, tagged_test_do
 
 
 def test_check_with_refused_config_is_a_problem(host, capsys, tmp_path):
-    from virtvlan.cli.main import main
+    from virtvlan.cli.commands import main
 
     bad = tmp_path / "bad.conf"
     bad.write_text("[uplink eth0]\nallowed-vlans = 4095\n")
@@ -383,7 +383,7 @@ def test_check_with_refused_config_is_a_problem(host, capsys, tmp_path):
 def test_check_running_domain_with_refused_metadata(host, capsys):
     """Metadata the hook refuses (VLAN 4095) on the running test domain."""
     from virtvlan.virt import adapter as virt
-    from virtvlan.cli.main import main
+    from virtvlan.cli.commands import main
 
     conn = virt.connect("test:///default")
     guest = conn.guest("test")
@@ -400,7 +400,7 @@ def test_check_running_domain_with_refused_metadata(host, capsys):
 
 
 def test_check_help_states_nagios_convention(capsys):
-    from virtvlan.cli.main import main
+    from virtvlan.cli.commands import main
 
     with pytest.raises(SystemExit):
         main(["check", "--help"])
@@ -419,7 +419,7 @@ def test_check_command_reports_the_agents_holds(host, capsys):
     import time
 
     from virtvlan.agent import monitor
-    from virtvlan.cli.main import main
+    from virtvlan.cli.commands import main
 
     # The file as the agent's monitor writes it (one hold in force, one over).
     now = time.time()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from virtvlan.cli.main import main
+from virtvlan.cli.commands import main
 
 DOMAIN = """<domain type='kvm'><name>vm1</name>
 <devices><interface type='bridge'><mac address='52:54:00:AA:00:01'/>

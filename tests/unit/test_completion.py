@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from virtvlan.cli.main import build_parser, main
+from virtvlan.cli.commands import build_parser, main
 from virtvlan.cli.completion import SHIPPED, script
 
 BASH = shutil.which("bash")

@@ -31,7 +31,7 @@ from virtvlan.parse import config as config_mod
 from virtvlan.checks import wiring
 from virtvlan.cli import nics
 from virtvlan.host import rtnl
-from virtvlan.cli.main import main
+from virtvlan.cli.commands import main
 from virtvlan.parse.metadata import VlanSpec, parse_domain
 from virtvlan.model import Link, Snapshot
 

@@ -310,7 +310,7 @@ def test_the_hook_passes_a_kind_through_with_exit_1(monkeypatch):
 
 
 def test_the_cli_words_an_unexpected_exception_as_an_internal_error(monkeypatch, capsys):
-    cli = importlib.import_module("virtvlan.cli.main")  # virtvlan.cli.main is also the function
+    cli = importlib.import_module("virtvlan.cli.commands")
 
     def broken(args):  # type: ignore[no-untyped-def]
         raise ZeroDivisionError("division by zero")

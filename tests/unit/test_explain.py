@@ -133,7 +133,7 @@ def test_mac_selects_one_nic():
 def test_explain_command_errors_against_test_driver(tmp_path, capsys):
     """libvirt's test:///default driver (real libvirt code): its domain "test"
     has no virt-vlan metadata; a missing domain is one line naming it."""
-    from virtvlan.cli.main import main
+    from virtvlan.cli.commands import main
 
     conf = tmp_path / "vv.conf"
     conf.write_text(ACCESS_CONF)
@@ -150,7 +150,7 @@ def test_explain_command_json_on_tagged_test_domain(monkeypatch, tmp_path, capsy
     """The command on a tagged domain of test:///default (tagged through the
     metadata API), the host being a hand-built snapshot."""
     from virtvlan.virt import adapter as virt
-    from virtvlan.cli.main import main
+    from virtvlan.cli.commands import main
 
     conf = tmp_path / "vv.conf"
     conf.write_text(ACCESS_CONF)

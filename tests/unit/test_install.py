@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from virtvlan.cli import install
-from virtvlan.cli.main import main
+from virtvlan.cli.commands import main
 from virtvlan.errors import InputError
 
 # The drop-in tests below never touch systemd: these paths do not exist.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from virtvlan.cli import envvars, manpage
-from virtvlan.cli.main import build_parser
+from virtvlan.cli.commands import build_parser
 from virtvlan.errors import InputError
 from virtvlan.parse import config
 

@@ -3,6 +3,6 @@
 May import every layer below it, and the agent.
 """
 
-from virtvlan.cli.main import build_parser, main
+from virtvlan.cli.commands import build_parser, main
 
 __all__ = ["build_parser", "main"]

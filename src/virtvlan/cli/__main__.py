@@ -2,6 +2,6 @@
 
 import sys
 
-from virtvlan.cli.main import main
+from virtvlan.cli.commands import main
 
 sys.exit(main())

@@ -102,6 +102,6 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
 
 if __name__ == "__main__":
-    from virtvlan.cli.main import build_parser
+    from virtvlan.cli.commands import build_parser
 
     sys.stdout.write(script(build_parser()))

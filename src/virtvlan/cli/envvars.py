@@ -57,7 +57,7 @@ ENVIRONMENT: Tuple[EnvVar, ...] = (
            "only, not also to stderr.", "unset (also log to stderr)"),
 )
 
-# (status, meaning) per program, from cli/main.py, checks/audit.py and the
+# (status, meaning) per program, from cli/commands.py, cli/check.py and the
 # hook contract in hook/handler.py.
 EXIT_STATUS: Tuple[Tuple[str, Tuple[Tuple[str, str], ...]], ...] = (
     ("virt-vlan", (

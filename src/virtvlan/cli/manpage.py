@@ -150,7 +150,7 @@ def conf_page() -> str:
 
 def main(argv: Optional[List[str]] = None, stream: TextIO = sys.stdout) -> int:
     """Print virt-vlan(8), or virt-vlan.conf(5) with the argument `virt-vlan.conf.5`."""
-    from virtvlan.cli.main import build_parser
+    from virtvlan.cli.commands import build_parser
 
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["virt-vlan.conf.5"]:
