@@ -225,6 +225,22 @@ def missing_config_error(path: Optional[str], who: str) -> InputError:
         % (who, path))
 
 
+def _seconds(values: Dict[str, Tuple[str, int]], key: str, low: float, high: float,
+             example: int, path: str) -> float:
+    """A [global] number of seconds in low-high (its default when unset)."""
+    if key not in values:
+        return float(_DEFAULT[key])
+    value, line = values[key]
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not low <= seconds <= high:  # NaN fails this too
+        raise InputError("config %s:%d: %s = %s is not a number of seconds in %g-%g; write "
+                         "e.g. %s = %d" % (path, line, key, value, low, high, key, example))
+    return seconds
+
+
 def parse(text: str, path: str) -> Config:
     """Parse config text (see load)."""
     sections = _read_ini(text, path)
@@ -264,27 +280,8 @@ def parse(text: str, path: str) -> Config:
         if default not in names:
             raise InputError("config %s:%d: default-uplink = %s names no [uplink] section; "
                              "use one of: %s" % (path, line, default, ", ".join(names) or "none"))
-    lock_timeout = float(_DEFAULT["lock-timeout"])
-    if "lock-timeout" in global_values:
-        value, line = global_values["lock-timeout"]
-        try:
-            lock_timeout = float(value)
-        except ValueError:
-            lock_timeout = -1.0
-        if not 1 <= lock_timeout <= 3600:
-            raise InputError("config %s:%d: lock-timeout = %s is not a number of seconds "
-                             "in 1-3600; write e.g. lock-timeout = 30" % (path, line, value))
-    reconcile_interval = float(_DEFAULT["reconcile-interval"])
-    if "reconcile-interval" in global_values:
-        value, line = global_values["reconcile-interval"]
-        try:
-            reconcile_interval = float(value)
-        except ValueError:
-            reconcile_interval = -1.0
-        if not 10 <= reconcile_interval <= 86400:
-            raise InputError("config %s:%d: reconcile-interval = %s is not a number of seconds "
-                             "in 10-86400; write e.g. reconcile-interval = 300"
-                             % (path, line, value))
+    lock_timeout = _seconds(global_values, "lock-timeout", 1, 3600, 30, path)
+    reconcile_interval = _seconds(global_values, "reconcile-interval", 10, 86400, 300, path)
     return Config(path=path, uplinks=uplinks, default_uplink=default, lock_timeout=lock_timeout,
                   reconcile_interval=reconcile_interval)
 
