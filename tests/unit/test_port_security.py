@@ -218,3 +218,25 @@ def test_reader_returns_rule_comments_in_order():
 
 def test_reader_marks_ports_whose_dispatch_rule_is_gone():
     assert nftables.parse_table(_doc(hooked=False))[0].rules[0] == nftables.UNHOOKED
+
+
+# --- the agent's monitor: filters that vanish are reported by port -------------------
+
+
+def test_monitor_reports_ports_whose_filter_vanished(monkeypatch):
+    import socket
+
+    from virtvlan.agent.monitor import LinkMonitor
+
+    monitor = LinkMonitor(lambda changes: None)
+    monitor._filters = {"vnet1": ("stp",), "vnet2": ("stp",)}
+    reads = iter([(PortFilter("vnet2", ("stp",)),), ()])
+    monkeypatch.setattr(nftables, "read_filters", lambda netns=None: next(reads))
+    left, right = socket.socketpair()
+    try:
+        right.send(b"x")
+        assert monitor._filter_changes(left) == {"vnet1"}
+        assert monitor._filter_changes(left) == {"vnet2"}  # `nft flush ruleset`
+    finally:
+        left.close()
+        right.close()

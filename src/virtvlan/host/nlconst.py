@@ -23,6 +23,8 @@ RTM_GETADDR, RTM_GETROUTE = 22, 26
 RTM_NEWVLAN, RTM_DELVLAN = 112, 113
 RTMGRP_LINK = 0x1  # legacy bitmask for RTNLGRP_LINK (1)
 RTNLGRP_BRVLAN = 33  # Linux 5.8+; groups above 32 need NETLINK_ADD_MEMBERSHIP
+# nftables change notifications (linux/netlink.h, linux/netfilter/nfnetlink.h).
+NETLINK_NETFILTER, NFNLGRP_NFTABLES = 12, 7
 
 # --- link attributes (if_link.h) -----------------------------------------------------------
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10

@@ -538,16 +538,17 @@ def netns_path(netns: str) -> str:
     return netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
 
 
-def route_socket(path: Optional[str] = None) -> _socket.socket:
-    """An rtnetlink socket (NETLINK_ROUTE, unbound), created in the namespace
-    at `path` if given; OSError when it cannot be made.
+def route_socket(path: Optional[str] = None, protocol: int = 0) -> _socket.socket:
+    """An rtnetlink socket (NETLINK_ROUTE, unbound; another netlink
+    `protocol` if given), created in the namespace at `path` if given;
+    OSError when it cannot be made.
 
     setns() moves only the calling thread, and a socket keeps the namespace
     it was created in: so a short-lived thread enters the namespace and
     creates the socket, and the caller never leaves its own namespace.
     """
     if path is None:
-        return _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 0)  # 0: NETLINK_ROUTE
+        return _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, protocol)  # 0: NETLINK_ROUTE
     import threading  # only named namespaces need it (import cost)
 
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -564,7 +565,7 @@ def route_socket(path: Optional[str] = None) -> _socket.socket:
                 if libc.setns(fd, CLONE_NEWNET) != 0:
                     code = ctypes.get_errno()
                     raise OSError(code, os.strerror(code), path)
-            result.append(route_socket())
+            result.append(route_socket(None, protocol))
         except BaseException as err:  # re-raised in the caller's thread
             result.append(err)
 
