@@ -563,3 +563,17 @@ def test_status_not_running_and_untagged_and_no_config():
 def test_table_aligns_and_does_not_pad_the_last_column():
     text = nics.table([("a", "bbb", "x"), ("cccc", "d", "yy")], ("H1", "H2", "H3"))
     assert text.splitlines() == ["H1    H2   H3", "a     bbb  x", "cccc  d    yy"]
+
+
+# --- port security attributes (docs/port-security.md) -------------------------------
+
+def test_set_writes_port_security_and_a_retag_keeps_it(conn, conf):
+    assert vv(conf, "set", "vm1", "--mac", MAC1, "--access", "5", "--allow", "router,stp",
+              "--isolated", "--ips", "10.0.5.10") == 0
+    expected = {"mac": MAC1, "mode": "access", "vlan": "5", "allow": "router,stp",
+                "isolated": "yes", "ips": "10.0.5.10"}
+    assert entries(conn, "vm1") == [expected]
+    assert vv(conf, "set", "vm1", "--mac", MAC1, "--access", "7") == 0
+    assert entries(conn, "vm1") == [dict(expected, vlan="7")]
+    assert vv(conf, "set", "vm1", "--mac", MAC1, "--access", "7", "--allow", "") == 0
+    assert entries(conn, "vm1") == [{"mac": MAC1, "mode": "access", "vlan": "7"}]

@@ -240,3 +240,4 @@ def test_monitor_reports_ports_whose_filter_vanished(monkeypatch):
     finally:
         left.close()
         right.close()
+
