@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
 
-from virtvlan.cli import nics
+from virtvlan.cli import nics, security
 from virtvlan.parse.config import Config, load, load_or_refuse
 from virtvlan.errors import InputError, Refused, VirtVlanError
 from virtvlan.host import state
@@ -392,15 +392,35 @@ def cmd_show(args: argparse.Namespace) -> int:
     domain = parse_domain(xml)
     snap = rtnl.read_snapshot() if running and domain.tagged and config else None
     statuses = nics.nic_statuses(domain, running, config, snap)
+    guards = _protections(domain, config, running)
     if args.json:
         print(json.dumps({"domain": domain.name, "uuid": domain.uuid, "state": _state(running),
-                          "nics": [s.as_json() for s in statuses]}, indent=2))
+                          "nics": [s.as_json() for s in statuses], "protection": guards},
+                         indent=2))
         return 0
     if not statuses:
         print("domain %s (%s): no interfaces" % (domain.name, _state(running)))
         return 0
     print(nics.table([nics.row(s)[1:] for s in statuses], nics.COLUMNS[1:]))
+    if guards:
+        print()
+    for entry in guards:
+        print(security.line(entry))
     return 0
+
+
+def _protections(domain: Domain, config: Optional[Config], running: bool) -> list:
+    """Each tagged NIC's port security (cli/security.py); a running guest's
+    taps checked against virt-vlan's nftables table when an uplink has it on."""
+    from virtvlan.host import nftables
+
+    filters = None
+    if running and config is not None and any(u.port_security for u in config.uplinks):
+        try:
+            filters = {f.port: f.rules for f in nftables.read_filters() or ()}
+        except VirtVlanError:
+            filters = None
+    return security.describe(domain, config, filters)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
