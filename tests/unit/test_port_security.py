@@ -241,3 +241,19 @@ def test_monitor_reports_ports_whose_filter_vanished(monkeypatch):
         left.close()
         right.close()
 
+
+
+# --- check -----------------------------------------------------------------------------
+
+
+def test_check_warns_about_a_tap_without_its_filter_and_lists_exceptions():
+    from virtvlan.checks.audit import _protection
+
+    cfg = secure(ACCESS_CONF)
+    dom = parse_domain(domain("allow='router'"))
+    bare = Snapshot(links=(ETH0, replace(VNET0, master="br05")), filters=())
+    found = [f.what for f in _protection(bare, cfg, [dom])]
+    assert found == [WHO + " has port-security exceptions: router",
+                     "tap vnet0 has no port security"]
+    guarded = bare.with_filter("vnet0", ("stp",))
+    assert [f.what for f in _protection(guarded, cfg, [dom])] == found[:1]
