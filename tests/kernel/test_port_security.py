@@ -26,9 +26,10 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 try:
-    from .topology import SW5, SW7, Lab, ip, reachable, run, unreachable
+    from .topology import SW5, SW7, Lab, call_in_netns, ip, reachable, run, unreachable
 except ImportError:  # tests/kernel is no package: pytest put this folder on sys.path
-    from topology import SW5, SW7, Lab, ip, reachable, run, unreachable  # type: ignore
+    from topology import (SW5, SW7, Lab, call_in_netns, ip, reachable,  # type: ignore
+                          run, unreachable)
 
 CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
@@ -353,6 +354,7 @@ def test_unplug_and_vanished_taps_leave_no_filter(lab):
     # A second plug changes nothing (idempotent), and says so.
     assert lab.vv("plug", "vnet1", "--access", "5", "--mac", link_mac(g1, "eth0"),
                   "--dry-run").out.strip() == "# nothing to change"
+    assert call_in_netns(lab.host, _both_readers)[0], "the netlink and nft readers differ"
     lab.unplug("vnet1")
     rules = nft_ruleset(lab.host)
     assert "port-vnet1" not in rules and "port-vnet2" in rules, rules
@@ -369,6 +371,13 @@ def test_flushed_ruleset_is_rebuilt_at_the_next_plug(lab):
     assert "port-vnet1" not in nft_ruleset(lab.host)
     plug(lab, "vnet1", g1, True, "--access", "5")
     assert "port-vnet1" in nft_ruleset(lab.host)
+
+
+def _both_readers():  # type: ignore[no-untyped-def]
+    from virtvlan.host import nftables
+
+    fast, slow = nftables.read_filters_netlink(), nftables.read_filters_nft()
+    return fast == slow and len(fast) == 2, fast, slow
 
 
 def lab_json(ns: str, *args: str):  # type: ignore[no-untyped-def]
