@@ -52,6 +52,7 @@ AGENT := $(CURDIR)/$(PY) -m virtvlan.cli agent -c test:///default
 
 bench: setup
 	$(CURDIR)/$(PY) tests/bench/native.py --runs 11 --with-agent '$(AGENT)'
+	$(CURDIR)/$(PY) tests/bench/port_security.py --runs 11
 	tests/vm/run /bin/sh -c 'tests/vm/py-ram && $(CURDIR)/$(PY) tests/bench/hook_latency.py --runs 11 && $(CURDIR)/$(PY) tests/bench/trunk_filter.py --runs 11 && $(CURDIR)/$(PY) tests/bench/hotplug.py --runs 5 && exec $(CURDIR)/$(PY) tests/bench/at_scale.py --runs 5 --with-agent "$(AGENT)"'
 
 

@@ -13,6 +13,16 @@ from typing import Dict, FrozenSet, Iterator, Optional, Tuple
 # libvirtd; cleanup deletes only devices that carry it.
 MANAGED_ALIAS = "virt-vlan:managed"
 
+# virt-vlan's own nftables table (port security, docs/port-security.md):
+# bridge family, so it filters bridged frames in the kernel without
+# br_netfilter. Its prerouting base chain dispatches by input port through
+# the verdict map `ports` to one chain per guest port; nothing else of the
+# host's nftables is touched.
+NFT_FAMILY = "bridge"
+NFT_TABLE = "virt_vlan"
+NFT_MAP = "ports"
+NFT_BASE = "prerouting"
+
 ACCESS = "access"
 TRUNK = "trunk"
 MODES = (ACCESS, TRUNK)
@@ -118,6 +128,36 @@ class Link:
     # Bridge VLAN entries of a bridge port or of a bridge itself; None when
     # they were not read (not a bridge or port, or a snapshot that did not ask).
     vlans: Optional[PortVlans] = None
+    # Bridge ports only: the port's `isolated` flag (IFLA_BRPORT_ISOLATED);
+    # None when not read (not a port, or a snapshot that did not ask).
+    isolated: Optional[bool] = None
+
+
+@dataclass(frozen=True)
+class PortFilter:
+    """virt-vlan's nftables chain for one guest port, as read back: the
+    rule specs (each rule's comment, see plan/actions.py FILTER_RULES) in
+    chain order. A spec virt-vlan does not know reads as itself and never
+    matches a wanted chain, so the planner rewrites the chain."""
+
+    port: str
+    rules: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Protection:
+    """What port security one guest port asked for (docs/port-security.md);
+    the planner turns it into filter rules by the NIC's mode.
+
+    `allow`: exceptions from config.EXCEPTIONS (already checked against the
+    uplink's allowed-exceptions); `guard_router`: the rogue-server guard on a
+    trunk NIC; `ips`: the guest's own addresses (empty: not checked)."""
+
+    mac: str
+    allow: FrozenSet[str] = frozenset()
+    guard_router: bool = False
+    isolated: bool = False
+    ips: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,6 +166,9 @@ class Snapshot:
 
     links: Tuple[Link, ...] = ()
     routes: Tuple[Route, ...] = ()
+    # virt-vlan's nftables port filters (one per guest port it protects);
+    # None when not read (nft missing, or a snapshot that did not ask).
+    filters: Optional[Tuple[PortFilter, ...]] = None
     _by_name: Dict[str, Link] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -147,6 +190,20 @@ class Snapshot:
 
     def routes_via(self, dev: str) -> Tuple[Route, ...]:
         return tuple(r for r in self.routes if r.dev == dev)
+
+    def port_filter(self, port: str) -> Tuple[str, ...]:
+        """The rule specs of `port`'s filter chain; () when it has none."""
+        for found in self.filters or ():
+            if found.port == port:
+                return found.rules
+        return ()
+
+    def with_filter(self, port: str, rules: Tuple[str, ...]) -> "Snapshot":
+        """`port`'s filter set to `rules` (removed when empty)."""
+        kept = tuple(f for f in self.filters or () if f.port != port)
+        if rules:
+            kept += (PortFilter(port, rules),)
+        return replace(self, filters=kept)
 
     # The methods below return new snapshots; the planner uses them to model
     # its own actions (and the property test uses them to replay a plan).
@@ -194,3 +251,6 @@ class Want:
     # Trunk only: the VLAN the guest sends and receives untagged (PVID of
     # its tap); None: its untagged frames are dropped.
     native: Optional[int] = None
+    # Port security of `port`; None: unprotected (port-security = no, or a
+    # want without a port).
+    protection: Optional[Protection] = None

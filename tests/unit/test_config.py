@@ -10,9 +10,9 @@ import pytest
 from virtvlan.parse import config
 from virtvlan.errors import InputError
 
-KNOWN_UPLINK_KEYS = ("access-bridge, access-feed, allowed-vlans, device, host-vlans, "
-                     "keep-empty-bridges, mtu, trunk-bridge, trunk-filtering, trunk-vlan-name, "
-                     "wiring")
+KNOWN_UPLINK_KEYS = ("access-bridge, access-feed, allowed-exceptions, allowed-vlans, device, "
+                     "host-vlans, keep-empty-bridges, mtu, port-security, trunk-bridge, "
+                     "trunk-filtering, trunk-vlan-name, wiring")
 
 
 def refused(make_config, text, message):

@@ -334,7 +334,7 @@ def test_show_json_shape(conn, conf, capsys):
     capsys.readouterr()
     assert vv(conf, "show", "vm1", "--json") == 0
     shown = json.loads(capsys.readouterr().out)
-    assert set(shown) == {"domain", "uuid", "state", "nics"}
+    assert set(shown) == {"domain", "uuid", "state", "nics", "protection"}
     assert shown["domain"] == "vm1" and shown["state"] == "shut off"
     assert shown["uuid"] == conn.lookupByName("vm1").UUIDString()
     first, second = shown["nics"]
@@ -350,7 +350,7 @@ def test_show_table_is_aligned(conn, conf, capsys):
     vv(conf, "set", "vm1", "--mac", MAC1, "--access", "5")
     capsys.readouterr()
     assert vv(conf, "show", "vm1") == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.split("\n\n")[0].splitlines()  # the table, not protection
     assert lines[0].split() == ["MAC", "TAP", "MODE", "VLANS", "UPLINK", "BRIDGE", "SOURCE",
                                 "STATE"]
     assert lines[1].split()[:7] == [MAC1, "-", "access", "5", "eth0", "br05", "virbr0"]
@@ -549,3 +549,26 @@ def test_status_not_running_and_untagged_and_no_config():
 def test_table_aligns_and_does_not_pad_the_last_column():
     text = nics.table([("a", "bbb", "x"), ("cccc", "d", "yy")], ("H1", "H2", "H3"))
     assert text.splitlines() == ["H1    H2   H3", "a     bbb  x", "cccc  d    yy"]
+
+
+# --- port security attributes (docs/port-security.md) -------------------------------
+
+def test_set_writes_port_security_and_a_retag_keeps_it(conn, conf):
+    assert vv(conf, "set", "vm1", "--mac", MAC1, "--access", "5", "--allow", "router,stp",
+              "--isolated", "--ips", "10.0.5.10") == 0
+    expected = {"mac": MAC1, "mode": "access", "vlan": "5", "allow": "router,stp",
+                "isolated": "yes", "ips": "10.0.5.10"}
+    assert entries(conn, "vm1") == [expected]
+    assert vv(conf, "set", "vm1", "--mac", MAC1, "--access", "7") == 0
+    assert entries(conn, "vm1") == [dict(expected, vlan="7")]
+    assert vv(conf, "set", "vm1", "--mac", MAC1, "--access", "7", "--allow", "") == 0
+    assert entries(conn, "vm1") == [{"mac": MAC1, "mode": "access", "vlan": "7"}]
+
+
+def test_show_prints_each_nics_port_security(conn, conf, capsys):
+    assert vv(conf, "set", "vm1", "--mac", MAC1, "--access", "5", "--allow", "router",
+              "--isolated") == 0
+    capsys.readouterr()
+    assert vv(conf, "show", "vm1") == 0
+    assert "%s port security: off (port-security = no on its uplink); allow router; isolated" \
+        % MAC1 in capsys.readouterr().out

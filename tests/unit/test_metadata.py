@@ -210,10 +210,10 @@ INTERFACE_ERRORS = {
                         "interface takes one VLAN: use vlan='5', or mode='trunk'"),
     "unknown attribute": (access(priority="3"),
                           WHO1 + ": unknown attribute priority='3' for mode access; allowed: "
-                          "mac, mode, uplink, vlan"),
+                          "allow, guard, ips, isolated, mac, mode, uplink, vlan"),
     "unknown attribute on trunk": (trunk(pvid="5"),
                                    WHO1 + ": unknown attribute pvid='5' for mode trunk; "
-                                   "allowed: mac, mode, native, uplink, vlans"),
+                                   "allowed: allow, guard, ips, isolated, mac, mode, native, uplink, vlans"),
     "native also in vlans": (trunk(native="5"),
                              WHO1 + ": native='5' is also in vlans='5,7'; the native VLAN is "
                              "the one the guest sees untagged, list it in native only"),

@@ -22,6 +22,13 @@ net/bridge/br_netlink.c, br_vlan.c):
 - When the socket's receive buffer overflows, recv fails with ENOBUFS and
   the messages are gone: the socket is replaced and the next ChangeSet says
   resync (re-check everything).
+- Port security (docs/port-security.md): a port's `isolated` flag comes in
+  its AF_BRIDGE message's IFLA_PROTINFO, compared like its VLAN entries.
+  nftables changes are announced on NETLINK_NETFILTER group
+  NFNLGRP_NFTABLES; on any, the monitor re-reads virt-vlan's own table
+  (`nft -j`, ~5 ms) and reports the ports whose filter chain vanished or
+  changed (`nft flush ruleset` names every protected port). It does not
+  parse the nftables messages: a re-read is simpler and as fast.
 
 Rate limit: a device deleted more than N times in M seconds is held back
 (see ratelimit.RebuildLimiter); the holds are written to HELD_FILE under the
@@ -38,9 +45,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from virtvlan.host import rtnl, state
+from virtvlan.host import nftables, rtnl, state
 from virtvlan.host.nlconst import (
     AF_BRIDGE,
+    NETLINK_NETFILTER,
+    NFNLGRP_NFTABLES,
     BR_VLAN_MSG,
     BUFSIZE,
     IFF_UP,
@@ -135,7 +144,8 @@ class LinkEvents:
             return
         if family == AF_BRIDGE:
             # Port VLAN entries: report when they differ from what we saw.
-            spec = attrs.get(IFLA_AF_SPEC, b"")
+            spec = attrs.get(IFLA_AF_SPEC, b"") + b"isolated=%d" % bool(
+                rtnl.port_isolated(payload)[1])
             if kind == RTM_DELLINK:
                 self.vlans.pop(index, None)
                 names.add(name)  # left its bridge (the AF_UNSPEC message says which)
@@ -214,6 +224,8 @@ class LinkMonitor:
         self._cond = threading.Condition()
         self._stopping = False
         self._sock: Optional[_socket.socket] = None
+        self._nft: Optional[_socket.socket] = None  # nftables notifications, if available
+        self._filters: Dict[str, Tuple[str, ...]] = {}  # port -> rule specs, last read
         self._wake_r, self._wake_w = -1, -1
         self._threads: List[threading.Thread] = []
         self._epoch = time.time() - time.monotonic()  # monotonic -> wall clock for the file
@@ -224,6 +236,7 @@ class LinkMonitor:
         """Subscribe now (events from here on are seen), then run the threads.
         Raises VirtVlanError when the socket cannot be opened."""
         self._sock = self._open()
+        self._nft = self._open_nft()
         self._write_holds(time.monotonic())  # a hold of an earlier run ended with it
         self._wake_r, self._wake_w = os.pipe()
         self._threads = [threading.Thread(target=self._read_loop, name="vv-linkmon-read",
@@ -249,6 +262,9 @@ class LinkMonitor:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._nft is not None:
+            self._nft.close()
+            self._nft = None
         # Holds live in this process: a stopped monitor rebuilds nothing, so
         # nothing is held back any more.
         with self._cond:
@@ -287,6 +303,50 @@ class LinkMonitor:
         self._seed()  # after subscribing: nothing falls between view and events
         return sock
 
+    def _open_nft(self) -> Optional[_socket.socket]:
+        """A NETLINK_NETFILTER socket subscribed to nftables changes, with a
+        first read of virt-vlan's port filters; None (and no healing of
+        filters by events) when nft or the subsystem is missing."""
+        path = None if self.netns is None else rtnl.netns_path(self.netns)
+        try:
+            filters = nftables.read_filters(self.netns)
+        except VirtVlanError as err:
+            log.warning("link monitor: cannot read virt-vlan's nftables table (%s); port "
+                        "filters are rebuilt at reconcile only", err)
+            return None
+        if filters is None:
+            return None  # no nft: no port security on this host
+        try:
+            sock = rtnl.route_socket(path, NETLINK_NETFILTER)
+            sock.bind((0, 0))
+            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
+        except OSError as err:
+            log.warning("link monitor: cannot subscribe to nftables changes: %s; port filters "
+                        "are rebuilt at reconcile only", rtnl.errno_name(err.errno or 0))
+            return None
+        self._filters = {f.port: f.rules for f in filters}
+        return sock
+
+    def _filter_changes(self, sock: _socket.socket) -> Set[str]:
+        """Drain the nftables notifications; the ports whose filter vanished
+        or changed since the last read."""
+        while True:
+            try:
+                sock.recv(BUFSIZE, _socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError as err:  # ENOBUFS: some lost; the re-read below covers them
+                log.debug("nftables notifications: %s", rtnl.errno_name(err.errno or 0))
+                break
+        try:
+            now = {f.port: f.rules for f in nftables.read_filters(self.netns) or ()}
+        except VirtVlanError as err:
+            log.error("link monitor: cannot read virt-vlan's nftables table: %s", err)
+            return set()
+        changed = {port for port, rules in self._filters.items() if now.get(port) != rules}
+        self._filters = now
+        return changed
+
     def _seed(self) -> None:
         try:
             snap = rtnl.read_snapshot(self.netns)
@@ -310,6 +370,9 @@ class LinkMonitor:
             poller = select.poll()  # not select(): no limit on fd numbers
             poller.register(sock.fileno(), select.POLLIN)
             poller.register(self._wake_r, select.POLLIN)
+            nft = self._nft
+            if nft is not None:
+                poller.register(nft.fileno(), select.POLLIN)
             try:
                 ready = [fd for fd, _ev in poller.poll()]
             except (OSError, ValueError):
@@ -319,6 +382,8 @@ class LinkMonitor:
             names: Set[str] = set()
             deleted: List[Tuple[str, str]] = []
             resync = False
+            if nft is not None and nft.fileno() in ready:
+                names |= self._filter_changes(nft)
             while True:  # drain what is queued, then report it as one event
                 try:
                     size = sock.recv_into(buf, 0, _socket.MSG_DONTWAIT)

@@ -66,12 +66,20 @@ def _import_apply() -> None:
     from virtvlan.apply import executor as apply  # noqa: F401
 
 
-def _snapshot() -> Snapshot:
+def _snapshot(config: Optional[Config] = None) -> Snapshot:
     # rtnl, not apply: reading must not import pyroute2 (most hook calls
     # plan nothing, and the import would be most of their run time).
     from virtvlan.host import rtnl
 
-    return rtnl.read_snapshot()
+    snap = rtnl.read_snapshot()
+    if config is not None and any(u.port_security for u in config.uplinks):
+        # Port security: virt-vlan's nftables table too (one nft run, ~5 ms).
+        from dataclasses import replace
+
+        from virtvlan.host import nftables
+
+        snap = replace(snap, filters=nftables.read_filters())
+    return snap
 
 
 def unfinished(pending: Dict[str, Tuple[str, bool]],
@@ -122,10 +130,10 @@ def _finish_creations(snap: Snapshot) -> Optional[Snapshot]:
     return apply.apply(finish, before=snap)
 
 
-def _read(dry_run: bool) -> Optional[Snapshot]:
+def _read(dry_run: bool, config: Optional[Config] = None) -> Optional[Snapshot]:
     """The snapshot to plan from, read under the lock; None when apply.py
     must be imported first (the caller lets go of the lock for that)."""
-    snap = _snapshot()
+    snap = _snapshot(config)
     return snap if dry_run else _finish_creations(snap)
 
 
@@ -138,7 +146,7 @@ def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
     agent drops wants whose tap is gone or now belongs to another guest)."""
     while True:
         with host_lock(config.lock_timeout):
-            snap = _read(dry_run)
+            snap = _read(dry_run, config)
             chosen = wants
             result = None
             if snap is not None:
@@ -162,7 +170,7 @@ def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
 
 def check(wants: Sequence[Want], config: Config) -> Plan:
     """Plan without the lock and without applying: can this host serve them?"""
-    return plan(wants, config, _snapshot())
+    return plan(wants, config, _snapshot(config))
 
 
 def release(config: Config, why: str, port: Optional[str] = None,
@@ -172,7 +180,7 @@ def release(config: Config, why: str, port: Optional[str] = None,
         with host_lock(config.lock_timeout):
             if reserve_key is not None and not dry_run:
                 state.unreserve(reserve_key)  # idempotent: a second pass finds it gone
-            snap = _read(dry_run)
+            snap = _read(dry_run, config)
             if snap is not None:
                 in_use = state.reserved()
                 result = (plan_unplug(port, config, snap, in_use) if port is not None

@@ -11,12 +11,14 @@ import errno
 import ipaddress
 import logging
 import os
+import subprocess
+from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Set, Tuple, Type
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from virtvlan.plan import actions as act
-from virtvlan.host import rtnl, state
+from virtvlan.host import nftables, rtnl, state
 from virtvlan.errors import ApplyBug, ApplyError, KernelRefused, StaleSnapshot
 from virtvlan.model import MANAGED_ALIAS, Address, Link, Route, Snapshot
 from virtvlan.host.nlconst import (
@@ -108,6 +110,8 @@ def apply(plan: act.Plan, netns: Optional[str] = None,
             # of AF_BRIDGE VLAN dumps differs between releases (0.7.2 drops
             # ext_mask from a link dump, so it would see no VLAN table at all).
             actual = rtnl.read_snapshot(netns)
+            if any(isinstance(action, act.SetPortFilter) for action in plan):
+                actual = replace(actual, filters=nftables.read_filters(netns))
             verify(plan, model, actual, run.adopted)
             return actual
         except BaseException as err:
@@ -154,7 +158,8 @@ class _Executor:
             act.SetMtu: self._set_mtu, act.SetUp: self._set_up, act.SetDown: self._set_down,
             act.DeleteLink: self._delete, act.MoveAddresses: self._move,
             act.AddBridgeVlan: self._bridge_vlan, act.DelBridgeVlan: self._bridge_vlan,
-            act.SetVlanFiltering: self._vlan_filtering, act.MarkManaged: self._finish_mark}
+            act.SetVlanFiltering: self._vlan_filtering, act.MarkManaged: self._finish_mark,
+            act.SetPortFilter: self._port_filter, act.SetIsolated: self._isolated}
 
     # -- bookkeeping -----------------------------------------------------
 
@@ -402,6 +407,27 @@ class _Executor:
             attrs["vlan_flags"] = "self"
         command = "add" if isinstance(action, act.AddBridgeVlan) else "del"
         self.ipr.vlan_filter(command, index=index, vlan_info=info, **attrs)
+
+    def _port_filter(self, action: act.Action) -> None:
+        """One `nft -f -` transaction: the kernel applies all of it or none."""
+        assert isinstance(action, act.SetPortFilter)
+        self.step, self.device = "nft -f - (the port filter of %s)" % action.port, action.port
+        argv = nftables.nft_command(self.netns)
+        if argv is None:
+            raise ApplyError("%s: nft is not installed, so its port filter cannot be set"
+                             % action.port, "install nftables, or set port-security = no")
+        script = "\n".join(action.script()) + "\n"
+        done = subprocess.run(argv + ["-f", "-"], input=script.encode(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=30, check=False)
+        if done.returncode != 0:
+            lines = done.stderr.decode(errors="replace").strip().splitlines()
+            raise KernelRefused("nft -f - (the port filter of %s)" % action.port, action.port,
+                                errno.EINVAL, lines[0] if lines else "exit %d" % done.returncode)
+
+    def _isolated(self, action: act.Action) -> None:
+        assert isinstance(action, act.SetIsolated)
+        self.step, self.device = str(action), action.port
+        self.ipr.brport("set", index=self._need(action.port), isolated=int(action.on))
 
     def _vlan_filtering(self, action: act.Action) -> None:
         assert isinstance(action, act.SetVlanFiltering)

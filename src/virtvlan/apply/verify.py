@@ -78,6 +78,8 @@ def mismatches(plan: act.Plan, expected: Snapshot, actual: Snapshot,
         # and the filtering switch: compared as `bridge vlan show` lists them.
         if isinstance(action, (act.AddBridgeVlan, act.DelBridgeVlan)):
             name, field = action.dev, "vlans"
+        elif isinstance(action, act.SetIsolated):
+            name, field = action.port, "isolated"
         elif isinstance(action, act.SetVlanFiltering):
             name, field = action.bridge, "vlan_filtering"
         else:
@@ -89,6 +91,11 @@ def mismatches(plan: act.Plan, expected: Snapshot, actual: Snapshot,
         if want is not None and got is not None and getattr(want, field) != getattr(got, field):
             found.append("%s has %s=%s, expected %s" % (
                 name, field, _show(getattr(got, field)), _show(getattr(want, field))))
+    for port in {a.port for a in plan if isinstance(a, act.SetPortFilter)}:
+        want_rules, got_rules = expected.port_filter(port), actual.port_filter(port)
+        if want_rules != got_rules:
+            found.append("%s has filter rules %s, expected %s" % (
+                port, ",".join(got_rules) or "none", ",".join(want_rules) or "none"))
     for action in plan:
         if not isinstance(action, act.MoveAddresses):
             continue

@@ -342,6 +342,50 @@ def _held(held: Sequence[Tuple[str, int, float]]) -> List[Finding]:
             for device, deletions, window in held]
 
 
+def _protection(snap: Snapshot, config: Config, domains: Sequence[Domain]) -> List[Finding]:
+    """Port security (docs/port-security.md) of running tagged guests on
+    uplinks that have it on: a tap without its filter, and NICs with
+    exceptions (listed so the admin sees them)."""
+    from virtvlan.parse.metadata import protection
+
+    out: List[Finding] = []
+    for domain in domains:
+        for spec in domain.specs:
+            who = "domain %s, interface %s" % (domain.name, spec.mac)
+            try:
+                uplink = config.uplink(spec.uplink, who)
+                wanted = protection(spec.security, spec.mac, uplink, who, config.path)
+            except InputError:
+                continue  # _guests reports the uplink; the hook refuses the exception
+            if wanted is None:
+                continue
+            if wanted.allow:
+                out.append(Finding(
+                    WARNING, "%s has port-security exceptions: %s" % (
+                        who, ",".join(sorted(wanted.allow))), who,
+                    "its guest may send what the exceptions allow (see docs/port-security.md)",
+                    "virt-vlan set %s --mac %s ... --allow '' if it does not need them"
+                    % (domain.name, spec.mac)))
+            nic = domain.nic(spec.mac)
+            tap = nic.target if nic is not None else None
+            if tap is None or snap.get(tap) is None:
+                continue  # _guests reports the missing tap
+            if snap.filters is None:
+                out.append(Finding(
+                    WARNING, "%s is not protected: nft is not installed" % who,
+                    "%s, tap %s" % (who, tap),
+                    "port-security = yes on uplink %s needs nftables; its guests start "
+                    "refused" % uplink.name, "apt install nftables (or dnf install nftables)"))
+            elif not snap.port_filter(tap):
+                out.append(Finding(
+                    WARNING, "tap %s has no port security" % tap, "%s, tap %s" % (who, tap),
+                    "its guest can send BPDUs, forged MACs and ARP, rogue DHCP/RA and "
+                    "tagged frames (it was started before port-security = yes, or the "
+                    "filter was removed)",
+                    "restart the guest, or let the agent's next reconcile add it"))
+    return out
+
+
 def audit(snap: Snapshot, config: Optional[Config], domains: Optional[Sequence[Domain]],
           reserved: FrozenSet[str] = frozenset(),
           held: Sequence[Tuple[str, int, float]] = ()) -> Tuple[Finding, ...]:
@@ -367,6 +411,8 @@ def audit(snap: Snapshot, config: Optional[Config], domains: Optional[Sequence[D
             if finding.what not in seen:
                 findings.append(finding)
                 seen.add(finding.what)
+        if config is not None:
+            findings += _protection(snap, config, domains)
     findings += _unused(snap, config, in_use, reserved)
     bridges = _ours(snap, config)
     findings += _mtu(snap, bridges)

@@ -59,6 +59,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         refused.append(Finding(PROBLEM, "the host config is refused", "host config",
                                "every tagged guest fails to start", str(err)))
     snap = rtnl.read_snapshot()
+    if config is not None and any(u.port_security for u in config.uplinks):
+        from dataclasses import replace
+
+        from virtvlan.host import nftables
+
+        snap = replace(snap, filters=nftables.read_filters())
     domains, libvirt_error, bad = running_domains(getattr(args, "connect", None))
     try:
         held = [(h.device, h.deletions, h.window) for h in read_holds()]

@@ -59,11 +59,31 @@ def cmd_plug(args: argparse.Namespace) -> int:
                          "[uplink %s] of %s" % (who, denied[0], uplink.name, uplink.name,
                                                 config.path))
     want = Want(uplink=uplink.name, mode=want.mode, vlans=want.vlans, port=want.port, who=who,
-                native=want.native)
+                native=want.native, protection=_plug_protection(args, uplink, who, config.path))
     result = engine.wire([want], config, why=who, dry_run=args.dry_run)
     if args.dry_run:
         _print_plan(result.render())
     return 0
+
+
+def _plug_protection(args: argparse.Namespace, uplink, who: str,  # type: ignore[no-untyped-def]
+                     path: str):
+    """The port security of a plug: with --mac (the guest's MAC behind the
+    port) on an uplink with port-security = yes; None otherwise."""
+    from virtvlan.parse.metadata import parse_mac, parse_security, protection
+
+    security = {"allow": args.allow, "guard": args.guard,
+                "isolated": "yes" if args.isolated else None, "ips": args.ips}
+    if args.mac is None:
+        if any(v is not None for v in security.values()):
+            raise InputError("%s: --allow, --guard, --isolated and --ips need --mac (the "
+                             "guest's MAC behind the port); add --mac" % who)
+        return None
+    mac = parse_mac(args.mac)
+    if mac is None:
+        raise InputError("%s: --mac %s is not a MAC address; write six hex pairs like "
+                         "52:54:00:11:22:33" % (who, args.mac))
+    return protection(parse_security(security, who), mac, uplink, who, path)
 
 
 def cmd_unplug(args: argparse.Namespace) -> int:
@@ -220,6 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--native", metavar="V", help="with --trunk: the guest also sees VLAN V "
                    "untagged (V must be allowed, not in LIST)")
     p.add_argument("--uplink", help="uplink name from the config (default: its default)")
+    p.add_argument("--mac", help="the guest's MAC behind the port: with port-security = yes "
+                   "on the uplink, the port is protected (docs/port-security.md)")
+    p.add_argument("--allow", metavar="LIST", help="with --mac: port-security exceptions "
+                   "(mac-spoof,router,stp)")
+    p.add_argument("--guard", choices=("router",), help="with --mac on a trunk: drop router "
+                   "advertisements and DHCP server replies")
+    p.add_argument("--isolated", action="store_true", default=None,
+                   help="with --mac: isolate the port from the bridge's other isolated ports")
+    p.add_argument("--ips", metavar="LIST", help="with --mac: the guest's own addresses "
+                   "(ARP and neighbour advertisements for others are dropped)")
     p.add_argument("--dry-run", action="store_true",
                    help="print ip/bridge commands, change nothing")
     p.set_defaults(func=cmd_plug)

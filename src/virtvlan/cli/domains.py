@@ -22,11 +22,12 @@ from dataclasses import dataclass, replace
 from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
 
 from virtvlan.checks import wiring
-from virtvlan.cli import nics
+from virtvlan.cli import nics, security
 from virtvlan.parse.config import Config, load, load_or_refuse
 from virtvlan.errors import InputError, Refused, VirtVlanError
 from virtvlan.host import state
-from virtvlan.parse.metadata import Domain, VlanSpec, parse_domain, parse_mac, wants
+from virtvlan.parse.metadata import (Domain, Security, VlanSpec, parse_domain, parse_mac,
+                                     parse_security, wants)
 from virtvlan.model import ACCESS, TRUNK, Want
 from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
 
@@ -66,16 +67,29 @@ def _check_vlan_usage(args: argparse.Namespace) -> None:
         _usage(args, "--native goes with --trunk (the VLAN a trunk guest sees untagged)")
 
 
-def _spec(args: argparse.Namespace, mac: str, who: str) -> VlanSpec:
+def _spec(args: argparse.Namespace, mac: str, who: str,
+          old: Optional[VlanSpec] = None) -> VlanSpec:
+    """The NIC's new spec; its port security from --allow/--guard/
+    --isolated/--ips, or kept from `old` (its current spec) when none is given."""
+    security = _security(args, who, old)
     try:
         if args.access is not None:
             return VlanSpec(mac=mac, mode=ACCESS, vlans=(parse_vlan(args.access),),
-                            uplink=args.uplink)
+                            uplink=args.uplink, security=security)
         native = parse_vlan(args.native) if args.native is not None else None
         return VlanSpec(mac=mac, mode=TRUNK, vlans=parse_vlan_list(args.trunk),
-                        uplink=args.uplink, native=native)
+                        uplink=args.uplink, native=native, security=security)
     except VlanSyntax as err:
         raise InputError("%s: %s; fix the VLAN argument" % (who, err)) from err
+
+
+def _security(args: argparse.Namespace, who: str, old: Optional[VlanSpec]) -> Security:
+    given = {"allow": getattr(args, "allow", None), "guard": getattr(args, "guard", None),
+             "isolated": "yes" if getattr(args, "isolated", None) else None,
+             "ips": getattr(args, "ips", None)}
+    if all(value is None for value in given.values()):
+        return old.security if old is not None else Security()
+    return parse_security(given, who)
 
 
 def _config(args: argparse.Namespace, who: str) -> Config:
@@ -261,7 +275,8 @@ def cmd_set(args: argparse.Namespace) -> int:
                                     max(len(domain.nics) - 1, 0), guest.name))
             mac = domain.nics[args.iface].mac
         who = "domain %s, interface %s" % (guest.name, mac)
-        spec = _spec(args, mac, who)
+        current = [s for s in _existing(defs[-1], guest.name).specs if s.mac == mac]
+        spec = _spec(args, mac, who, current[0] if current else None)
         uplink, bridge = nics.target_bridge(spec, config, who)
         writes = []
         for definition in defs:
@@ -378,15 +393,35 @@ def cmd_show(args: argparse.Namespace) -> int:
     domain = parse_domain(xml)
     snap = rtnl.read_snapshot() if running and domain.tagged and config else None
     statuses = wiring.nic_statuses(domain, running, config, snap)
+    guards = _protections(domain, config, running)
     if args.json:
         print(json.dumps({"domain": domain.name, "uuid": domain.uuid, "state": _state(running),
-                          "nics": [s.as_json() for s in statuses]}, indent=2))
+                          "nics": [s.as_json() for s in statuses], "protection": guards},
+                         indent=2))
         return 0
     if not statuses:
         print("domain %s (%s): no interfaces" % (domain.name, _state(running)))
         return 0
     print(nics.table([nics.row(s)[1:] for s in statuses], nics.COLUMNS[1:]))
+    if guards:
+        print()
+    for entry in guards:
+        print(security.line(entry))
     return 0
+
+
+def _protections(domain: Domain, config: Optional[Config], running: bool) -> list:
+    """Each tagged NIC's port security (cli/security.py); a running guest's
+    taps checked against virt-vlan's nftables table when an uplink has it on."""
+    from virtvlan.host import nftables
+
+    filters = None
+    if running and config is not None and any(u.port_security for u in config.uplinks):
+        try:
+            filters = {f.port: f.rules for f in nftables.read_filters() or ()}
+        except VirtVlanError:
+            filters = None
+    return security.describe(domain, config, filters)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -586,6 +621,16 @@ def _vlan_options(parser: argparse.ArgumentParser) -> None:
                         "and receives untagged")
     parser.add_argument("--uplink", metavar="U", help="uplink name from the host config "
                         "(default: its default uplink)")
+    # Port security (docs/port-security.md); `set` keeps the NIC's current
+    # ones when none of these is given.
+    parser.add_argument("--allow", metavar="LIST", help="port-security exceptions: "
+                        "mac-spoof,router,stp")
+    parser.add_argument("--guard", choices=("router",), help="trunk NIC: drop router "
+                        "advertisements and DHCP server replies")
+    parser.add_argument("--isolated", action="store_true", default=None,
+                        help="isolate the NIC from the bridge's other isolated ports")
+    parser.add_argument("--ips", metavar="LIST", help="the guest's own addresses (ARP and "
+                        "neighbour advertisements for others are dropped)")
 
 
 def add_commands(sub: "argparse._SubParsersAction") -> None:

@@ -11,7 +11,7 @@ from typing import Dict, Optional, Sequence, Tuple
 from virtvlan.checks.wiring import NicStatus
 from virtvlan.model import ACCESS
 from virtvlan.parse.config import Config
-from virtvlan.parse.metadata import VlanSpec
+from virtvlan.parse.metadata import Security, VlanSpec
 from virtvlan.parse.vlans import format_vlan_list
 from virtvlan.parse.xml import NS, NSMAP, parse_xml
 from virtvlan.plan.wiring import uplink_bridge
@@ -34,6 +34,22 @@ def spec_attrs(spec: VlanSpec) -> Dict[str, str]:
             attrs["native"] = str(spec.native)
     if spec.uplink is not None:
         attrs["uplink"] = spec.uplink
+    attrs.update(security_attrs(spec.security))
+    return attrs
+
+
+def security_attrs(security: Security) -> Dict[str, str]:
+    """The port-security attributes (docs/port-security.md) that differ
+    from the defaults, as the metadata writes them."""
+    attrs = {}
+    if security.allow:
+        attrs["allow"] = ",".join(sorted(security.allow))
+    if security.guard_router:
+        attrs["guard"] = "router"
+    if security.isolated:
+        attrs["isolated"] = "yes"
+    if security.ips:
+        attrs["ips"] = ",".join(security.ips)
     return attrs
 
 

@@ -23,11 +23,16 @@ RTM_GETADDR, RTM_GETROUTE = 22, 26
 RTM_NEWVLAN, RTM_DELVLAN = 112, 113
 RTMGRP_LINK = 0x1  # legacy bitmask for RTNLGRP_LINK (1)
 RTNLGRP_BRVLAN = 33  # Linux 5.8+; groups above 32 need NETLINK_ADD_MEMBERSHIP
+# nftables change notifications (linux/netlink.h, linux/netfilter/nfnetlink.h).
+NETLINK_NETFILTER, NFNLGRP_NFTABLES = 12, 7
 
 # --- link attributes (if_link.h) -----------------------------------------------------------
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK, IFLA_AF_SPEC, IFLA_LINK_NETNSID = 18, 20, 29, 26, 37
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_VLAN_ID = 1, 2, 1
+# Bridge port flags: AF_BRIDGE link messages of a port carry IFLA_PROTINFO
+# with IFLA_BRPORT_* inside (u8 each).
+IFLA_PROTINFO, IFLA_BRPORT_LEARNING, IFLA_BRPORT_ISOLATED, IFLA_BRPORT_LOCKED = 12, 8, 33, 39
 # Bridge IFLA_INFO_DATA (enum IFLA_BR_*).
 IFLA_BR_STP_STATE, IFLA_BR_VLAN_FILTERING = 5, 7
 IFLA_BR_NF_CALL_IPTABLES, IFLA_BR_VLAN_DEFAULT_PVID = 36, 39

@@ -42,6 +42,8 @@ from virtvlan.host.nlconst import (
     IFINFOMSG,
     IFLA_ADDRESS,
     IFLA_AF_SPEC,
+    IFLA_BRPORT_ISOLATED,
+    IFLA_PROTINFO,
     IFLA_BRIDGE_VLAN_INFO,
     IFLA_BR_NF_CALL_IPTABLES,
     IFLA_BR_STP_STATE,
@@ -129,6 +131,20 @@ def _link_local6(data: bytes, prefixlen: int = 128) -> bool:
 LINK_ATTRS = frozenset({IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER,
                         IFLA_LINKINFO, IFLA_IFALIAS, IFLA_LINK_NETNSID})
 _PORT_ATTRS = frozenset({IFLA_MASTER, IFLA_AF_SPEC})
+_PROTINFO = frozenset({IFLA_PROTINFO})
+_ISOLATED = frozenset({IFLA_BRPORT_ISOLATED})
+
+
+def port_isolated(payload: bytes) -> Tuple[int, Optional[bool]]:
+    """(ifindex, `isolated` flag) of one AF_BRIDGE RTM_NEWLINK; None when
+    the message has no port attributes (a bridge's own message)."""
+    index = IFINFOMSG.unpack_from(payload)[2]
+    attrs = attributes(payload, IFINFOMSG.size, _PROTINFO)
+    if IFLA_PROTINFO not in attrs:
+        return index, None
+    flags = attributes(attrs[IFLA_PROTINFO], 0, _ISOLATED)
+    value = flags.get(IFLA_BRPORT_ISOLATED)
+    return index, bool(value[0]) if value else False
 
 
 def attributes(data: bytes, offset: int = 0,
@@ -266,7 +282,7 @@ def parse_link(payload: bytes, names: Dict[int, str], addresses: Tuple[Address, 
 
 
 def _parse_link(msg: _LinkMsg, names: Dict[int, str], addresses: Tuple[Address, ...],
-                vlans: Optional[PortVlans]) -> Link:
+                vlans: Optional[PortVlans], isolated: Optional[bool] = None) -> Link:
     index, flags, attrs = msg.index, msg.flags, msg.attrs
     kind = msg.kind or "device"
     # Only bridges and VLAN devices have IFLA_INFO_DATA we use.
@@ -290,7 +306,8 @@ def _parse_link(msg: _LinkMsg, names: Dict[int, str], addresses: Tuple[Address, 
                 parent=parent, mtu=attr_u32(attrs, IFLA_MTU) or 0, up=bool(flags & IFF_UP),
                 managed=attr_text(attrs.get(IFLA_IFALIAS, b"")) == MANAGED_ALIAS,
                 mac=attrs.get(IFLA_ADDRESS, b"").hex(":"),
-                addresses=addresses, vlans=vlans, **bridge)  # type: ignore[arg-type]
+                addresses=addresses, vlans=vlans, isolated=isolated,
+                **bridge)  # type: ignore[arg-type]
 
 
 def parse_address(payload: bytes) -> Optional[Tuple[int, Address]]:
@@ -381,11 +398,13 @@ def build_snapshot(links: List[bytes], addrs: List[bytes], routes: List[bytes],
     """The Snapshot from the payloads of RTM_NEWLINK/NEWADDR/NEWROUTE dumps
     and of the AF_BRIDGE link dump (None: VLAN tables not read)."""
     return _build([_LinkMsg(p) for p in links], addrs, routes,
-                  None if bridges is None else [parse_port_vlans(p) for p in bridges])
+                  None if bridges is None else [parse_port_vlans(p) for p in bridges],
+                  dict(map(port_isolated, bridges or ())))
 
 
 def _build(links: Sequence[_LinkMsg], addrs: List[bytes], routes: List[bytes],
-           ports: Optional[Sequence[Tuple[int, Optional[int], PortVlans]]]) -> Snapshot:
+           ports: Optional[Sequence[Tuple[int, Optional[int], PortVlans]]],
+           isolated: Optional[Dict[int, Optional[bool]]] = None) -> Snapshot:
     names = {msg.index: msg.name for msg in links}
     by_index: Dict[int, List[Address]] = {}
     for found in filter(None, map(parse_address, addrs)):
@@ -393,7 +412,8 @@ def _build(links: Sequence[_LinkMsg], addrs: List[bytes], routes: List[bytes],
     tables = _bridge_tables(links, ports) if ports is not None else {}
     return Snapshot(
         links=tuple(_parse_link(msg, names, tuple(by_index.get(msg.index, ())),
-                                tables.get(msg.index)) for msg in links),
+                                tables.get(msg.index), (isolated or {}).get(msg.index))
+                    for msg in links),
         routes=tuple(filter(None, (parse_route(payload, names) for payload in routes))))
 
 
@@ -504,7 +524,8 @@ def _read(sock: _socket.socket) -> Snapshot:
         unknown = _unknown({msg.index for msg in parsed}, addrs, routes4 + routes6, bridges)
         moved = _moved(parsed, ports)
         if not unknown and not moved:
-            return _build(parsed, addrs, routes4 + routes6, ports)
+            return _build(parsed, addrs, routes4 + routes6, ports,
+                          dict(map(port_isolated, bridges)))
         if unknown:
             wait("ifindex %s appeared after the link dump" % ",".join(map(str, sorted(unknown))))
         else:
@@ -517,16 +538,17 @@ def netns_path(netns: str) -> str:
     return netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
 
 
-def route_socket(path: Optional[str] = None) -> _socket.socket:
-    """An rtnetlink socket (NETLINK_ROUTE, unbound), created in the namespace
-    at `path` if given; OSError when it cannot be made.
+def route_socket(path: Optional[str] = None, protocol: int = 0) -> _socket.socket:
+    """An rtnetlink socket (NETLINK_ROUTE, unbound; another netlink
+    `protocol` if given), created in the namespace at `path` if given;
+    OSError when it cannot be made.
 
     setns() moves only the calling thread, and a socket keeps the namespace
     it was created in: so a short-lived thread enters the namespace and
     creates the socket, and the caller never leaves its own namespace.
     """
     if path is None:
-        return _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 0)  # 0: NETLINK_ROUTE
+        return _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, protocol)  # 0: NETLINK_ROUTE
     import threading  # only named namespaces need it (import cost)
 
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -543,7 +565,7 @@ def route_socket(path: Optional[str] = None) -> _socket.socket:
                 if libc.setns(fd, CLONE_NEWNET) != 0:
                     code = ctypes.get_errno()
                     raise OSError(code, os.strerror(code), path)
-            result.append(route_socket())
+            result.append(route_socket(None, protocol))
         except BaseException as err:  # re-raised in the caller's thread
             result.append(err)
 

@@ -61,7 +61,11 @@ KINDS = {
     "vlans": "comma-separated VLAN ids (1-4094) and inclusive ranges, e.g. 5,7,100-110",
     "bool": "yes, true, on, 1 or no, false, off, 0",
     "mtu": "an MTU in 68-65535, or empty",
+    "exceptions": "comma-separated port-security exceptions from mac-spoof, router, stp, "
+                  "or empty (none)",
 }
+# Port-security exceptions a NIC's allow="..." may name (docs/port-security.md).
+EXCEPTIONS = ("mac-spoof", "router", "stp")
 _ALL_FIELDS = ("uplink", "n", "device", "bridge", "vlan")
 KEYS: Tuple[Key, ...] = (
     Key(GLOBAL, "default-uplink", "uplink", "", "eth0",
@@ -105,6 +109,18 @@ KEYS: Tuple[Key, ...] = (
         "With wiring = trunk only: yes turns VLAN filtering on for an adopted (admin-made) "
         "trunk bridge that runs without it, after programming every port's VLANs. Bridges "
         "virt-vlan creates always filter."),
+    Key(UPLINK, "port-security", "bool", "no", "yes",
+        "Port security for every guest port virt-vlan wires on this uplink: no STP BPDUs "
+        "or other link-local control frames, frames only from the guest's own MAC, ARP and "
+        "neighbour advertisements only for it, no router advertisements or DHCP server "
+        "replies, no tagged frames on access NICs (trunk NICs: control frames, MAC and "
+        "802.1ad only), enforced by the kernel with virt-vlan's nftables table bridge "
+        "virt_vlan (needs nft). Off by default in this version; see "
+        "docs/port-security.md."),
+    Key(UPLINK, "allowed-exceptions", "exceptions", "mac-spoof,router,stp", "router",
+        "Which port-security exceptions a domain's allow='...' may ask for on this uplink; "
+        "a definition asking for another is refused when the guest starts. A host whose "
+        "guests belong to different people should narrow it (empty: none)."),
     Key(UPLINK, "mtu", "mtu", "", "1496",
         "MTU of the feeds, bridges and taps virt-vlan builds on this uplink. Default: "
         "they inherit the uplink device's."),
@@ -148,6 +164,10 @@ class Uplink:
     # MTU of the feeds, bridges and taps virt-vlan builds on this uplink;
     # None: they inherit the uplink device's.
     mtu: Optional[int] = None
+    # Port security for the guest ports wired here, and the exceptions a
+    # domain may ask for (EXCEPTIONS).
+    port_security: bool = False
+    allowed_exceptions: FrozenSet[str] = frozenset(EXCEPTIONS)
 
     def _fill(self, template: str, vlan: int) -> str:
         return template.format(uplink=self.name, n=self.position, device=self.device,
@@ -407,6 +427,13 @@ def _uplink(name: str, position: int, line: int, values: Dict[str, Tuple[str, in
                              % (path, where, mtu_text, section))
         mtu = int(mtu_text)
 
+    exceptions_text, where = get("allowed-exceptions")
+    try:
+        allowed_exceptions = parse_exceptions(exceptions_text)
+    except ValueError as err:
+        raise InputError("config %s:%d: allowed-exceptions in %s: %s"
+                         % (path, where, section, err)) from err
+
     templates = {key: _template(key, get(key)[0], get(key)[1], path, section)
                  for key in TEMPLATE_FIELDS}
     device = templates["device"].format(uplink=name, n=position)
@@ -419,13 +446,23 @@ def _uplink(name: str, position: int, line: int, values: Dict[str, Tuple[str, in
         access_feed_template=templates["access-feed"],
         keep_empty_bridges=flags["keep-empty-bridges"],
         host_vlans=tuple(vlan_lists["host-vlans"]), where="%s:%d" % (path, line),
-        trunk_filtering=flags["trunk-filtering"], mtu=mtu)
+        trunk_filtering=flags["trunk-filtering"], mtu=mtu,
+        port_security=flags["port-security"], allowed_exceptions=allowed_exceptions)
     for key, made in (("device", device), ("trunk-bridge", bridge)):
         _check_name(made, key, get(key)[1], path, section)
     for vlan in sorted(uplink.allowed_vlans | set(uplink.host_vlans)):
         for key, made in _generated(uplink, vlan):
             _check_name(made, key, get(key)[1], path, section, vlan)
     return uplink
+
+
+def parse_exceptions(text: str) -> FrozenSet[str]:
+    """'mac-spoof, router' -> the set; ValueError naming an unknown one."""
+    found = {word.strip() for word in text.split(",") if word.strip()}
+    unknown = sorted(found - set(EXCEPTIONS))
+    if unknown:
+        raise ValueError("unknown exception %r; use %s" % (unknown[0], ", ".join(EXCEPTIONS)))
+    return frozenset(found)
 
 
 def _generated(uplink: Uplink, vlan: int) -> List[Tuple[str, str]]:

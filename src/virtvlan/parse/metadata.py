@@ -12,13 +12,14 @@ cap) because the XML comes from whoever may define domains. `is_tagged` answers 
 without lxml, whether a document mentions our namespace at all.
 """
 
+import ipaddress
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Dict, FrozenSet, Optional, Tuple
 
 from virtvlan import NAMESPACE, PREFIX
-from virtvlan.parse.config import Config
+from virtvlan.parse.config import Config, Uplink, parse_exceptions
 from virtvlan.errors import InputError, cut
-from virtvlan.model import ACCESS, MODES, TRUNK, Want
+from virtvlan.model import ACCESS, MODES, TRUNK, Protection, Want
 from virtvlan.parse import xmlguard
 from virtvlan.parse.vlans import VlanSyntax, format_vlan_list, parse_vlan, parse_vlan_list
 from virtvlan.parse.xml import MAX_XML_BYTES, NS, parse_xml, shown
@@ -27,8 +28,12 @@ from virtvlan.parse.xml import MAX_XML_BYTES, NS, parse_xml, shown
 # with VLAN lists of at most 4094 VLANs it bounds what one hook call plans
 # (at most 256 x 4094 port VLANs). Parsing is linear in the document.
 MAX_ENTRIES = 256
-INTERFACE_ATTRS = {ACCESS: {"mac", "mode", "vlan", "uplink"},
-                   TRUNK: {"mac", "mode", "vlans", "native", "uplink"}}
+# Port security (docs/port-security.md), on <vv:interface>.
+SECURITY_ATTRS = {"allow", "guard", "isolated", "ips"}
+INTERFACE_ATTRS = {ACCESS: {"mac", "mode", "vlan", "uplink"} | SECURITY_ATTRS,
+                   TRUNK: {"mac", "mode", "vlans", "native", "uplink"} | SECURITY_ATTRS}
+# Not yet on networks: libvirt attaches their ports itself (port-created),
+# and virt-vlan does not wire (nor protect) those ports in this version.
 NETWORK_ATTRS = {"vlan", "uplink"}
 
 
@@ -47,6 +52,16 @@ class Nic:
 
 
 @dataclass(frozen=True)
+class Security:
+    """The port-security attributes of a <vv:interface> or <vv:network>."""
+
+    allow: FrozenSet[str] = frozenset()  # from config.EXCEPTIONS
+    guard_router: bool = False  # guard="router"
+    isolated: bool = False  # isolated="yes"
+    ips: Tuple[str, ...] = ()  # ips="10.0.5.10,2001:db8::10", normalised
+
+
+@dataclass(frozen=True)
 class VlanSpec:
     """One <vv:interface>: what the guest behind `mac` should see."""
 
@@ -55,6 +70,7 @@ class VlanSpec:
     vlans: Tuple[int, ...]  # one VLAN for access
     uplink: Optional[str] = None  # None: the config's default uplink
     native: Optional[int] = None  # trunk only: the VLAN the guest sees untagged
+    security: Security = Security()
 
 
 @dataclass(frozen=True)
@@ -276,7 +292,62 @@ def _spec(domain: str, el, index: int) -> VlanSpec:  # type: ignore[no-untyped-d
     if uplink is not None and not uplink.strip():
         raise InputError("%s: uplink='' is empty; name an uplink of the host config or "
                          "leave the attribute out" % who)
-    return VlanSpec(mac=mac, mode=mode, vlans=vlans, uplink=uplink, native=native)
+    return VlanSpec(mac=mac, mode=mode, vlans=vlans, uplink=uplink, native=native,
+                    security=parse_security(el, who))
+
+
+_YES = {"yes": True, "no": False}
+
+
+def parse_security(el, who: str) -> Security:  # type: ignore[no-untyped-def]
+    """The allow/guard/isolated/ips attributes of `el`; InputError, one
+    line, for a bad value."""
+    try:
+        allow = parse_exceptions(el.get("allow") or "")
+    except ValueError as err:
+        raise InputError("%s: allow=%s: %s" % (who, _q(el.get("allow")), err)) from err
+    guard = el.get("guard")
+    if guard not in (None, "router"):
+        raise InputError("%s: guard=%s; the only guard is guard='router' (drop router "
+                         "advertisements and DHCP server replies on a trunk NIC)"
+                         % (who, _q(guard)))
+    isolated = el.get("isolated")
+    if isolated is not None and isolated not in _YES:
+        raise InputError("%s: isolated=%s; write isolated='yes' or leave it out"
+                         % (who, _q(isolated)))
+    ips = []
+    for word in (el.get("ips") or "").split(","):
+        if not word.strip():
+            continue
+        try:
+            ips.append(str(ipaddress.ip_address(word.strip())))
+        except ValueError as err:
+            raise InputError("%s: ips=%s: %s is not an IP address; list the guest's own "
+                             "addresses like ips='10.0.5.10,2001:db8::10'"
+                             % (who, _q(el.get("ips")), _q(word.strip()))) from err
+    if guard and "router" in allow:
+        raise InputError("%s: guard='router' and allow='router' contradict each other; keep "
+                         "one" % who)
+    return Security(allow=allow, guard_router=guard == "router",
+                    isolated=bool(_YES.get(isolated or "no")), ips=tuple(ips))
+
+
+def protection(security: Security, mac: str, uplink: Uplink, who: str,
+               config_path: str) -> Optional[Protection]:
+    """The Protection of one guest port on `uplink`; None when the uplink
+    has port security off. InputError when an exception asked for is not in
+    the uplink's allowed-exceptions."""
+    if not uplink.port_security:
+        return None
+    denied = sorted(security.allow - uplink.allowed_exceptions)
+    if denied:
+        raise InputError("%s: allow='%s' is not permitted on uplink %s (allowed-exceptions = "
+                         "%s in [uplink %s] of %s); remove it from allow= or ask the host admin "
+                         "to add it there" % (who, ",".join(denied), uplink.name,
+                                              ",".join(sorted(uplink.allowed_exceptions))
+                                              or "none", uplink.name, config_path))
+    return Protection(mac=mac, allow=security.allow, guard_router=security.guard_router,
+                      isolated=security.isolated, ips=security.ips)
 
 
 def parse_network(xml: bytes) -> Network:
@@ -348,8 +419,10 @@ def wants(domain: Domain, config: Config) -> Tuple[Want, ...]:
                              % (who, format_vlan_list(denied), uplink.name,
                                 format_vlan_list(uplink.allowed_vlans), uplink.name, config.path))
         nic = domain.nic(spec.mac)
+        guard = protection(spec.security, spec.mac, uplink, who, config.path)
         out.append(Want(uplink=uplink.name, mode=spec.mode, vlans=spec.vlans,
-                        port=nic.target if nic else None, who=who, native=spec.native))
+                        port=nic.target if nic else None, who=who, native=spec.native,
+                        protection=guard))
     return tuple(out)
 
 

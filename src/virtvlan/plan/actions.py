@@ -11,7 +11,8 @@ The executor (apply.py) is the only place that turns them into netlink.
 from dataclasses import dataclass, field, replace
 from typing import FrozenSet, Iterable, List, Optional, Tuple
 
-from virtvlan.model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
+from virtvlan.model import (MANAGED_ALIAS, NFT_BASE, NFT_FAMILY, NFT_MAP, NFT_TABLE, Address,
+                            Link, PortVlans, Route, Snapshot)
 
 
 class Action:
@@ -145,7 +146,11 @@ class SetMaster(Action):
         if bridge is not None and bridge.vlans is not None:
             pvid = bridge.default_pvid
             vlans = PortVlans(untagged=frozenset({pvid}), pvid=pvid) if pvid else PortVlans()
-        return snap.changed(self.port, master=self.bridge, vlans=vlans)
+        # A new port's flags are the kernel's defaults (new_nbp): not
+        # isolated. (A snapshot that did not read the flag keeps None.)
+        old = snap.get(self.port)
+        isolated = None if old is None or old.isolated is None else False
+        return snap.changed(self.port, master=self.bridge, vlans=vlans, isolated=isolated)
 
     def undo(self, before: Snapshot) -> Tuple[Action, ...]:
         old = before.get(self.port)
@@ -167,7 +172,8 @@ class Release(Action):
 
     def simulate(self, snap: Snapshot) -> Snapshot:
         # The kernel flushes a leaving port's VLAN entries (nbp_vlan_flush).
-        return snap.changed(self.port, master=None, vlans=None)
+        return snap.changed(self.port, master=None, vlans=None,
+                            isolated=None if snap.get(self.port).isolated is None else False)
 
     def undo(self, before: Snapshot) -> Tuple[Action, ...]:
         old = before.get(self.port)
@@ -467,3 +473,147 @@ class Plan:
         for action in self.actions:
             snap = action.simulate(snap)
         return snap
+
+
+# --- port security (docs/port-security.md) ------------------------------------------------
+
+# Before libvirt's and anyone's filter chains; frames dropped here are never
+# learned into the FDB either (br_handle_frame runs the hook first).
+NFT_PRIORITY = -300
+# A link-local address is always a guest's own (ARP probes come from 0.0.0.0).
+_LINK_LOCAL6 = "0xfe800000000000000000000000000000-0xfebfffffffffffffffffffffffffffff"
+
+
+def filter_chain(port: str) -> str:
+    """The chain of `port`: an nft identifier (nft takes no quoted chain
+    names), so a port name with other characters is spelled in hex."""
+    if all(c.isascii() and (c.isalnum() or c in "_.-") for c in port):
+        return "port-" + port
+    return "port-x" + port.encode().hex()
+
+
+def _hex6(address: str) -> str:
+    import ipaddress
+
+    return "0x%032x" % int(ipaddress.IPv6Address(address))
+
+
+def _rule_text(spec: str) -> Optional[str]:
+    """The nft rule (without `add rule TABLE CHAIN`) for one rule spec, or
+    None for a spec this version does not know (left out when rendering).
+
+    A spec is the rule's comment in the kernel, so the snapshot reads the
+    rules back as specs (host/nftables.py) and the planner compares them as
+    plain strings. Specs: stp, mac=M, arp=M, nd=M, arp-ip=A,B, nd-ip=A,B,
+    ra, dhcp, dhcp6, tagged, qinq."""
+    name, _, value = spec.partition("=")
+    hexmac = value.replace(":", "")
+    if name == "stp":
+        # IEEE 802.1D link-local group 01:80:c2:00:00:0X: BPDUs, LLDP, LACP, 802.1X.
+        return "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00 drop"
+    if name == "mac" and value:
+        return "ether saddr != %s drop" % value
+    if name == "arp" and value:
+        return "arp saddr ether != %s drop" % value
+    if name == "nd" and value:
+        # The link-layer address option right after the target address
+        # (offset 24 of the ICMPv6 message): source LLA (type 1) of a
+        # solicitation, target LLA (type 2) of an advertisement.
+        return ("icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } "
+                "@th,208,48 != 0x%s @th,192,8 { 1, 2 } @th,200,8 1 drop" % hexmac)
+    if name == "arp-ip":
+        senders = ["0.0.0.0"] + [a for a in value.split(",") if a]
+        return "arp saddr ip != { %s } drop" % ", ".join(senders)
+    if name == "nd-ip":
+        # The advertised target address (offset 8): link-local or listed.
+        targets = [_LINK_LOCAL6] + [_hex6(a) for a in value.split(",") if a]
+        return ("icmpv6 type nd-neighbor-advert @th,64,128 != { %s } drop"
+                % ", ".join(targets))
+    if name == "ra":
+        return "icmpv6 type nd-router-advert drop"
+    if name == "dhcp":
+        return "udp sport 67 udp dport 68 drop"
+    if name == "dhcp6":
+        return "udp sport 547 drop"
+    if name == "tagged":
+        # VID 0 is a priority tag, not a VLAN: it passes.
+        return "ether type 8021q vlan id != 0 drop"
+    if name == "qinq":
+        return "ether type 8021ad drop"
+    return None
+
+
+def _nft_head() -> Tuple[str, ...]:
+    """The table, its dispatch chain and map; idempotent in one transaction
+    (`add` of what exists is no error; the dispatch rule is flushed and
+    added again, atomically, so it is there exactly once)."""
+    table = "%s %s" % (NFT_FAMILY, NFT_TABLE)
+    return ("add table %s" % table,
+            "add map %s %s { type ifname : verdict; }" % (table, NFT_MAP),
+            "add chain %s %s { type filter hook prerouting priority %d; policy accept; }"
+            % (table, NFT_BASE, NFT_PRIORITY),
+            "flush chain %s %s" % (table, NFT_BASE),
+            "add rule %s %s iifname vmap @%s" % (table, NFT_BASE, NFT_MAP))
+
+
+@dataclass(frozen=True)
+class SetPortFilter(Action):
+    """Give guest port `port` exactly the filter rules `rules` (specs, see
+    _rule_text) in virt-vlan's nftables table; () removes its chain and its
+    dispatch entry. Rendered as one `nft -f -` script that the kernel applies
+    atomically: the port is never half filtered. The rules match the input
+    interface name, so they hold before the port joins its bridge."""
+
+    port: str
+    rules: Tuple[str, ...] = ()
+
+    def script(self) -> Tuple[str, ...]:
+        table = "%s %s" % (NFT_FAMILY, NFT_TABLE)
+        chain = filter_chain(self.port)
+        element = '{ "%s" : jump %s }' % (self.port, chain)
+        # Added first so that the flush/delete below never meet a missing object.
+        lines = _nft_head() + ("add chain %s %s" % (table, chain),
+                               "flush chain %s %s" % (table, chain))
+        if not self.rules:
+            return lines + ("add element %s %s %s" % (table, NFT_MAP, element),
+                            'delete element %s %s { "%s" }' % (table, NFT_MAP, self.port),
+                            "delete chain %s %s" % (table, chain))
+        for spec in self.rules:
+            text = _rule_text(spec)
+            if text is not None:
+                lines += ('add rule %s %s %s comment "%s"' % (table, chain, text, spec),)
+        return lines + ("add element %s %s %s" % (table, NFT_MAP, element),)
+
+    def render(self) -> Tuple[str, ...]:
+        # One `nft -f -` transaction in truth; shown one command per line.
+        return tuple("nft " + line for line in self.script())
+
+    def simulate(self, snap: Snapshot) -> Snapshot:
+        rules = tuple(r for r in self.rules if _rule_text(r) is not None)
+        return snap.with_filter(self.port, rules)
+
+    def undo(self, before: Snapshot) -> Tuple[Action, ...]:
+        old = before.port_filter(self.port)
+        return () if old == self.rules else (SetPortFilter(self.port, old),)
+
+
+@dataclass(frozen=True)
+class SetIsolated(Action):
+    """The bridge port flag `isolated` of `port`: isolated ports of one
+    bridge do not forward to each other, only to non-isolated ports (the
+    uplink's feed)."""
+
+    port: str
+    on: bool = True
+
+    def render(self) -> Tuple[str, ...]:
+        return ("bridge link set dev %s isolated %s" % (self.port, "on" if self.on else "off"),)
+
+    def simulate(self, snap: Snapshot) -> Snapshot:
+        return snap.changed(self.port, isolated=self.on)
+
+    def undo(self, before: Snapshot) -> Tuple[Action, ...]:
+        old = before.get(self.port)
+        if old is None or bool(old.isolated) == self.on:
+            return ()
+        return (SetIsolated(self.port, bool(old.isolated)),)

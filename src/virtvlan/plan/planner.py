@@ -27,14 +27,16 @@ from virtvlan.plan.actions import (
     Plan,
     Release,
     SetMaster,
+    SetIsolated,
     SetMtu,
+    SetPortFilter,
     SetUp,
     SetVlanFiltering,
     vlan_ranges,
 )
 from virtvlan.parse.config import Config, Uplink
 from virtvlan.errors import Refused
-from virtvlan.model import ACCESS, TRUNK, Link, PortVlans, Snapshot, Want
+from virtvlan.model import ACCESS, TRUNK, Link, PortVlans, Protection, Snapshot, Want
 from virtvlan.parse.vlans import format_vlan_list
 from virtvlan.plan import wiring
 
@@ -48,9 +50,12 @@ PORT_KINDS = ("tun", "veth")
 # entry is there: switching it on drops every tagged flow whose VIDs are not
 # members yet), then deletions. A stable sort keeps dependencies within a
 # phase (a bridge is created before the VLAN device on top of it).
-_PHASE = {CreateBridge: 0, CreateVlan: 0, SetMtu: 1, SetMaster: 1, Release: 1,
-          SetUp: 2, MoveAddresses: 3, DelBridgeVlan: 4, AddBridgeVlan: 4,
-          SetVlanFiltering: 5, DeleteLink: 6}
+# A guest port's filter goes in with the creations, before the port joins its
+# bridge (its rules match the input name, so they hold from that moment); the
+# isolated flag exists only on a port, so after the enslaving.
+_PHASE = {CreateBridge: 0, CreateVlan: 0, SetPortFilter: 0, SetMtu: 1, SetMaster: 1,
+          Release: 1, SetUp: 2, SetIsolated: 2, MoveAddresses: 3, DelBridgeVlan: 4,
+          AddBridgeVlan: 4, SetVlanFiltering: 5, DeleteLink: 6}
 # Re-homing an uplink into its trunk bridge goes before everything (trunk()).
 _FIRST = -1
 
@@ -430,9 +435,58 @@ class _Builder:
             self.access_bridge(uplink, want.vlans[0], who)
         target = wiring.uplink_bridge(uplink, want.mode, want.vlans)
         if want.port is not None:
+            self.protect(want, uplink, who)
             self.port(want.port, target, who)
             if want.mode == TRUNK:
                 self.trunk_port(want, uplink, who)
+            if want.protection is not None:
+                link = self.model.get(want.port)
+                assert link is not None
+                if bool(link.isolated) != want.protection.isolated:
+                    self.emit(SetIsolated(want.port, want.protection.isolated))
+
+    def protect(self, want: Want, uplink: Uplink, who: str) -> None:
+        """Give the port exactly the filter its protection asks for (none
+        when port security is off and virt-vlan's table has a stale chain)."""
+        assert want.port is not None
+        rules = filter_rules(want.mode, want.protection) if want.protection else ()
+        if rules and self.model.filters is None:
+            raise Refused("%s: port-security = yes in %s needs nft (package nftables), which "
+                          "is not installed; install nftables or set port-security = no there"
+                          % (who, self.conf_hint(uplink)))
+        if self.model.port_filter(want.port) != rules:
+            self.emit(SetPortFilter(want.port, rules))
+
+
+def filter_rules(mode: str, protection: Protection) -> Tuple[str, ...]:
+    """The filter rule specs (plan/actions.py SetPortFilter) of a port.
+
+    access: control frames, MAC (source, ARP, NDP; the addresses when
+    `ips` lists them), rogue servers (RAs, DHCP/DHCPv6 server replies),
+    tagged frames and 802.1ad. trunk: control frames, MAC (source only),
+    802.1ad, rogue servers only with guard="router". Exceptions (`allow`)
+    take out their group: stp, mac-spoof, router."""
+    allow = protection.allow
+    rules: List[str] = []
+    if "stp" not in allow:
+        rules.append("stp")
+    if "mac-spoof" not in allow:
+        rules.append("mac=" + protection.mac)
+        if mode == ACCESS:
+            rules += ["arp=" + protection.mac, "nd=" + protection.mac]
+            v4 = [ip for ip in protection.ips if ":" not in ip]
+            v6 = [ip for ip in protection.ips if ":" in ip]
+            if protection.ips:
+                # Only what is listed: a guest with IPv6 addresses only
+                # announces no IPv4 address, and the other way round.
+                rules += ["arp-ip=" + ",".join(v4) if v4 else "arp-ip=",
+                          "nd-ip=" + ",".join(v6)]
+    if "router" not in allow and (mode == ACCESS or protection.guard_router):
+        rules += ["ra", "dhcp", "dhcp6"]
+    if mode == ACCESS:
+        rules.append("tagged")
+    rules.append("qinq")
+    return tuple(rules)
 
 
 def plan(wants: Sequence[Want], config: Config, snap: Snapshot) -> Plan:
@@ -473,8 +527,12 @@ def plan_unplug(port: str, config: Config, snap: Snapshot,
                           "alone (use 'ip link set dev %s nomaster' yourself)"
                           % (port, link.master, port))
         snap = Release(port).simulate(snap)
+        first: Tuple[Action, ...] = (Release(port),)
+        if snap.port_filter(port):
+            first += (SetPortFilter(port, ()),)
+            snap = SetPortFilter(port, ()).simulate(snap)
         rest = plan_cleanup(config, snap, in_use)
-        return Plan((Release(port),) + rest.actions, rest.warnings)
+        return Plan(first + rest.actions, rest.warnings)
     return plan_cleanup(config, snap, in_use)
 
 
@@ -510,6 +568,11 @@ def plan_cleanup(config: Config, snap: Snapshot, in_use: FrozenSet[str] = frozen
         if link.master in idle or (link.master is None and snap.get(bridge) is None):
             doomed.append(link.name)
     builder = _Builder(config, snap)
+    # Filters of guest ports that are gone (their guest stopped): the chain
+    # would otherwise wait for the next tap of that name.
+    for found in snap.filters or ():
+        if snap.get(found.port) is None:
+            builder.emit(SetPortFilter(found.port, ()))
     for name in doomed:
         builder.emit(DeleteLink(name))
     # Trunk bridges that filter: uplink and self entries follow what is left

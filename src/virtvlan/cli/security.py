@@ -1,0 +1,71 @@
+"""How `virt-vlan show` describes each tagged NIC's port security
+(docs/port-security.md): what the metadata and the host config ask for
+and, for a running guest, whether its tap has its filter."""
+
+from typing import Dict, List, Optional, Tuple
+
+from virtvlan.errors import InputError
+from virtvlan.parse.config import Config
+from virtvlan.parse.metadata import Domain, VlanSpec, protection
+
+
+def describe(domain: Domain, config: Optional[Config],
+             filters: Optional[Dict[str, Tuple[str, ...]]] = None) -> List[Dict[str, object]]:
+    """One entry per tagged NIC: mac, state ("on", "off", "refused", or
+    "no config"), its exceptions and options, and with `filters` (port ->
+    rule specs of a running guest's taps) whether its tap is filtered."""
+    out = []
+    for spec in domain.specs:
+        out.append(_one(domain, spec, config, filters))
+    return out
+
+
+def _one(domain: Domain, spec: VlanSpec, config: Optional[Config],
+         filters: Optional[Dict[str, Tuple[str, ...]]]) -> Dict[str, object]:
+    who = "domain %s, interface %s" % (domain.name, spec.mac)
+    entry: Dict[str, object] = {"mac": spec.mac, "allow": sorted(spec.security.allow),
+                                "guard": "router" if spec.security.guard_router else None,
+                                "isolated": spec.security.isolated,
+                                "ips": list(spec.security.ips)}
+    if config is None:
+        entry["state"] = "no config"
+        return entry
+    try:
+        uplink = config.uplink(spec.uplink, who)
+        wanted = protection(spec.security, spec.mac, uplink, who, config.path)
+    except InputError as err:
+        entry["state"], entry["error"] = "refused", str(err)
+        return entry
+    entry["state"] = "on" if wanted is not None else "off"
+    nic = domain.nic(spec.mac)
+    if wanted is not None and filters is not None and nic is not None and nic.target:
+        entry["tap"] = nic.target
+        entry["filtered"] = bool(filters.get(nic.target))
+    return entry
+
+
+def line(entry: Dict[str, object]) -> str:
+    """`entry` (from describe) as one line of `show`."""
+    state = str(entry["state"])
+    words = []
+    if entry.get("allow"):
+        words.append("allow %s" % ",".join(entry["allow"]))  # type: ignore[arg-type]
+    if entry.get("guard"):
+        words.append("guard router")
+    if entry.get("isolated"):
+        words.append("isolated")
+    if entry.get("ips"):
+        words.append("ips %s" % ",".join(entry["ips"]))  # type: ignore[arg-type]
+    if state == "off":
+        text = "off (port-security = no on its uplink)"
+    elif state == "refused":
+        text = "refused: %s" % entry.get("error")
+    elif state == "no config":
+        text = "unknown (no host config)"
+    else:
+        text = "on"
+        if entry.get("filtered") is False:
+            text += ", but tap %s has no filter yet (next start, plug or reconcile)" % entry["tap"]
+    if words and state != "refused":
+        text += "; " + "; ".join(words)
+    return "%s port security: %s" % (entry["mac"], text)
