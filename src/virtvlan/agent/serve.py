@@ -10,7 +10,9 @@ same host lock, one at a time, on one worker thread.
 Protocol; each message is a 4-byte big-endian length, then that many bytes:
   request  UTF-8 JSON {"v": 2, "driver": "qemu"|"network", "args": [str, ...],
             "xml": the hook's stdin decoded as latin-1 (byte for byte),
-            "config": the hook's $VIRT_VLAN_CONFIG or null}
+            "config": the hook's $VIRT_VLAN_CONFIG or null,
+            optional "times": true (make bench: the reply carries the call's
+            time points)}
   reply    version 2: the exit code in decimal ASCII, "\n", then the
            stderr text (UTF-8) the hook writes before it exits with it;
            "-\n" and the reason for a request the server refuses (bad,
@@ -19,6 +21,8 @@ Protocol; each message is a 4-byte big-endian length, then that many bytes:
            socket cost about 15 ms of a served call natively, -X importtime).
            Version 1 (a drop-in older than the agent): UTF-8 JSON
            {"v": 1, "rc": int or null for a refusal, "err": str}.
+           With "times" (version 2 only), the stderr text is followed by a
+           NUL and the call's time points (host/phases.py encode()).
 A request whose version cannot be read is refused in version 1's form;
 a version 2 drop-in takes that as no answer and works itself.
 One request per connection; the server closes it after the reply.
@@ -38,6 +42,8 @@ import struct
 import threading
 import time
 from typing import Any, Callable, Optional, Tuple
+
+from virtvlan.host import phases
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +96,14 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-Request = Tuple[int, str, Tuple[str, ...], bytes, Optional[str]]
+# The last item: when the request was read (time.monotonic()) if it asks
+# for its time points (make bench), else None.
+Request = Tuple[int, str, Tuple[str, ...], bytes, Optional[str], Optional[float]]
 
 
 def read_request(conn: socket.socket) -> Request:
-    """(version, driver, args, xml, config path) of one request; BadRequest
-    if malformed."""
+    """(version, driver, args, xml, config path, times) of one request;
+    BadRequest if malformed."""
     (size,) = HEADER.unpack(_recv_exact(conn, HEADER.size))
     if size > MAX_REQUEST:
         raise BadRequest("request of %d bytes is over the limit of %d" % (size, MAX_REQUEST))
@@ -118,7 +126,8 @@ def read_request(conn: socket.socket) -> Request:
         data = xml.encode("latin-1")
     except UnicodeEncodeError:
         raise BadRequest("xml is not latin-1 text (the hook's bytes)", version) from None
-    return version, driver, tuple(args), data, config
+    received = time.monotonic() if version >= 2 and message.get("times") is True else None
+    return version, driver, tuple(args), data, config, received
 
 
 def _hook_handler(default_config: Optional[str]) -> Handler:
@@ -246,13 +255,18 @@ class HookServer:
             item = self._queue.get()
             if item is None:
                 break
-            conn, (version, driver, args, xml, config) = item
+            conn, (version, driver, args, xml, config, received) = item
             started = time.monotonic()
+            if received is not None:
+                phases.start()
             try:
                 code, err = self.handler(driver, args, xml, config)
             except Exception as exc:  # hook.serve catches its own; this is a last resort
                 log.exception("agent: hook request %s %s failed", driver, " ".join(args[:3]))
                 code, err = None, "agent failed: %s" % exc
+            if received is not None:
+                err += "\0" + phases.encode([("received", received), ("dequeued", started)]
+                                            + phases.stop() + [("done", time.monotonic())])
             self.served += 1
             log.info("agent: served hook %s %s: exit %s in %.0f ms", driver, " ".join(args[:3]),
                      code, (time.monotonic() - started) * 1000)
