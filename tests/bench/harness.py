@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -358,6 +359,7 @@ class Agent:
         self.socket = socket
         self.netns = netns
         self.proc: Optional[subprocess.Popen] = None
+        self.ready_s: Optional[float] = None  # start to READY=1, of the last start()
 
     def modes(self) -> List[str]:
         return ["hook"] + (["agent"] if self.command else [])
@@ -377,10 +379,32 @@ class Agent:
         # Its log (a line per served call) would bury the figures: kept in
         # a file beside the socket, shown if it fails to come up.
         log_path = self.socket + ".log"
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, env=self.env(env, "agent"),
-                                         stdout=subprocess.DEVNULL, stderr=log)
+        # systemd's readiness protocol, as under the unit: the time to
+        # READY=1 is what the libvirt daemons, ordered after the agent,
+        # wait for at boot.
+        notify_path = self.socket + ".notify"
+        cleanup(notify_path)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        notify.settimeout(0.01)
         deadline = time.monotonic() + timeout
+        try:
+            started = time.monotonic()
+            with open(log_path, "wb") as log:
+                self.proc = subprocess.Popen(argv, env=dict(self.env(env, "agent"),
+                                                            NOTIFY_SOCKET=notify_path),
+                                             stdout=subprocess.DEVNULL, stderr=log)
+            while self.ready_s is None and self.proc.poll() is None \
+                    and time.monotonic() < deadline:
+                try:
+                    if b"READY=1" in notify.recv(4096).split(b"\n"):
+                        self.ready_s = time.monotonic() - started
+                except socket.timeout:
+                    pass
+        finally:
+            # Later notifications (status) then fail at once, logged by the agent.
+            notify.close()
+            os.unlink(notify_path)
         while not os.path.exists(self.socket):
             if self.proc.poll() is not None:
                 with open(log_path, errors="replace") as log:
@@ -390,7 +414,7 @@ class Agent:
             if time.monotonic() > deadline:
                 raise Failed("bench: agent socket %s did not appear within %g s"
                              % (self.socket, timeout))
-            time.sleep(0.05)
+            time.sleep(0.01)
 
     def peak_mib(self) -> float:
         """The agent's peak resident memory so far (VmHWM; CMD is exec'd:
@@ -431,7 +455,11 @@ def scratch() -> str:
 
 
 def cleanup(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    """Remove `path` (a tree or a file) if it is there."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.unlink(path)
 
 
 def mib(kib: int) -> float:

@@ -382,6 +382,12 @@ def report(bench: "Bench", r: Dict[str, float], mode: str,
             print("peak memory of the agent (VmHWM), %s: %.1f MiB (goal < %g MiB: %s)"
                   % (label, r["rss-agent" + tag], goals["rss-agent"],
                      verdict(r["rss-agent" + tag], goals["rss-agent"])))
+    for tag, label in (("", "empty namespace"),
+                       ("@scale", "%d bridges, %d taps" % (args.bridges, args.taps))):
+        if "agent-ready" + tag in r:
+            print("agent start to READY=1 (its hook socket listens; the libvirt daemons, "
+                  "ordered after it, wait this long at boot), %s: %.0f ms"
+                  % (label, r["agent-ready" + tag]))
     labels = {key: key.replace("start-", "").replace("prepare-", "prep-") for _l, key in paths}
     for where, each in (("empty namespace", bench), ("%d bridges, %d taps"
                                                       % (args.bridges, args.taps), busy)):
@@ -476,6 +482,8 @@ def main(bench_class: type = Bench, storm: int = 200, bridges: int = 1000,
                 if mode == "agent":
                     for tag, agent in zip(("", "@scale"), agents):
                         r["rss-agent" + tag] = agent.peak_mib()
+                        if agent.ready_s is not None:
+                            r["agent-ready" + tag] = agent.ready_s * 1000
                 report(empty, r, mode, busy)
             finally:
                 for agent in agents:
