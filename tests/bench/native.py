@@ -435,6 +435,8 @@ def main(bench_class: type = Bench, storm: int = 200, bridges: int = 1000,
     parser.add_argument("--bridges", type=int, default=bridges)
     parser.add_argument("--taps", type=int, default=taps)
     parser.add_argument("--storm", type=int, default=storm, help="guests (0: no storm)")
+    parser.add_argument("--mode", choices=("both", "hook", "agent"), default="both",
+                        help="measure the hook alone, served (needs --with-agent), or both")
     parser.add_argument("--breakdown", type=int, default=5, metavar="RUNS",
                         help="calls per path whose phases are recorded (0: none)")
     parser.add_argument("--with-agent", metavar="CMD",
@@ -471,7 +473,7 @@ def main(bench_class: type = Bench, storm: int = 200, bridges: int = 1000,
         # starts here); the busy one's agent is started inside it.
         agents = [harness.Agent(args.with_agent, os.path.join(work, "agent-%s.sock" % bench.ns),
                                 None if bench is empty else bench.ns) for bench in benches]
-        for mode in agents[0].modes():
+        for mode in [m for m in agents[0].modes() if args.mode in ("both", m)]:
             for bench, agent in zip(benches, agents):
                 bench.env = agent.env(bench.env, mode)
             try:
