@@ -41,7 +41,8 @@ demo: setup
 # Figures, not assertions. First on this machine's own CPU (as root), in a
 # scratch network namespace (tests/bench/native.py: the paths a kernel
 # without 802.1Q supports, beside a bash hook; 1000 bridges and 2000 taps;
-# a storm of 50 guests; peak memory). Then in the VM: hook latency, warm
+# a storm of 200 guests, as at boot; peak memory of hooks and agents; where
+# the time of each call goes, phase by phase). Then in the VM: hook latency, warm
 # trunk plug (2 VLANs vs a full trunk), hot-plug to wired (agent), and the
 # scale/storm/memory figures on the access path (tests/bench/at_scale.py).
 # Python is served from RAM in the VM (tests/vm/py-ram) so they measure the

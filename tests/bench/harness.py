@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -189,6 +190,70 @@ def timed(argv: Sequence[str], stdin: bytes, env: Dict[str, str],
     return run_hook(argv, stdin, env, netns)[0]
 
 
+# --- where the time goes -------------------------------------------------------
+
+# The phases of one hook call, each named by the time point that ends it
+# (host/phases.py; the drop-in, the hook server and the engine record
+# them when $VIRT_VLAN_BENCH_TIMES is set), with the table's label. A
+# phase a call does not pass through counts 0 ("imported": only a hook
+# that had to load pyroute2; "connected" to "replied": only served calls).
+PHASES = (
+    ("main", "interpreter start (spawn to drop-in main)"),
+    ("loaded", "site + package import (hook alone)"),
+    ("connected", "drop-in: read stdin, connect"),
+    ("received", "request sent, read by the agent"),
+    ("dequeued", "agent queue"),
+    ("lock", "config, XML, wants (before the lock)"),
+    ("locked", "lock wait"),
+    ("read", "snapshot read (under the lock)"),
+    ("planned", "plan"),
+    ("imported", "pyroute2 import (lock let go)"),
+    ("applied", "apply + verify"),
+    ("done", "after apply (reservations, unlock)"),
+    ("replied", "reply back to the drop-in"),
+    ("exit", "drop-in exit, reaped"),
+)
+
+
+def breakdown(argv: Sequence[str], stdin: bytes, env: Dict[str, str], times: str,
+              netns: Optional[str] = None) -> Dict[str, float]:
+    """Seconds per phase (PHASES, and "total") of one call of `argv`, from
+    the time points it appends to the file `times`. CLOCK_MONOTONIC is the
+    host's, so this process's spawn and reap times join the call's."""
+    try:
+        os.unlink(times)
+    except FileNotFoundError:
+        pass
+    spawn = time.monotonic()
+    run_hook(argv, stdin, dict(env, VIRT_VLAN_BENCH_TIMES=times), netns)
+    end = time.monotonic()
+    with open(times) as handle:
+        fields = handle.read().split()[2:]  # PID OP name=seconds ...
+    points = [("spawn", spawn)] + [(name, float(when)) for name, _, when in
+                                   (field.partition("=") for field in fields)] + [("exit", end)]
+    out: Dict[str, float] = {"total": end - spawn}
+    for (_, before), (name, when) in zip(points, points[1:]):
+        out[name] = out.get(name, 0.0) + when - before
+    return out
+
+
+def median_phases_ms(samples: List[Dict[str, float]]) -> Dict[str, float]:
+    """The median of each phase over `samples` (ms); medians do not add up
+    to the median total."""
+    return {name: statistics.median(s.get(name, 0.0) for s in samples) * 1000
+            for name in [n for n, _ in PHASES] + ["total"]}
+
+
+def print_breakdown(title: str, columns: Sequence[Tuple[str, Dict[str, float]]]) -> None:
+    """One table: a row per phase, a column per (label, median_phases_ms)."""
+    print(title)
+    print("  %-44s" % "phase (ms)" + "".join(" %12s" % label for label, _ in columns))
+    for name, label in PHASES + (("total", "total (spawn to reaped)"),):
+        if name != "total" and not any(values[name] >= 0.05 for _, values in columns):
+            continue  # a phase none of these calls went through
+        print("  %-44s" % label + "".join(" %12.1f" % values[name] for _, values in columns))
+
+
 def medians_ms(runs: int, ones: Dict[str, Callable[[], float]]) -> Dict[str, float]:
     """{label: median ms} of `runs` rounds, each calling every `one` once
     (seconds, host reset included but not timed). Interleaved, so that the
@@ -294,6 +359,7 @@ class Agent:
         self.socket = socket
         self.netns = netns
         self.proc: Optional[subprocess.Popen] = None
+        self.ready_s: Optional[float] = None  # start to READY=1, of the last start()
 
     def modes(self) -> List[str]:
         return ["hook"] + (["agent"] if self.command else [])
@@ -313,10 +379,32 @@ class Agent:
         # Its log (a line per served call) would bury the figures: kept in
         # a file beside the socket, shown if it fails to come up.
         log_path = self.socket + ".log"
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, env=self.env(env, "agent"),
-                                         stdout=subprocess.DEVNULL, stderr=log)
+        # systemd's readiness protocol, as under the unit: the time to
+        # READY=1 is what the libvirt daemons, ordered after the agent,
+        # wait for at boot.
+        notify_path = self.socket + ".notify"
+        cleanup(notify_path)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        notify.settimeout(0.01)
         deadline = time.monotonic() + timeout
+        try:
+            started = time.monotonic()
+            with open(log_path, "wb") as log:
+                self.proc = subprocess.Popen(argv, env=dict(self.env(env, "agent"),
+                                                            NOTIFY_SOCKET=notify_path),
+                                             stdout=subprocess.DEVNULL, stderr=log)
+            while self.ready_s is None and self.proc.poll() is None \
+                    and time.monotonic() < deadline:
+                try:
+                    if b"READY=1" in notify.recv(4096).split(b"\n"):
+                        self.ready_s = time.monotonic() - started
+                except socket.timeout:
+                    pass
+        finally:
+            # Later notifications (status) then fail at once, logged by the agent.
+            notify.close()
+            os.unlink(notify_path)
         while not os.path.exists(self.socket):
             if self.proc.poll() is not None:
                 with open(log_path, errors="replace") as log:
@@ -326,7 +414,17 @@ class Agent:
             if time.monotonic() > deadline:
                 raise Failed("bench: agent socket %s did not appear within %g s"
                              % (self.socket, timeout))
-            time.sleep(0.05)
+            time.sleep(0.01)
+
+    def peak_mib(self) -> float:
+        """The agent's peak resident memory so far (VmHWM; CMD is exec'd:
+        its pid is the agent's)."""
+        assert self.proc is not None
+        with open("/proc/%d/status" % self.proc.pid) as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return mib(int(line.split()[1]))
+        raise Failed("bench: no VmHWM in /proc/%d/status" % self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -357,7 +455,11 @@ def scratch() -> str:
 
 
 def cleanup(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    """Remove `path` (a tree or a file) if it is there."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.unlink(path)
 
 
 def mib(kib: int) -> float:

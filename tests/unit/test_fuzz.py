@@ -157,7 +157,8 @@ def test_request_reader_refuses_in_one_line_or_reads(frame, cuts):
         if request is not None or at >= len(frame):
             break
     if request is not None:
-        version, driver, args, xml, conf = request
+        version, driver, args, xml, conf, received = request
+        assert received is None or isinstance(received, float)
         assert version in serve.VERSIONS and driver in ("qemu", "network")
         assert isinstance(xml, bytes) and all(isinstance(a, str) for a in args)
         assert serve.encode_reply(version, 0, "x")

@@ -10,7 +10,9 @@ same host lock, one at a time, on one worker thread.
 Protocol; each message is a 4-byte big-endian length, then that many bytes:
   request  UTF-8 JSON {"v": 2, "driver": "qemu"|"network", "args": [str, ...],
             "xml": the hook's stdin decoded as latin-1 (byte for byte),
-            "config": the hook's $VIRT_VLAN_CONFIG or null}
+            "config": the hook's $VIRT_VLAN_CONFIG or null,
+            optional "times": true (make bench: the reply carries the call's
+            time points)}
   reply    version 2: the exit code in decimal ASCII, "\n", then the
            stderr text (UTF-8) the hook writes before it exits with it;
            "-\n" and the reason for a request the server refuses (bad,
@@ -19,6 +21,8 @@ Protocol; each message is a 4-byte big-endian length, then that many bytes:
            socket cost about 15 ms of a served call natively, -X importtime).
            Version 1 (a drop-in older than the agent): UTF-8 JSON
            {"v": 1, "rc": int or null for a refusal, "err": str}.
+           With "times" (version 2 only), the stderr text is followed by a
+           NUL and the call's time points (host/phases.py encode()).
 A request whose version cannot be read is refused in version 1's form;
 a version 2 drop-in takes that as no answer and works itself.
 One request per connection; the server closes it after the reply.
@@ -50,6 +54,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from virtvlan.errors import VirtVlanError, cut
 
+from virtvlan.host import phases
+
 log = logging.getLogger(__name__)
 
 SOCKET_PATH = "/run/virt-vlan/agent.sock"
@@ -61,7 +67,12 @@ READ_TIMEOUT = 5.0  # seconds from connect by which a client must have sent its 
 MAX_PENDING = 32  # connections being read at once
 MAX_BUFFERED = 64 << 20  # bytes of requests held at once, being read or queued for the worker
 SEND_TIMEOUT = 5.0  # seconds a reply may take to go out
-BACKLOG = 128  # a boot storm connects all at once; connect() waits while the backlog is full
+# A boot storm connects all at once. While the backlog is full connect()
+# waits, and a drop-in that waits CONNECT_TIMEOUT does the work itself,
+# against the agent for the lock: at 128, a storm of 200 guests (make
+# bench, under strace) had 142 fail on the lock. The kernel caps it at
+# net.core.somaxconn (4096 since Linux 5.4).
+BACKLOG = 1024
 HEADER = struct.Struct("!I")
 
 Handler = Callable[[str, Tuple[str, ...], bytes, Optional[str]], Tuple[int, str]]
@@ -94,7 +105,9 @@ def encode_reply(version: int, code: Optional[int], err: str) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-Request = Tuple[int, str, Tuple[str, ...], bytes, Optional[str]]
+# The last item: when the request was read (time.monotonic()) if it asks
+# for its time points (make bench), else None.
+Request = Tuple[int, str, Tuple[str, ...], bytes, Optional[str], Optional[float]]
 
 
 class Framer:
@@ -150,7 +163,8 @@ def decode_request(body: bytes) -> Request:
         data = xml.encode("latin-1")
     except UnicodeEncodeError:
         raise BadRequest("xml is not latin-1 text (the hook's bytes)", version) from None
-    return version, driver, tuple(args), data, config
+    received = time.monotonic() if version >= 2 and message.get("times") is True else None
+    return version, driver, tuple(args), data, config, received
 
 
 class _Reading:
@@ -424,10 +438,15 @@ class HookServer:
                 self._uncharge(item[2])
 
     def _serve_one(self, conn: socket.socket, request: Request) -> None:
-        version, driver, args, xml, config = request
+        version, driver, args, xml, config, received = request
         started = time.monotonic()
+        if received is not None:
+            phases.start()
         try:
             code, err = self.handler(driver, args, xml, config)
+            if received is not None:
+                err += "\0" + phases.encode([("received", received), ("dequeued", started)]
+                                            + phases.stop() + [("done", time.monotonic())])
             reply = encode_reply(version, code, err)
         except Exception as exc:  # hook.serve catches its own; this is a last resort
             log.exception("agent: hook request %s %s failed", driver, " ".join(args[:3]))

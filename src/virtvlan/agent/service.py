@@ -6,14 +6,17 @@ Threads and who does what:
 - the connector thread opens the connection (read-only: the agent only
   reads XML and listens), registers for events, waits for it to close, and
   opens it again with backoff; each (re)connect queues a full resync,
-  because events in the gap are lost;
+  because events in the gap are lost. It starts after READY=1: the unit is
+  ordered before the libvirt daemons, which wait for READY (a connect
+  before it would wait for a daemon that waits for the agent);
 - the link monitor (monitor.py) queues the devices a netlink burst changed;
 - the main thread acts on that queue: it drains it, reads XML from libvirt
   (never under the host lock), then wires through the engine under the
   lock, one domain at a time;
 - the hook server (serve.py) runs libvirt's hook calls that the drop-ins
   hand over, on its own worker thread, through the hook's own code and the
-  same host lock; it never calls libvirt and starts before the connection.
+  same host lock; it never calls libvirt and listens before READY=1, so
+  the hooks of guests libvirt autostarts at boot are served.
 
 The agent owns nothing on the host: it never keeps state the hooks need and
 never makes a change the hooks would not make, so killing it at any point
@@ -33,7 +36,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from virtvlan.virt import adapter as virt
 from virtvlan.parse.config import Config, load_or_refuse
@@ -56,8 +59,10 @@ class Agent:
     """The agent's state; `run()` is the main loop (call it from the main thread)."""
 
     def __init__(self, uri: Optional[str] = None, config_path: Optional[str] = None,
-                 heal: bool = True, serve_hooks: bool = True) -> None:
+                 heal: bool = True, serve_hooks: bool = True,
+                 connect: Callable[..., virt.Connection] = virt.connect) -> None:
         self.uri = uri
+        self.connect = connect  # virt.connect; tests pass one that fails first
         self.config_path = config_path
         self.heal = heal
         self.serve_hooks = serve_hooks
@@ -114,7 +119,7 @@ class Agent:
         where = self.uri or "the default URI"
         while not self._stop.is_set():
             try:
-                connection = virt.connect(self.uri, readonly=True)
+                connection = self.connect(self.uri, readonly=True)
             except VirtVlanError as err:
                 log.warning("%s; retrying in %.0f s", err, delay)
                 self._status("waiting for libvirt at %s" % where)
@@ -390,13 +395,16 @@ class Agent:
         return 1 if self.failed else 0
 
     def _run(self) -> threading.Thread:
-        # READY before connecting: with socket-activated virtqemud a unit
-        # ordered before it must not wait for it (systemd would deadlock).
-        sdnotify.notify("READY=1\nSTATUS=starting")
         log.info("virt-vlan agent starting (pid %d, libvirt %s)", os.getpid(),
                  self.uri or "default URI")
-        # First, and without libvirt: hooks may call while libvirtd is unreachable.
+        # First, and without libvirt: the libvirt daemons start once this
+        # agent is ready (the unit's Before=) and run the hooks of the
+        # guests they autostart at once.
         self._start_hook_server()
+        # READY before connecting: a libvirt daemon ordered after this unit
+        # (socket-activated or not) starts only after it, so a connect that
+        # waited for the daemon would wait for itself.
+        sdnotify.notify("READY=1\nSTATUS=serving hooks; connecting to libvirt")
         virt.start_event_loop()
         self._start_monitor()
         connector = threading.Thread(target=self._connector, name="libvirt-connect",

@@ -18,7 +18,7 @@ import logging
 import sys
 from typing import Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
 
-from virtvlan.host import state
+from virtvlan.host import phases, state
 from virtvlan.plan.actions import MarkManaged, Plan
 from virtvlan.parse.config import Config
 from virtvlan.host.lock import host_lock
@@ -145,13 +145,17 @@ def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
     `select` narrows the wants against the snapshot read under the lock (the
     agent drops wants whose tap is gone or now belongs to another guest)."""
     while True:
+        phases.mark("lock")  # make bench's breakdown (host/phases.py); a no-op otherwise
         with host_lock(config.lock_timeout):
+            phases.mark("locked")
             snap = _read(dry_run, config)
+            phases.mark("read")
             chosen = wants
             result = None
             if snap is not None:
                 chosen = select(wants, snap) if select is not None else wants
                 result = plan(chosen, config, snap)
+            phases.mark("planned")
             if result is not None and not _must_import_first(result, dry_run):
                 _warn(result)
                 if dry_run:
@@ -164,8 +168,10 @@ def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
                     if reserve_key is not None:
                         state.unreserve(reserve_key)
                     raise
+                phases.mark("applied")
                 return result
         _import_apply()  # outside the lock, then plan again from a fresh snapshot
+        phases.mark("imported")
 
 
 def check(wants: Sequence[Want], config: Config) -> Plan:
@@ -177,17 +183,23 @@ def release(config: Config, why: str, port: Optional[str] = None,
             reserve_key: Optional[str] = None, dry_run: bool = False) -> Plan:
     """Drop `reserve_key`, unplug `port` if given, delete what nobody uses."""
     while True:
+        phases.mark("lock")
         with host_lock(config.lock_timeout):
+            phases.mark("locked")
             if reserve_key is not None and not dry_run:
                 state.unreserve(reserve_key)  # idempotent: a second pass finds it gone
             snap = _read(dry_run, config)
+            phases.mark("read")
             if snap is not None:
                 in_use = state.reserved()
                 result = (plan_unplug(port, config, snap, in_use) if port is not None
                           else plan_cleanup(config, snap, in_use))
+                phases.mark("planned")
                 if not _must_import_first(result, dry_run):
                     _warn(result)
                     if not dry_run:
                         _apply(result, why, snap)
+                    phases.mark("applied")
                     return result
         _import_apply()  # outside the lock, then plan again from a fresh snapshot
+        phases.mark("imported")

@@ -43,6 +43,10 @@ ENVIRONMENT: Tuple[EnvVar, ...] = (
     EnvVar("VIRT_VLAN_FAIL_AT",
            "Test aid: N fails a change before its action N (0-based), to exercise the "
            "rollback. Never set it on a host.", "unset"),
+    EnvVar("VIRT_VLAN_BENCH_TIMES",
+           "Bench aid (make bench): a file each tagged hook call appends its time points "
+           "to, one line per call (a served call asks the agent for its own). Never set it "
+           "on a host.", "unset (no time points)"),
     EnvVar("NOTIFY_SOCKET",
            "Set by systemd: the agent reports READY=1, its status and STOPPING=1 there.",
            "unset (no notifications)"),

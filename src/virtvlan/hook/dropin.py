@@ -30,25 +30,29 @@ OPS = {"qemu": {"prepare", "start", "reconnect", "attach", "release", "migrate",
        "network": {"start", "stopped"}}
 
 
-def request_for(driver: str, args: list, xml: bytes, config) -> bytes:
+def request_for(driver: str, args: list, xml: bytes, config, times: bool = False) -> bytes:
     """The request body (protocol version 2, see serve.py): UTF-8 JSON,
-    written by hand (json and socket cost about 15 ms of a served call)."""
+    written by hand (json and socket cost about 15 ms of a served call).
+    `times`: ask for the call's time points (make bench)."""
     # Built here, not at load: untagged calls never get this far.
     escapes = {n: "\\u%04x" % n for n in range(32)}
     escapes.update({ord('"'): '\\"', ord("\\"): "\\\\"})
 
     def quote(text: str) -> str:
         return '"' + text.translate(escapes) + '"'
-    return ('{"v": 2, "driver": %s, "args": [%s], "xml": %s, "config": %s}' % (
+    return ('{"v": 2, "driver": %s, "args": [%s], "xml": %s, "config": %s%s}' % (
         quote(driver), ", ".join(quote(arg) for arg in args), quote(xml.decode("latin-1")),
-        "null" if config is None else quote(config))).encode("utf-8")
+        "null" if config is None else quote(config),
+        ', "times": true' if times else "")).encode("utf-8")
 
 
-def ask_agent(driver: str, args: list, xml: bytes):  # -> Optional[Tuple[int, str]]
+def ask_agent(driver: str, args: list, xml: bytes, marks=None):  # -> Optional[Tuple[int, str]]
     """(exit code, stderr text) from the agent, or None: do the work here.
 
     None when the agent is absent, refuses, or fails before a whole reply
     (no socket, refused, timeout, EOF, reset, a garbled or refused reply).
+    `marks` (make bench): a list of (name, monotonic time) that gets the
+    call's time points, the agent's among them.
     """
     path = os.environ.get("VIRT_VLAN_AGENT_SOCKET") or AGENT_SOCKET
     # No socket (no agent, or one that does not serve hooks): one stat, and
@@ -62,12 +66,15 @@ def ask_agent(driver: str, args: list, xml: bytes):  # -> Optional[Tuple[int, st
 
     deadline = time.monotonic() + REPLY_TIMEOUT
     try:
-        request = request_for(driver, args, xml, os.environ.get("VIRT_VLAN_CONFIG"))
+        request = request_for(driver, args, xml, os.environ.get("VIRT_VLAN_CONFIG"),
+                              marks is not None)
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(CONNECT_TIMEOUT)
             sock.connect(path)
             sock.settimeout(REPLY_TIMEOUT)
+            if marks is not None:
+                marks.append(("connected", time.monotonic()))
             sock.sendall(len(request).to_bytes(4, "big") + request)
             reply, size = b"", None
             while size is None or len(reply) < 4 + size:
@@ -84,12 +91,31 @@ def ask_agent(driver: str, args: list, xml: bytes):  # -> Optional[Tuple[int, st
         line, newline, err = reply[4:4 + size].partition(b"\n")
         if not newline or not line.lstrip(b"-").isdigit():
             return None
+        if marks is not None and b"\0" in err:
+            err, points = err.rsplit(b"\0", 1)
+            marks.extend((name.decode(), float(when)) for name, _, when in
+                         (point.partition(b"=") for point in points.split()))
+            marks.append(("replied", time.monotonic()))
         return int(line), err.decode("utf-8")
     except (OSError, ValueError):  # UnicodeError is a ValueError
         return None
 
 
+def write_times(path: str, marks: list) -> None:
+    """make bench: one line "PID OP name=seconds ..." appended to `path`."""
+    with open(path, "a") as handle:
+        handle.write("%d %s %s\n" % (os.getpid(), sys.argv[2], " ".join(
+            "%s=%.6f" % point for point in marks)))
+
+
 def main() -> int:
+    # make bench only (host/phases.py): the file this call's time points go to.
+    times = os.environ.get("VIRT_VLAN_BENCH_TIMES")
+    marks = None
+    if times:
+        import time
+
+        marks = [("main", time.monotonic())]
     # Read stdin even when we have nothing to do, so libvirt's write of the
     # XML never meets a closed pipe.
     xml = sys.stdin.buffer.read()
@@ -104,9 +130,11 @@ def main() -> int:
     # test_hook_dropin.py checks that the two agree.
     if b"urn:virt-vlan:1" not in xml:
         return 0
-    served = ask_agent(driver, sys.argv[1:], xml)
+    served = ask_agent(driver, sys.argv[1:], xml, marks)
     if served is not None:
         sys.stderr.write(served[1])
+        if times:
+            write_times(times, marks)
         return served[0]
     import site
 
@@ -125,7 +153,15 @@ def main() -> int:
                          "reinstall virt-vlan, or remove the hook (apt purge virt-vlan)\n"
                          % (sys.argv[0], err))
         return 1
-    return run(driver, sys.argv[1:], xml)
+    if not times:
+        return run(driver, sys.argv[1:], xml)
+    from virtvlan.host import phases
+
+    marks.append(("loaded", time.monotonic()))
+    phases.start()
+    code = run(driver, sys.argv[1:], xml)
+    write_times(times, marks + phases.stop() + [("done", time.monotonic())])
+    return code
 
 
 if __name__ == "__main__":
