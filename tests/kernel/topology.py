@@ -260,9 +260,9 @@ class Forked:
                 _setns(netns)
                 os.environ.update(env)
                 sys.argv = ["virt-vlan"] + self.argv
-                from virtvlan.cli import main as cli
+                from virtvlan.cli.main import main as cli_main
                 try:
-                    rc = cli.main(self.argv)
+                    rc = cli_main(self.argv)
                 except SystemExit as stop:  # argparse: usage errors exit 2
                     rc = stop.code if isinstance(stop.code, int) else (0 if stop.code is None
                                                                        else 1)
