@@ -50,11 +50,14 @@ e2e: setup
 	$(call vm_pytest,tests/e2e,e2e-junit.xml,4500,e2e)
 
 # `make test` runs both in one boot of the VM, at the same time
-# (tests/vm/suites): the vm-boot line of the times table is that boot.
+# (tests/vm/suites; VIRT_VLAN_SUITES_SERIAL=1: one after the other): the
+# vm-boot line of the times table is that boot.
 vmsuites: setup
 	@mkdir -p $(RESULTS)
 	@rm -f $(RESULTS)/vm-junit.xml $(RESULTS)/e2e-junit.xml
-	VIRT_VLAN_VM_TIMEOUT=$${VIRT_VLAN_VM_TIMEOUT:-4500} $(TIMED) vm-boot tests/vm/run $(CURDIR)/tests/vm/suites $(CURDIR)/$(RESULTS) || \
+	VIRT_VLAN_VM_TIMEOUT=$${VIRT_VLAN_VM_TIMEOUT:-4500} \
+	VIRT_VLAN_VM_PASSENV="$${VIRT_VLAN_VM_PASSENV:-} VIRT_VLAN_SUITES_SERIAL VIRT_VLAN_KERNEL_WORKERS" \
+	    $(TIMED) vm-boot tests/vm/run $(CURDIR)/tests/vm/suites $(CURDIR)/$(RESULTS) || \
 	    { $(PY) tests/vm/check-junit $(RESULTS)/vm-junit.xml; $(PY) tests/vm/check-junit $(RESULTS)/e2e-junit.xml; exit 1; }
 	$(PY) tests/vm/check-junit $(RESULTS)/vm-junit.xml
 	$(PY) tests/vm/check-junit $(RESULTS)/e2e-junit.xml
