@@ -39,9 +39,10 @@ endef
 
 # Every test that needs 802.1Q. KERNEL_WORKERS=2 spreads them over both of
 # the VM's vCPUs (pytest-xdist; each test works in namespaces, lock and run
-# directories named for it). Not the default: in the one run so far, 62 of
-# the 63 tests passed in about 8 minutes and one never finished (suspected:
-# a fork inside an xdist worker, which has more threads than pytest alone).
+# directories named for it). Not the default yet: in the one run so far (a
+# host loaded by other VMs), 62 of the 63 tests passed in about 8 minutes and
+# the last had not finished 30 minutes later; whether it hung (a fork inside
+# an xdist worker, which has more threads) or was only slow is not known.
 KERNEL_WORKERS ?= 0
 vmtests: setup
 	$(call vm_pytest,tests/kernel,vm-junit.xml,3000,kernel,-n $(KERNEL_WORKERS))
