@@ -4,7 +4,7 @@ This module must stay import-free: the libvirt hook imports it on every
 guest start, including untagged guests that must not pay for us.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # The XML namespace of the domain metadata contract (docs/tagging.md),
 # and the prefix we write it with (<vv:vlan xmlns:vv="urn:virt-vlan:1">;

@@ -130,7 +130,7 @@ def _runs_watching_the_import(env: Dict[str, str], conf: str,
                               runs: List[List[str]]) -> List[Tuple[int, List[bool], bool]]:
     """Each `virt-vlan` run with apply.py not loaded before it: (exit code,
     lock free at each import of apply, apply loaded after it)."""
-    from virtvlan.cli import commands as cli
+    from virtvlan.cli.commands import main as cli_main
 
     os.environ.update(env)
     probe = _LockProbe(env["VIRT_VLAN_LOCK"])
@@ -139,7 +139,7 @@ def _runs_watching_the_import(env: Dict[str, str], conf: str,
     for argv in runs:
         _forget_apply()
         probe.seen = []
-        code = cli.main(["--config", conf] + argv)
+        code = cli_main(["--config", conf] + argv)
         out.append((code, probe.seen, "virtvlan.apply.executor" in sys.modules))
     return out
 
