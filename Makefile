@@ -8,7 +8,7 @@ RESULTS := .cache/results
 TIMES   := $(RESULTS)/times
 TIMED   := tests/vm/timed $(TIMES)
 
-.PHONY: test suites setup unit vmsuites vmtests e2e debtest demo bench deb clean
+.PHONY: test suites setup unit lint vmsuites vmtests e2e debtest demo bench deb clean
 
 # The table is printed whether the suites passed or not; the exit status is theirs.
 test:
@@ -24,6 +24,11 @@ setup:
 
 unit: setup
 	$(TIMED) unit $(PY) -m pytest -q tests/unit
+
+# The layer contracts (.importlinter); the unit suite runs them too
+# (tests/unit/test_layers.py), with one violating import per contract.
+lint: setup
+	.venv/bin/lint-imports
 
 # Runs pytest on $(1) in one boot of the test VM and checks its junit report
 # ($(2)): a skipped or missing real-kernel test fails the suite rather than
