@@ -19,6 +19,9 @@ Protocol; each message is a 4-byte big-endian length, then that many bytes:
            socket cost about 15 ms of a served call natively, -X importtime).
            Version 1 (a drop-in older than the agent): UTF-8 JSON
            {"v": 1, "rc": int or null for a refusal, "err": str}.
+A qemu `migrate` or `restore` request is refused: libvirt reads those hooks'
+stdout as the domain XML, which no reply carries, so the drop-in does the
+work itself (drop-ins since then never send them; older ones fall back).
 A request whose version cannot be read is refused in version 1's form;
 a version 2 drop-in takes that as no answer and works itself.
 One request per connection; the server closes it after the reply.
@@ -49,6 +52,8 @@ MAX_REQUEST = 8 << 20  # bytes: domain XMLs are kilobytes; a request this big is
 READ_TIMEOUT = 5.0  # seconds a client may take to send its request
 BACKLOG = 128  # a boot storm connects all at once; connect() waits while the backlog is full
 HEADER = struct.Struct("!I")
+# qemu ops whose hook output is the domain XML (stdout): refused, see above.
+FILTER_OPS = ("migrate", "restore")
 
 Handler = Callable[[str, Tuple[str, ...], bytes, Optional[str]], Tuple[int, str]]
 
@@ -112,6 +117,9 @@ def read_request(conn: socket.socket) -> Request:
         raise BadRequest("driver %r is not qemu or network" % (driver,), version)
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise BadRequest("args must be a list of strings", version)
+    if driver == "qemu" and len(args) > 1 and args[1] in FILTER_OPS:
+        raise BadRequest("qemu %s prints the domain XML, which a reply cannot carry; the "
+                         "drop-in runs it itself" % args[1], version)
     if not isinstance(xml, str) or not (config is None or isinstance(config, str)):
         raise BadRequest("xml must be a string, config a string or null", version)
     try:
