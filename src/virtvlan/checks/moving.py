@@ -228,7 +228,7 @@ def rewrite_bridges(xml: bytes, bridges: Dict[str, str]) -> bytes:
         b"\n" if xml.endswith(b"\n") else b"")
 
 
-def describe_moves(moves: Sequence[BridgeMove]) -> List[str]:
-    """One line per rewrite, as check-domain prints them."""
-    return ["%s: <source bridge='%s'> becomes '%s' on this host" % (m.who, m.old or "", m.new)
+def describe_moves(moves: Sequence[BridgeMove], where: str = "this host") -> List[str]:
+    """One line per rewrite, as check-domain prints them; `where` names the host."""
+    return ["%s: <source bridge='%s'> becomes '%s' on %s" % (m.who, m.old or "", m.new, where)
             for m in moves]
