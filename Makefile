@@ -4,9 +4,9 @@
 PY      := .venv/bin/python
 RESULTS := .cache/results
 
-.PHONY: test setup unit vmtests e2e debtest demo bench deb clean
+.PHONY: test setup unit vmtests e2e migration debtest demo bench deb clean
 
-test: setup unit vmtests e2e debtest
+test: setup unit vmtests e2e migration debtest
 
 setup:
 	@tests/setup-host
@@ -34,6 +34,10 @@ vmtests: setup
 # CI machine has needed more than 50, hence the longer VM limit).
 e2e: setup
 	$(call vm_pytest,tests/e2e,e2e-junit.xml,4500)
+
+# Guests moving between two libvirtds (namespaces of one VM boot; a few minutes).
+migration: setup
+	$(call vm_pytest,tests/migration,migration-junit.xml,3600)
 
 demo: setup
 	tests/vm/run $(CURDIR)/tests/demo/run
