@@ -13,6 +13,7 @@ from conftest import CONFIG_B
 
 MAC_ACCESS = "52:54:00:77:00:01"
 MAC_TRUNK = "52:54:00:77:00:02"
+MAC_PLUGGED = "52:54:00:77:00:03"
 
 
 def _access(mac: str, vlan: int) -> str:
@@ -134,3 +135,16 @@ def test_save_on_a_and_restore_on_b_then_managed_save_and_start(hosts, guests):
     a.virsh("start", "vm4", timeout=1200)
     assert a.master(a.taps("vm4")[MAC_ACCESS]) == "br05"
     assert _sources(a, "vm4") == {MAC_ACCESS: "br05"}
+
+
+def test_a_hot_plugged_tagged_nic_moves_with_the_guest(hosts, guests):
+    a, b = _start_on_a(hosts, guests, "vm5", [(MAC_ACCESS, "br05")], [_access(MAC_ACCESS, 5)],
+                       acpi=True)
+    a.virt_vlan("attach", "vm5", "--access", "7", "--mac", MAC_PLUGGED, "--live",
+                "-c", "qemu:///system")
+    assert a.master(a.taps("vm5")[MAC_PLUGGED]) == "br07"
+    th.migrate(a, b, "vm5")
+    _print_hooks(b)
+    taps = b.taps("vm5")
+    assert b.master(taps[MAC_ACCESS]) == "br15" and b.master(taps[MAC_PLUGGED]) == "br17"
+    assert _sources(b, "vm5") == {MAC_ACCESS: "br15", MAC_PLUGGED: "br17"}
