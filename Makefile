@@ -8,7 +8,7 @@ RESULTS := .cache/results
 TIMES   := $(RESULTS)/times
 TIMED   := tests/vm/timed $(TIMES)
 
-.PHONY: test suites setup unit lint vmsuites vmtests e2e debtest demo bench deb clean
+.PHONY: test suites setup unit lint vmsuites vmtests e2e migration debtest demo bench deb clean
 
 # The table is printed whether the suites passed or not; the exit status is theirs.
 test:
@@ -70,6 +70,10 @@ vmsuites: setup
 	    { $(PY) tests/vm/check-junit $(RESULTS)/vm-junit.xml; $(PY) tests/vm/check-junit $(RESULTS)/e2e-junit.xml; exit 1; }
 	$(PY) tests/vm/check-junit $(RESULTS)/vm-junit.xml
 	$(PY) tests/vm/check-junit $(RESULTS)/e2e-junit.xml
+
+# Guests moving between two libvirtds (namespaces of one VM boot; a few minutes).
+migration: setup
+	$(call vm_pytest,tests/migration,migration-junit.xml,3600)
 
 demo: setup
 	tests/vm/run $(CURDIR)/tests/demo/run

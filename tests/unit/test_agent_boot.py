@@ -230,7 +230,7 @@ def test_the_agent_serves_hooks_and_is_ready_before_libvirt_answers(tmp_path, mo
         # listened before READY=1.
         assert seen.index("READY=1 listening") < seen.index("connect")
         dropin = _load_dropin()
-        code, err = dropin["ask_agent"]("qemu", ["vm1", "migrate", "begin", "-"], TAGGED)
+        code, err = dropin["ask_agent"]("qemu", ["vm1", "prepare", "begin", "-"], TAGGED)
         assert (code, "VLAN 5 not allowed on uplink eth0" in err) == (1, True)
         assert agent._connection() is None and agent.domains == {}
         libvirt_up.set()

@@ -2,7 +2,7 @@
 
 The server runs in a thread of the test; the client is the drop-in itself
 (its ask_agent function, or the drop-in file run as libvirt runs it). The
-requests used here are refusals and migrate checks: they run the hook's
+requests used here are refusals: they run the hook's
 real code (config, metadata, planner) and change nothing on the host.
 """
 
@@ -24,11 +24,13 @@ from virtvlan.hook import handler as hook
 from virtvlan.cli import install
 from virtvlan.agent import serve
 
-MIGRATE = ["vm1", "migrate", "begin", "-"]
+# A prepare the config refuses (VLAN 5 not allowed): it runs the hook's real code and
+# changes nothing. (migrate and restore are never served: see test_filter_ops_*.)
+REFUSED = ["vm1", "prepare", "begin", "-"]
 
 
 def refused(conf: Path) -> str:
-    """The hook's one line for MIGRATE of TAGGED under the `conf` fixture."""
+    """The hook's one line for REFUSED of TAGGED under the `conf` fixture."""
     return ("virt-vlan: domain vm1, interface 52:54:00:00:00:01: VLAN 5 not allowed on uplink "
             "eth0 (allowed: 7); ask the host admin to add it to allowed-vlans in [uplink eth0] "
             "of %s\n" % conf)
@@ -36,7 +38,7 @@ def refused(conf: Path) -> str:
 
 @pytest.fixture
 def conf(tmp_path, monkeypatch) -> Path:
-    """A host config that refuses VLAN 5 (allowed: 7): migrate checks fail with one line."""
+    """A host config that refuses VLAN 5 (allowed: 7): the hook refuses with one line."""
     path = tmp_path / "vv.conf"
     path.write_text("[uplink eth0]\nallowed-vlans = 7\n")
     monkeypatch.setenv("VIRT_VLAN_CONFIG", str(path))
@@ -85,7 +87,7 @@ def _raw(path: Path, payload: bytes) -> dict:
 
 
 def _request(**fields) -> bytes:  # type: ignore[no-untyped-def]
-    message = {"v": 1, "driver": "qemu", "args": MIGRATE, "xml": TAGGED.decode("latin-1"),
+    message = {"v": 1, "driver": "qemu", "args": REFUSED, "xml": TAGGED.decode("latin-1"),
                "config": None}
     message.update(fields)
     return serve.encode(message)
@@ -103,9 +105,9 @@ def test_dropin_and_server_agree_on_path_and_version(dropin):
 # --- served: the same answer as the hook's own run ---------------------------------------------
 
 def test_served_reply_is_what_the_hook_itself_answers(conf, server, dropin):
-    local = hook.serve("qemu", MIGRATE, TAGGED)
+    local = hook.serve("qemu", REFUSED, TAGGED)
     assert local == (1, refused(conf))
-    assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) == local
+    assert dropin["ask_agent"]("qemu", REFUSED, TAGGED) == local
     assert server.served == 1
 
 
@@ -121,11 +123,11 @@ def test_served_request_uses_the_hooks_config_path(tmp_path, conf, server, dropi
 
 def test_dropin_process_is_served_and_matches_the_local_run(conf, server, installed):
     env = dict(os.environ)
-    served = subprocess.run([installed] + MIGRATE, input=TAGGED, capture_output=True, env=env,
+    served = subprocess.run([installed] + REFUSED, input=TAGGED, capture_output=True, env=env,
                             timeout=60)
     assert server.served == 1
     env["VIRT_VLAN_NO_AGENT"] = "1"
-    local = subprocess.run([installed] + MIGRATE, input=TAGGED, capture_output=True, env=env,
+    local = subprocess.run([installed] + REFUSED, input=TAGGED, capture_output=True, env=env,
                            timeout=60)
     assert server.served == 1  # VIRT_VLAN_NO_AGENT=1: not asked
     assert (served.returncode, served.stdout, served.stderr) == (
@@ -218,7 +220,7 @@ def test_bad_request_gets_an_error_reply_and_the_server_survives(conf, server, d
     reply = _raw(server.path, payload)
     assert reply["rc"] is None and reason in reply["err"], reply
     assert server.served == 0
-    assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) == (1, refused(conf))
+    assert dropin["ask_agent"]("qemu", REFUSED, TAGGED) == (1, refused(conf))
     assert server.served == 1
 
 
@@ -226,7 +228,7 @@ def test_bad_version_2_request_is_refused_in_version_2_form(server, dropin):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(30)
         sock.connect(server.path)
-        body = dropin["request_for"]("lxc", MIGRATE, TAGGED, None)
+        body = dropin["request_for"]("lxc", REFUSED, TAGGED, None)
         sock.sendall(struct.pack("!I", len(body)) + body)
         data = sock.recv(65536, socket.MSG_WAITALL)
     assert data[4:].startswith(b"-\ndriver 'lxc' is not qemu or network"), data
@@ -237,7 +239,7 @@ def test_client_that_hangs_up_mid_request_does_not_stop_the_server(conf, server,
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(server.path)
         sock.sendall(struct.pack("!I", 1000) + b'{"v": 1')
-    assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) == (1, refused(conf))
+    assert dropin["ask_agent"]("qemu", REFUSED, TAGGED) == (1, refused(conf))
 
 
 def test_handler_crash_is_a_refusal_reply_and_the_server_survives(sock_path, dropin):
@@ -252,8 +254,8 @@ def test_handler_crash_is_a_refusal_reply_and_the_server_survives(sock_path, dro
     running = serve.HookServer(path=str(sock_path), handler=handler, preload=False)
     running.start()
     try:
-        assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) is None  # the hook works itself
-        assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) == (0, "")
+        assert dropin["ask_agent"]("qemu", REFUSED, TAGGED) is None  # the hook works itself
+        assert dropin["ask_agent"]("qemu", REFUSED, TAGGED) == (0, "")
     finally:
         running.stop()
 
@@ -262,12 +264,12 @@ def test_handler_crash_is_a_refusal_reply_and_the_server_survives(sock_path, dro
 
 def test_no_agent_socket_means_local(sock_path, dropin):
     assert not sock_path.exists()
-    assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) is None
+    assert dropin["ask_agent"]("qemu", REFUSED, TAGGED) is None
 
 
 def test_no_agent_env_means_local_without_connecting(server, dropin, monkeypatch):
     monkeypatch.setenv("VIRT_VLAN_NO_AGENT", "1")
-    assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) is None
+    assert dropin["ask_agent"]("qemu", REFUSED, TAGGED) is None
     assert server.served == 0
 
 
@@ -276,7 +278,7 @@ def test_socket_nobody_listens_on_means_local(sock_path, dropin):
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(str(sock_path))
     dead.close()  # ECONNREFUSED, as after `kill -9` of the agent
-    assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) is None
+    assert dropin["ask_agent"]("qemu", REFUSED, TAGGED) is None
 
 
 def _fake_agent(path: Path, behave: Callable[[socket.socket], None]) -> threading.Thread:
@@ -323,7 +325,7 @@ def _reply(body: bytes) -> bytes:
 ])
 def test_agent_failing_before_a_whole_reply_means_local(sock_path, dropin, name, behave):
     thread = _fake_agent(sock_path, behave)
-    assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) is None, name
+    assert dropin["ask_agent"]("qemu", REFUSED, TAGGED) is None, name
     thread.join(10)
 
 
@@ -331,7 +333,7 @@ def test_agent_that_never_replies_times_out_into_local(sock_path, dropin):
     done = threading.Event()
     thread = _fake_agent(sock_path, lambda conn: (_read_request(conn), done.wait(30)))
     dropin["REPLY_TIMEOUT"] = 0.5
-    assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) is None
+    assert dropin["ask_agent"]("qemu", REFUSED, TAGGED) is None
     done.set()
     thread.join(10)
 
@@ -369,7 +371,7 @@ def test_version_1_request_of_an_older_dropin_gets_a_version_1_reply(conf, serve
 
 def test_dropin_process_falls_back_to_local_when_the_agent_dies(conf, sock_path, installed):
     thread = _fake_agent(sock_path, lambda conn: conn.recv(10))
-    done = subprocess.run([installed] + MIGRATE, input=TAGGED, capture_output=True,
+    done = subprocess.run([installed] + REFUSED, input=TAGGED, capture_output=True,
                           env=dict(os.environ), timeout=60)
     thread.join(10)
     assert (done.returncode, done.stdout, done.stderr) == (1, b"", refused(conf).encode())
@@ -397,7 +399,7 @@ def test_untagged_domain_imports_neither_socket_nor_json(tmp_path, sock_path):
 def test_served_call_imports_neither_socket_nor_json(conf, server, sock_path, installed):
     base = getattr(sys, "_base_executable", sys.executable)
     env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")
-    done = subprocess.run([base, "-X", "importtime", "-IS", installed] + MIGRATE, input=TAGGED,
+    done = subprocess.run([base, "-X", "importtime", "-IS", installed] + REFUSED, input=TAGGED,
                           capture_output=True, env=env, timeout=60)
     assert server.served == 1
     lines = done.stderr.decode().splitlines()
@@ -421,3 +423,26 @@ def test_tagged_domain_without_an_agent_socket_imports_nothing_to_ask_it(tmp_pat
                           env={"PATH": "/usr/bin:/bin",
                                "VIRT_VLAN_AGENT_SOCKET": str(tmp_path / "absent.sock")})
     assert (done.returncode, done.stdout.strip()) == (0, "None []"), done.stderr
+
+
+# --- migrate and restore: the drop-in runs them itself -------------------------------------
+
+@pytest.mark.parametrize("op", ["migrate", "restore"])
+def test_filter_ops_are_refused_so_an_older_dropin_works_itself(conf, server, sock_path,
+                                                                dropin, op):
+    # libvirt reads these hooks' stdout as the domain XML; no reply carries it.
+    args = ["vm1", op, "begin", "-"]
+    assert dropin["ask_agent"]("qemu", args, TAGGED) is None  # version 2: not served
+    reply = _raw(sock_path, _request(v=1, args=args))
+    assert reply["v"] == 1 and reply["rc"] is None and "drop-in runs it itself" in reply["err"]
+    assert server.served == 0
+
+
+def test_filter_ops_never_reach_the_agent_from_this_dropin(conf, server, installed, caplog):
+    done = subprocess.run([installed, "vm1", "migrate", "begin", "-"], input=TAGGED,
+                          capture_output=True, env=dict(os.environ), timeout=60)
+    # Neither served nor refused: the drop-in did not connect at all.
+    assert server.served == 0
+    assert not [r for r in caplog.records if "hook request refused" in r.getMessage()]
+    assert (done.returncode, done.stdout) == (1, b"")
+    assert done.stderr.decode() == refused(conf)

@@ -70,6 +70,20 @@ def test_check_domain(tmp_path, conf, capsys):
                            "'eth1'")
 
 
+def test_check_domain_reports_the_bridge_another_hosts_config_gives(tmp_path, capsys):
+    # Host B: the same uplink is its second [uplink] section, so VLAN 5 is br15 there.
+    other = tmp_path / "b.conf"
+    other.write_text("[global]\ndefault-uplink = eth0\n\n[uplink eth9]\nallowed-vlans = 5\n\n"
+                     "[uplink eth0]\nallowed-vlans = 5,7\n")
+    xml = tmp_path / "vm1.xml"
+    xml.write_text(DOMAIN)
+    assert main(["--config", str(other), "check-domain", str(xml)]) == 0
+    assert capsys.readouterr().out == (
+        "domain vm1, interface 52:54:00:aa:00:01: access VLAN 5 on uplink eth0 -> bridge br15\n"
+        "domain vm1, interface 52:54:00:aa:00:01: <source bridge='br05'> becomes 'br15' on "
+        "a host with %s (its migrate/restore hook rewrites it)\n" % other)
+
+
 def test_check_config_bad_file_names_line(tmp_path, capsys):
     path = tmp_path / "vv.conf"
     path.write_text("[uplink eth0]\nallowed-vlans = 5\nwirring = trunk\n")

@@ -282,7 +282,7 @@ def test_a_result_like_the_plan_is_returned(fake):
 def test_the_hook_words_an_unexpected_exception_as_an_internal_error(monkeypatch):
     from virtvlan.hook import handler
 
-    def broken(args, xml, config_path):  # type: ignore[no-untyped-def]
+    def broken(args, xml, config_path, stdout=None):  # type: ignore[no-untyped-def]
         raise TypeError("unhashable type: 'list'")
 
     monkeypatch.setattr(handler, "_qemu", broken)
@@ -300,7 +300,7 @@ def test_the_hook_words_an_unexpected_exception_as_an_internal_error(monkeypatch
 def test_the_hook_passes_a_kind_through_with_exit_1(monkeypatch):
     from virtvlan.hook import handler
 
-    def refused(args, xml, config_path):  # type: ignore[no-untyped-def]
+    def refused(args, xml, config_path, stdout=None):  # type: ignore[no-untyped-def]
         raise KernelRefused("ip link set dev br05 up", "br05", errno.ENOMEM)
 
     monkeypatch.setattr(handler, "_qemu", refused)

@@ -74,8 +74,8 @@ def test_run_dir_file_in_the_way_is_one_line_naming_it(run_dir, tmp_path, monkey
     (run_dir / "reserved").write_text("")  # a file where the folder belongs
     from virtvlan.apply import engine
 
-    monkeypatch.setattr(engine, "check", lambda wants, config: state.reserve("domain-x", ["b"]))
-    code, err = hook.serve("qemu", ["vm1", "migrate", "begin", "-"], domain_xml(access()))
+    monkeypatch.setattr(engine, "wire", lambda *args, **kwargs: state.reserve("domain-x", ["b"]))
+    code, err = hook.serve("qemu", ["vm1", "prepare", "begin", "-"], domain_xml(access()))
     assert code == 1 and err.count("\n") == 1
     assert err.startswith("virt-vlan: cannot use %s" % (run_dir / "reserved")), err
     assert "fix or remove it" in err and "internal error" not in err

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from test_agent_serve import MIGRATE, conf, installed, server, sock_path  # noqa: F401
+from test_agent_serve import REFUSED, conf, installed, server, sock_path  # noqa: F401
 from test_hook_dropin import TAGGED, _load_dropin
 from virtvlan.apply import engine
 from virtvlan.host import phases
@@ -67,12 +67,12 @@ def test_the_engine_marks_lock_read_plan_and_apply_of_a_timed_run(nothing_to_do)
 def test_a_served_call_asked_for_times_gets_the_agents_points(conf, server):  # noqa: F811
     dropin = _load_dropin()
     marks = [("main", 0.0)]
-    code, err = dropin["ask_agent"]("qemu", MIGRATE, TAGGED, marks)
+    code, err = dropin["ask_agent"]("qemu", REFUSED, TAGGED, marks)
     assert code == 1 and "\0" not in err and "VLAN 5 not allowed" in err
     assert names(marks) == ["main", "connected", "received", "dequeued", "done", "replied"]
     assert in_order(marks)
     # Not asked: no points in the reply, the same answer.
-    assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) == (code, err)
+    assert dropin["ask_agent"]("qemu", REFUSED, TAGGED) == (code, err)
 
 
 def test_the_dropin_writes_one_line_per_call_served_or_not(conf, server, installed,  # noqa: F811
@@ -80,12 +80,12 @@ def test_the_dropin_writes_one_line_per_call_served_or_not(conf, server, install
     times = tmp_path / "times"
     env = dict(os.environ, VIRT_VLAN_BENCH_TIMES=str(times))
     for extra in ({}, {"VIRT_VLAN_NO_AGENT": "1"}):
-        done = subprocess.run([installed] + MIGRATE, input=TAGGED, capture_output=True,
+        done = subprocess.run([installed] + REFUSED, input=TAGGED, capture_output=True,
                               env=dict(env, **extra), timeout=60)
         assert done.returncode == 1 and b"\0" not in done.stderr, done.stderr
     served, alone = Path(times).read_text().splitlines()
     pid, op, *points = served.split()
-    assert op == "migrate" and int(pid) > 0
+    assert op == "prepare" and int(pid) > 0
     marks = [(n, float(w)) for n, _, w in (p.partition("=") for p in points)]
     assert names(marks) == ["main", "connected", "received", "dequeued", "done", "replied"]
     assert in_order(marks)

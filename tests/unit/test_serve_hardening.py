@@ -14,7 +14,7 @@ from typing import Iterator, List
 
 import pytest
 
-from test_agent_serve import MIGRATE, TAGGED, _request, refused  # noqa: F401
+from test_agent_serve import REFUSED, TAGGED, _request, refused  # noqa: F401
 from test_agent_serve import conf, dropin, server, sock_path  # noqa: F401 (fixtures)
 from virtvlan.agent import serve
 
@@ -65,7 +65,7 @@ def test_deep_json_frame_is_refused_and_the_next_request_answered(conf, server, 
         sock.sendall(struct.pack("!I", len(body)) + body)
         reply = _reply(sock)
     assert b"not JSON: nested too deeply" in reply, reply[:200]
-    assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) == (1, refused(conf))
+    assert dropin["ask_agent"]("qemu", REFUSED, TAGGED) == (1, refused(conf))
     assert (server.served, server.refused) == (1, 1)
 
 
@@ -121,7 +121,7 @@ def test_connections_past_the_cap_are_refused_at_once_and_the_hook_works_itself(
     try:
         idle.extend(_open(sock_path) for _ in range(3))
         _until(lambda: running.reading == 3)
-        assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) is None  # refused: local run
+        assert dropin["ask_agent"]("qemu", REFUSED, TAGGED) is None  # refused: local run
         assert running.refused == 1 and running.served == 0
         idle.pop().close()  # one slot free again: served
         _until(lambda: running.reading == 2)
@@ -174,7 +174,7 @@ def test_reader_thread_that_fails_is_restarted(conf, server, dropin, monkeypatch
         sock.sendall(_request(v=2))
         assert _reply(sock) == b""  # dropped with the failed loop: its hook works itself
     assert failed
-    assert dropin["ask_agent"]("qemu", MIGRATE, TAGGED) == (1, refused(conf))
+    assert dropin["ask_agent"]("qemu", REFUSED, TAGGED) == (1, refused(conf))
 
 
 def test_reply_that_cannot_be_encoded_does_not_stop_the_worker(sock_path, dropin):

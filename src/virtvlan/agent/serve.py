@@ -23,6 +23,10 @@ Protocol; each message is a 4-byte big-endian length, then that many bytes:
            {"v": 1, "rc": int or null for a refusal, "err": str}.
            With "times" (version 2 only), the stderr text is followed by a
            NUL and the call's time points (host/phases.py encode()).
+
+A qemu `migrate` or `restore` request is refused: libvirt reads those hooks'
+stdout as the domain XML, which no reply carries, so the drop-in does the
+work itself (drop-ins since then never send them; older ones fall back).
 A request whose version cannot be read is refused in version 1's form;
 a version 2 drop-in takes that as no answer and works itself.
 One request per connection; the server closes it after the reply.
@@ -74,6 +78,8 @@ SEND_TIMEOUT = 5.0  # seconds a reply may take to go out
 # net.core.somaxconn (4096 since Linux 5.4).
 BACKLOG = 1024
 HEADER = struct.Struct("!I")
+# qemu ops whose hook output is the domain XML (stdout): refused, see above.
+FILTER_OPS = ("migrate", "restore")
 
 Handler = Callable[[str, Tuple[str, ...], bytes, Optional[str]], Tuple[int, str]]
 
@@ -157,6 +163,9 @@ def decode_request(body: bytes) -> Request:
         raise BadRequest("driver %s is not qemu or network" % cut(repr(driver)), version)
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise BadRequest("args must be a list of strings", version)
+    if driver == "qemu" and len(args) > 1 and args[1] in FILTER_OPS:
+        raise BadRequest("qemu %s prints the domain XML, which a reply cannot carry; the "
+                         "drop-in runs it itself" % args[1], version)
     if not isinstance(xml, str) or not (config is None or isinstance(config, str)):
         raise BadRequest("xml must be a string, config a string or null", version)
     try:

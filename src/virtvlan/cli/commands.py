@@ -132,6 +132,13 @@ def cmd_check_domain(args: argparse.Namespace) -> int:
         print("domain %s, interface %s: %s VLAN %s on uplink %s -> bridge %s"
               % (domain.name, spec.mac, spec.mode, ",".join(map(str, want.vlans)),
                  want.uplink, bridge_for(want, config)))
+    # What the migrate/restore hook of a host with this config would change
+    # (docs/moving-guests.md): the guest arrives there on these bridges.
+    from virtvlan.checks.moving import bridge_moves, describe_moves
+
+    where = "a host with %s (its migrate/restore hook rewrites it)" % config.path
+    for line in describe_moves(bridge_moves(domain, config), where):
+        print(line)
     return 0
 
 
@@ -266,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="load the host config and summarize it")
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("check-domain", help="validate a domain XML file's VLAN metadata")
+    p = sub.add_parser("check-domain", help="validate a domain XML file's VLAN metadata and "
+                       "show the <source bridge> a host with the config gives it")
     p.add_argument("file")
     p.set_defaults(func=cmd_check_domain)
 

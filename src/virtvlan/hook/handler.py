@@ -8,8 +8,12 @@ hooks/ filter out untagged documents before importing this module. Contract:
 - on a refusal, exit 1 with one line "virt-vlan: ..." on stderr: libvirt puts
   it into the error of `virsh start` / `virsh net-start`;
 - never call back into libvirt (the daemon waits for us: deadlock);
-- never write to stdout: for migrate/restore libvirt would read it as the new
-  domain XML, and empty output means "unchanged".
+- never write to stdout, except the domain XML at migrate/restore: libvirt
+  reads stdout there as the XML to run the guest with (each qemu.d script
+  filters the previous one's), and empty output means "unchanged". We print
+  the XML only when a tagged NIC's <source bridge> must name this host's
+  bridge (checks/moving.py); the drop-in runs these two ops itself, never
+  through the agent (docs/moving-guests.md).
 """
 
 import logging
@@ -40,7 +44,8 @@ def _setup_logging() -> None:
     root.addHandler(Syslog() if os.path.exists("/dev/log") else logging.NullHandler())
 
 
-def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
+def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str],
+          stdout: Optional[List[bytes]] = None) -> int:
     from virtvlan.apply import engine
     from virtvlan.host import state
     from virtvlan.parse.config import load_or_refuse
@@ -66,11 +71,17 @@ def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
     if op in QEMU_RELEASE_OPS:
         engine.release(config, why="%s %s" % (who, op), reserve_key=key)
         return 0
-    wanted = wants(domain, config)
     if op in QEMU_CHECK_OPS:
-        # Plan only, against this host, for ports that do not exist yet.
-        engine.check([replace(w, port=None) for w in wanted], config)
+        # An incoming guest: validate against this host (plan only, for
+        # ports that do not exist yet) and name this host's bridges.
+        from virtvlan.checks.moving import incoming
+        from virtvlan.host import rtnl
+
+        new = incoming(domain, xml, config, rtnl.read_snapshot())
+        if new is not None and stdout is not None:
+            stdout.append(new)
         return 0
+    wanted = wants(domain, config)
     if op == "prepare":
         # Taps do not exist yet: build bridges and feeds, and hold them.
         wanted = tuple(replace(w, port=None) for w in wanted)
@@ -107,18 +118,21 @@ def _network(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int
 
 
 def serve(driver: str, args: Sequence[str], xml: bytes,
-          config_path: Optional[str] = None) -> Tuple[int, str]:
+          config_path: Optional[str] = None,
+          stdout: Optional[List[bytes]] = None) -> Tuple[int, str]:
     """Do what the hook call asks; return (exit code, stderr text).
 
     The one function behind both the drop-in's own run (`run`) and the
     agent's hook server (agent/serve.py). `config_path` None: the default
-    ($VIRT_VLAN_CONFIG, else /etc/virt-vlan/virt-vlan.conf).
+    ($VIRT_VLAN_CONFIG, else /etc/virt-vlan/virt-vlan.conf). `stdout`
+    receives the rewritten XML of migrate/restore (nothing when unchanged or
+    refused); the agent passes none and does not serve those two ops.
     """
     op = args[1] if len(args) > 1 else ""
     must_succeed = op in QEMU_WIRE_OPS | QEMU_CHECK_OPS | {"start"}
     try:
         if driver == "qemu":
-            return _qemu(args, xml, config_path), ""
+            return _qemu(args, xml, config_path, stdout), ""
         return _network(args, xml, config_path), ""
     except VirtVlanError as err:
         # A bug found as such (InternalError) keeps its traceback in the journal.
@@ -146,7 +160,11 @@ def serve(driver: str, args: Sequence[str], xml: bytes,
 def run(driver: str, args: List[str], xml: bytes) -> int:
     """Entry from the drop-in, for a document that mentions our namespace."""
     _setup_logging()
-    code, err = serve(driver, args, xml)
+    out: List[bytes] = []
+    code, err = serve(driver, args, xml, stdout=out)
     if err:
         sys.stderr.write(err)
+    if code == 0 and out:
+        sys.stdout.buffer.write(out[0])
+        sys.stdout.flush()
     return code
