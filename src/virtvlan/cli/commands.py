@@ -14,6 +14,7 @@ from virtvlan.parse.config import describe, load, load_or_refuse
 from virtvlan.errors import InputError, InternalError, VirtVlanError
 from virtvlan.model import ACCESS, TRUNK, PortVlans, Want
 from virtvlan.parse.vlans import VlanSyntax, parse_vlan, parse_vlan_list
+from virtvlan.cli import security
 
 log = logging.getLogger(__name__)
 
@@ -249,14 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uplink", help="uplink name from the config (default: its default)")
     p.add_argument("--mac", help="the guest's MAC behind the port: with port-security = yes "
                    "on the uplink, the port is protected (docs/port-security.md)")
-    p.add_argument("--allow", metavar="LIST", help="with --mac: port-security exceptions "
-                   "(mac-spoof,router,stp)")
-    p.add_argument("--guard", choices=("router",), help="with --mac on a trunk: drop router "
-                   "advertisements and DHCP server replies")
-    p.add_argument("--isolated", action="store_true", default=None,
-                   help="with --mac: isolate the port from the bridge's other isolated ports")
-    p.add_argument("--ips", metavar="LIST", help="with --mac: the guest's own addresses "
-                   "(ARP and neighbour advertisements for others are dropped)")
+    security.add_arguments(p, "with --mac: ")
     p.add_argument("--dry-run", action="store_true",
                    help="print ip/bridge commands, change nothing")
     p.set_defaults(func=cmd_plug)

@@ -623,14 +623,7 @@ def _vlan_options(parser: argparse.ArgumentParser) -> None:
                         "(default: its default uplink)")
     # Port security (docs/port-security.md); `set` keeps the NIC's current
     # ones when none of these is given.
-    parser.add_argument("--allow", metavar="LIST", help="port-security exceptions: "
-                        "mac-spoof,router,stp")
-    parser.add_argument("--guard", choices=("router",), help="trunk NIC: drop router "
-                        "advertisements and DHCP server replies")
-    parser.add_argument("--isolated", action="store_true", default=None,
-                        help="isolate the NIC from the bridge's other isolated ports")
-    parser.add_argument("--ips", metavar="LIST", help="the guest's own addresses (ARP and "
-                        "neighbour advertisements for others are dropped)")
+    security.add_arguments(parser)
 
 
 def add_commands(sub: "argparse._SubParsersAction") -> None:

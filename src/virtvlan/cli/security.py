@@ -2,11 +2,25 @@
 (docs/port-security.md): what the metadata and the host config ask for
 and, for a running guest, whether its tap has its filter."""
 
+import argparse
 from typing import Dict, List, Optional, Tuple
 
 from virtvlan.errors import InputError
 from virtvlan.parse.config import Config
 from virtvlan.parse.metadata import Domain, VlanSpec, protection
+
+
+def add_arguments(parser: argparse.ArgumentParser, lead: str = "") -> None:
+    """The port-security options of `set`, `attach` and `plug`; `lead`
+    starts each help text (plug: "with --mac: ")."""
+    parser.add_argument("--allow", metavar="LIST", help=lead + "port-security exceptions: "
+                        "mac-spoof,router,stp")
+    parser.add_argument("--guard", choices=("router",), help=lead + "trunk NIC: drop router "
+                        "advertisements and DHCP server replies")
+    parser.add_argument("--isolated", action="store_true", default=None,
+                        help=lead + "isolate the NIC from the bridge's other isolated ports")
+    parser.add_argument("--ips", metavar="LIST", help=lead + "the guest's own addresses (ARP "
+                        "and neighbour advertisements for others are dropped)")
 
 
 def describe(domain: Domain, config: Optional[Config],
