@@ -167,3 +167,20 @@ def test_conf_page_is_valid_roff_for_man():
 
 def test_unknown_page_is_a_usage_error():
     assert manpage.main(["virt-vlan.conf"], stream=io.StringIO()) == 2
+
+
+def test_the_configuration_page_lists_exactly_the_keys_the_loader_accepts():
+    # docs/configuration.md's tables are prose written by hand beside the
+    # generated virt-vlan.conf(5): a key added to KEYS must be added there too.
+    import re
+    from pathlib import Path
+
+    from virtvlan.parse import config
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    every = page.split("## Every key", 1)[1]
+    tables = re.split(r"^`\[uplink NAME\]`:$", every, maxsplit=1, flags=re.M)
+    documented = [set(re.findall(r"^\| `([a-z-]+)` \|", part, flags=re.M)) for part in tables]
+    by_section = [{k.name for k in config.KEYS if k.section == config.GLOBAL},
+                  {k.name for k in config.KEYS if k.section != config.GLOBAL}]
+    assert documented == by_section
