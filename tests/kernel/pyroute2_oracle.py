@@ -63,8 +63,18 @@ def _port_vlans(msg) -> PortVlans:  # type: ignore[no-untyped-def]
     return PortVlans(frozenset(tagged), frozenset(untagged), pvid)
 
 
+def _isolated(msg) -> Optional[bool]:  # type: ignore[no-untyped-def]
+    """A bridge port's `isolated` flag from its AF_BRIDGE message; None for
+    a message without port attributes (a bridge's own)."""
+    protinfo = msg.get_attr("IFLA_PROTINFO")
+    if protinfo is None:
+        return None
+    return bool(protinfo.get_attr("IFLA_BRPORT_ISOLATED") or 0)
+
+
 def _link(msg, names: Dict[int, str],  # type: ignore[no-untyped-def]
-          addresses: Tuple[Address, ...], vlans: Optional[PortVlans] = None) -> Link:
+          addresses: Tuple[Address, ...], vlans: Optional[PortVlans] = None,
+          isolated: Optional[bool] = None) -> Link:
     info = msg.get_attr("IFLA_LINKINFO")
     kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
     vlan_id = parent = None
@@ -85,7 +95,7 @@ def _link(msg, names: Dict[int, str],  # type: ignore[no-untyped-def]
                 up=bool(msg["flags"] & IFF_UP),
                 managed=msg.get_attr("IFLA_IFALIAS") == MANAGED_ALIAS,
                 mac=msg.get_attr("IFLA_ADDRESS") or "", addresses=addresses, vlans=vlans,
-                **bridge)  # type: ignore[arg-type]
+                isolated=isolated, **bridge)  # type: ignore[arg-type]
 
 
 def _address(msg) -> Optional[Address]:  # type: ignore[no-untyped-def]
@@ -145,8 +155,10 @@ def read(ipr: IPRoute) -> Snapshot:
         if addr is not None:
             addresses.setdefault(msg["index"], []).append(addr)
     tables: Dict[int, PortVlans] = {}
+    isolated: Dict[int, Optional[bool]] = {}
     for msg in ipr.link("dump", family=AF_BRIDGE, ext_mask=RTEXT_FILTER_BRVLAN_COMPRESSED):
         tables.setdefault(msg["index"], _port_vlans(msg))
+        isolated.setdefault(msg["index"], _isolated(msg))
     kinds = {}
     for msg in raw:
         info = msg.get_attr("IFLA_LINKINFO")
@@ -158,7 +170,8 @@ def read(ipr: IPRoute) -> Snapshot:
             return tables.get(msg["index"], PortVlans())
         return None
 
-    links = tuple(_link(msg, names, tuple(addresses.get(msg["index"], ())), vlans(msg))
+    links = tuple(_link(msg, names, tuple(addresses.get(msg["index"], ())), vlans(msg),
+                        isolated.get(msg["index"]))
                   for msg in raw)
     routes = []
     for family in (AF_INET, AF_INET6):
