@@ -119,11 +119,13 @@ class _LockProbe:
 
 
 def _forget_apply() -> None:
-    import virtvlan
+    """Unload the executor as if this process never imported it: its
+    sys.modules entry and its attribute on the virtvlan.apply package."""
+    import virtvlan.apply as package
 
     sys.modules.pop("virtvlan.apply.executor", None)
-    if hasattr(virtvlan, "apply"):
-        delattr(virtvlan, "apply")
+    if hasattr(package, "executor"):
+        delattr(package, "executor")
 
 
 def _runs_watching_the_import(env: Dict[str, str], conf: str,

@@ -61,3 +61,19 @@ def test_a_plan_to_apply_waits_for_the_executor_module_by_its_real_name(monkeypa
     assert not engine._must_import_first(Plan(()), dry_run=False)
     monkeypatch.setitem(sys.modules, engine.EXECUTOR, object())
     assert not engine._must_import_first(work, dry_run=False)
+
+
+def test_importing_the_executor_registers_it_even_over_a_stale_attribute(monkeypatch):
+    # A package attribute left from an unloaded executor satisfies a plain
+    # `from virtvlan.apply import executor`, without a sys.modules entry:
+    # the engine would then find it "not loaded" and plan again forever.
+    import sys
+
+    import virtvlan.apply as package
+    from virtvlan.apply import engine
+
+    engine._import_apply()
+    monkeypatch.delitem(sys.modules, engine.EXECUTOR)
+    assert hasattr(package, "executor")
+    engine._import_apply()
+    assert engine.EXECUTOR in sys.modules

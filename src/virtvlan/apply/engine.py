@@ -14,6 +14,7 @@ created but not yet marked as ours (state.py's intents; the kernel takes
 the mark only in a second request).
 """
 
+import importlib
 import logging
 import sys
 from typing import Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
@@ -62,8 +63,12 @@ def _must_import_first(result: Plan, dry_run: bool) -> bool:
 
 
 def _import_apply() -> None:
-    """Load apply.py (pyroute2); called without the host lock held."""
-    from virtvlan.apply import executor as apply  # noqa: F401
+    """Load the executor (pyroute2); called without the host lock held.
+
+    By its name in sys.modules, which is what _must_import_first asks: a
+    `from ... import` could be satisfied by a stale package attribute
+    without registering the module, and the run would plan again forever."""
+    importlib.import_module(EXECUTOR)
 
 
 def _snapshot(config: Optional[Config] = None) -> Snapshot:
