@@ -73,7 +73,7 @@ vmsuites: setup
 
 # Guests moving between two libvirtds (namespaces of one VM boot; a few minutes).
 migration: setup
-	$(call vm_pytest,tests/migration,migration-junit.xml,3600)
+	$(call vm_pytest,tests/migration,migration-junit.xml,3600,migration)
 
 demo: setup
 	tests/vm/run $(CURDIR)/tests/demo/run

@@ -142,6 +142,38 @@ def test_source_bridge_differs_from_target_is_a_warning():
     assert exit_code(found) == 1
 
 
+# --- persistent definitions (a guest moved here with --persistent) --------------------
+
+def test_definition_naming_another_hosts_bridge_is_a_warning_with_the_retag():
+    """virsh migrate --persistent copies the source's definition without the
+    migrate hook: its <source bridge> is the other host's (br15 there)."""
+    defined = _domain(mode="trunk", vlans=(5, 7), native=100, source="br15", tap=None)
+    found = [f for f in audit(_clean_access(), TRUNK, [], defined=[defined])
+             if "persistent" in f.where]
+    assert _whats(found) == [(WARNING, "domain vm1, interface %s has <source bridge='br15'> in "
+                                       "its persistent definition; this host uses br0" % MAC)]
+    assert found[0].where == "domain vm1 (persistent definition)"
+    assert "start fails where that bridge does not exist" in found[0].why
+    assert found[0].fix.startswith("virt-vlan set vm1 --mac %s --trunk 5,7 --native 100 --config"
+                                   % MAC)
+    assert exit_code(found) == 1
+
+
+def test_definition_naming_this_hosts_bridge_is_clean():
+    assert audit(_clean_access(), ACCESS, [_domain()], defined=[_domain(tap=None)]) == ()
+
+
+def test_definition_this_host_refuses_is_a_warning_naming_the_refusal():
+    found = audit(_clean_access(), ACCESS, [], defined=[_domain(vlans=(9,), tap=None)])
+    assert _whats(found) == [(WARNING, "domain vm1's definition is refused by this host's config")]
+    assert "VLAN 9" in found[0].fix
+
+
+def test_definitions_are_not_judged_without_a_config():
+    found = audit(_clean_access(), None, [], defined=[_domain(source="br15", tap=None)])
+    assert [f for f in found if "persistent" in f.where] == []
+
+
 def test_untagged_domains_are_ignored():
     found = audit(_clean_access(), ACCESS, [Domain("plain", "u2", nics=(Nic(MAC, "bridge"),))])
     assert found == ()
@@ -428,3 +460,37 @@ def test_check_command_reports_the_agents_holds(host, capsys):
     assert main(["--config", host["conf"], "check", "-c", "test:///default", "--json"]) == 2
     out = json.loads(capsys.readouterr().out)
     assert [f["where"] for f in out["findings"]] == ["br1.5"]
+
+
+def test_check_command_reads_persistent_definitions(host, capsys):
+    """A defined (not running) guest whose definition names another host's
+    bridge, as `virsh migrate --persistent` leaves it: check warns (exit 1)
+    with the retag that fixes it; once fixed, it is clean."""
+    import libvirt
+
+    from virtvlan.cli.commands import main
+
+    def define(bridge: str) -> None:
+        conn.defineXML(
+            "<domain type='test'><name>moved</name>"
+            "<uuid>6c1c0c2e-2d2b-4c55-9d6b-2f0e6b1a7e11</uuid><memory>8192</memory>"
+            "<os><type>hvm</type></os><metadata><vv:vlan xmlns:vv='urn:virt-vlan:1'><vv:interface "
+            "mac='52:54:00:00:00:09' mode='access' vlan='7'/></vv:vlan></metadata>"
+            "<devices><interface type='bridge'><mac address='52:54:00:00:00:09'/>"
+            "<source bridge='%s'/></interface></devices></domain>" % bridge)
+
+    conn = libvirt.open("test:///default")
+    try:
+        define("br17")
+        assert main(["--config", host["conf"], "check", "-c", "test:///default", "--json"]) == 1
+        (found,) = json.loads(capsys.readouterr().out)["findings"]
+        assert found["what"] == ("domain moved, interface 52:54:00:00:00:09 has <source "
+                                 "bridge='br17'> in its persistent definition; this host uses "
+                                 "br07")
+        assert found["fix"].startswith("virt-vlan set moved --mac 52:54:00:00:00:09 --access 7 "
+                                       "--config")
+        define("br07")
+        assert main(["--config", host["conf"], "check", "-c", "test:///default", "--json"]) == 0
+    finally:
+        conn.lookupByName("moved").undefine()
+        conn.close()

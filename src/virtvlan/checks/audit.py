@@ -11,11 +11,12 @@ exit codes of `exit_code`: 0 fine, 1 warnings, 2 problems.
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
+from virtvlan.checks.moving import bridge_moves
 from virtvlan.checks.wiring import Wiring, nic_wiring, source_differs, spec_want
 from virtvlan.errors import InputError
 from virtvlan.model import TRUNK, Link, Snapshot, Want
 from virtvlan.parse.config import Config, Uplink
-from virtvlan.parse.metadata import Domain
+from virtvlan.parse.metadata import Domain, VlanSpec
 
 PROBLEM = "problem"
 WARNING = "warning"
@@ -192,10 +193,46 @@ def _guests(snap: Snapshot, config: Optional[Config],
                     "libvirt re-attaches the tap to %s when libvirtd restarts and at hot-plug: "
                     "the guest sits there, on the wrong network, until a hook moves it"
                     % nic.source_bridge,
-                    "virt-vlan set %s --mac %s --%s %s --config (rewrites <source bridge>), or "
-                    "virsh edit %s" % (domain.name, spec.mac, spec.mode,
-                                       ",".join(map(str, spec.vlans)), domain.name)))
+                    _retag_fix(domain, spec)))
     return out, needed
+
+
+def _retag_fix(domain: Domain, spec: VlanSpec) -> str:
+    """The command that writes this host's bridge into the NIC's definition."""
+    native = " --native %d" % spec.native if spec.native is not None else ""
+    return ("virt-vlan set %s --mac %s --%s %s%s --config (rewrites <source bridge>), or "
+            "virsh edit %s" % (domain.name, spec.mac, spec.mode, ",".join(map(str, spec.vlans)),
+                               native, domain.name))
+
+
+def _definitions(config: Config, defined: Sequence[Domain]) -> List[Finding]:
+    """Persistent definitions this host cannot start as they are: a tagged
+    bridge NIC whose <source bridge> is not this host's bridge for it (a
+    guest moved here with `virsh migrate --persistent`, whose definition
+    libvirt copies without running the migrate hook on it; a definition
+    copied from another host), or metadata this host's config refuses."""
+    out: List[Finding] = []
+    for domain in defined:
+        if not domain.tagged:
+            continue
+        where = "domain %s (persistent definition)" % domain.name
+        try:
+            moves = bridge_moves(domain, config)
+        except InputError as err:
+            out.append(Finding(WARNING, "domain %s's definition is refused by this host's config"
+                               % domain.name, where,
+                               "its next start here fails at the prepare hook", str(err)))
+            continue
+        specs = {spec.mac: spec for spec in domain.specs}
+        for move in moves:
+            out.append(Finding(
+                WARNING, "%s has <source bridge='%s'> in its persistent definition; this host "
+                "uses %s" % (move.who, move.old or "", move.new), where,
+                "at its next start here libvirt attaches the tap to %s first: the start fails "
+                "where that bridge does not exist, and the guest sits on another network "
+                "where it does until the hook moves it" % (move.old or "no bridge"),
+                _retag_fix(domain, specs[move.mac])))
+    return out
 
 
 def _ours(snap: Snapshot, config: Optional[Config]) -> Dict[str, Optional[Uplink]]:
@@ -388,7 +425,8 @@ def _protection(snap: Snapshot, config: Config, domains: Sequence[Domain]) -> Li
 
 def audit(snap: Snapshot, config: Optional[Config], domains: Optional[Sequence[Domain]],
           reserved: FrozenSet[str] = frozenset(),
-          held: Sequence[Tuple[str, int, float]] = ()) -> Tuple[Finding, ...]:
+          held: Sequence[Tuple[str, int, float]] = (),
+          defined: Sequence[Domain] = ()) -> Tuple[Finding, ...]:
     """Every finding on this host, problems first.
 
     `domains` are the running domains (parsed live XML; untagged ones are
@@ -396,11 +434,13 @@ def audit(snap: Snapshot, config: Optional[Config], domains: Optional[Sequence[D
     skipped and nothing counts as "used by a guest" except what its ports show.
     `reserved` are bridges held by hooks between prepare and start; `held`
     are (device, deletions, window seconds) the agent's heal rate limit has
-    put on hold (host/holds.py, read_holds).
+    put on hold (host/holds.py, read_holds). `defined` are the persistent
+    definitions (parsed inactive XML), checked against this host's config.
     """
     findings: List[Finding] = _mixed(snap) + _held(held)
     if config is not None:
         findings += _wrong_parent(snap, config)
+        findings += _definitions(config, defined)
     in_use: Set[str] = set()
     if domains is not None:
         guest_findings, in_use = _guests(snap, config, domains)

@@ -19,11 +19,12 @@ from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from virtvlan.errors import InputError, Refused
-from virtvlan.model import ACCESS, Snapshot, Want
-from virtvlan.parse.config import Config, Uplink
+from virtvlan.model import Snapshot, Want
+from virtvlan.parse.config import Config
 from virtvlan.parse.metadata import Domain, wants
 from virtvlan.parse.xml import parse_xml
 from virtvlan.plan.planner import plan
+from virtvlan.plan.wiring import bridge_for, uplink_bridge
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,6 @@ class BridgeMove:
     old: Optional[str]  # None: the interface has no <source bridge> yet
     new: str
     who: str  # "domain vm1, interface 52:54:..."
-
-
-def target_bridge(want: Want, uplink: Uplink) -> str:
-    """The bridge `want`'s port joins on a host with `uplink`."""
-    return uplink.access_bridge(want.vlans[0]) if want.mode == ACCESS else uplink.trunk_bridge
 
 
 def bridge_moves(domain: Domain, config: Config) -> Tuple[BridgeMove, ...]:
@@ -53,7 +49,7 @@ def bridge_moves(domain: Domain, config: Config) -> Tuple[BridgeMove, ...]:
         nic = domain.nic(spec.mac)
         if nic is None or nic.type != "bridge":
             continue
-        new = target_bridge(want, config.uplink(want.uplink, want.who))
+        new = bridge_for(want, config)
         if nic.source_bridge != new:
             out.append(BridgeMove(spec.mac, nic.source_bridge, new, want.who))
     return tuple(out)
@@ -82,7 +78,7 @@ def bridge_mtu(want: Want, config: Config, snap: Snapshot) -> Optional[int]:
     uplink = config.uplink(want.uplink, want.who)
     if uplink.mtu is not None:
         return uplink.mtu
-    bridge = snap.get(target_bridge(want, uplink))
+    bridge = snap.get(uplink_bridge(uplink, want.mode, want.vlans))
     if bridge is not None:
         return bridge.mtu
     device = snap.get(uplink.device)
@@ -108,7 +104,7 @@ def incoming(domain: Domain, xml: bytes, config: Config, snap: Snapshot) -> Opti
             raise Refused("%s: the guest's <mtu size='%d'/> is larger than MTU %d of bridge %s "
                           "on this host; set mtu = %d in [uplink %s] of %s (and on the switch), "
                           "or lower the guest's MTU" % (
-                              want.who, mtu, have, target_bridge(want, uplink), mtu,
+                              want.who, mtu, have, uplink_bridge(uplink, want.mode, want.vlans), mtu,
                               uplink.name, config.path))
     moves = bridge_moves(domain, config)
     if not moves:

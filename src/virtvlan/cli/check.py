@@ -11,37 +11,47 @@ from virtvlan.errors import InputError, VirtVlanError
 from virtvlan.parse.metadata import Domain
 
 
-def running_domains(uri: Optional[str]) -> Tuple[Optional[List[Domain]], Optional[str],
-                                                  List[Finding]]:
-    """Parsed live XML of running tagged domains, or None and why when libvirt
-    does not answer; plus a finding for each running domain whose metadata
-    does not parse."""
-    from virtvlan.parse.metadata import is_tagged, parse_domain
+def libvirt_domains(uri: Optional[str]) -> Tuple[Optional[List[Domain]], List[Domain],
+                                                  Optional[str], List[Finding]]:
+    """Parsed live XML of running tagged domains (None and why when libvirt
+    does not answer), parsed persistent definitions of tagged domains, and a
+    finding for each whose metadata does not parse."""
     from virtvlan.virt import adapter as virt
 
     try:
         conn = virt.connect(uri, readonly=True)
     except VirtVlanError as err:
-        return None, str(err), []
+        return None, [], str(err), []
     try:
-        domains, bad = [], []
-        for xml in conn.running_domain_xmls():
-            if not is_tagged(xml):
-                continue
-            try:
-                domains.append(parse_domain(xml))
-            except InputError as err:
-                # Running with metadata the hook refuses: edited after start
-                # (or written around the hook); its next start will fail.
-                bad.append(Finding(PROBLEM, "a running domain has virt-vlan metadata the hook "
-                                   "refuses", str(err).split(": ", 1)[0],
-                                   "its next start fails, and check cannot audit its NICs",
-                                   str(err)))
-        return domains, None, bad
+        bad: List[Finding] = []
+        running = _parsed(conn.running_domain_xmls(), bad, PROBLEM, "a running domain",
+                          "its next start fails, and check cannot audit its NICs")
+        defined = _parsed(conn.defined_domain_xmls(), bad, WARNING,
+                          "a domain's persistent definition", "its next start fails")
+        return running, defined, None, bad
     except VirtVlanError as err:
-        return None, str(err), []
+        return None, [], str(err), []
     finally:
         conn.close()
+
+
+def _parsed(xmls: List[bytes], bad: List[Finding], severity: str, whose: str,
+            why: str) -> List[Domain]:
+    """The tagged domains of `xmls`; a finding in `bad` for each the hook refuses."""
+    from virtvlan.parse.metadata import is_tagged, parse_domain
+
+    out = []
+    for xml in xmls:
+        if not is_tagged(xml):
+            continue
+        try:
+            out.append(parse_domain(xml))
+        except InputError as err:
+            # Metadata the hook refuses: edited after start, or written around
+            # the hook (virsh edit, a definition from elsewhere).
+            bad.append(Finding(severity, "%s has virt-vlan metadata the hook refuses" % whose,
+                               str(err).split(": ", 1)[0], why, str(err)))
+    return out
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -65,7 +75,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         from virtvlan.host import nftables
 
         snap = replace(snap, filters=nftables.read_filters())
-    domains, libvirt_error, bad = running_domains(getattr(args, "connect", None))
+    domains, defined, libvirt_error, bad = libvirt_domains(getattr(args, "connect", None))
     try:
         held = [(h.device, h.deletions, h.window) for h in read_holds()]
     except VirtVlanError as err:
@@ -74,7 +84,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                                "devices the agent stopped rebuilding cannot be listed",
                                str(err)))
     findings = tuple(refused + bad) + audit(snap, config, domains, reserved=state.reserved(),
-                                            held=held)
+                                            held=held, defined=defined)
     code = exit_code(findings)
     notes = []
     if config is None:
@@ -98,7 +108,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
         description="Audit the host's VLAN wiring, whoever made it: VLAN devices on bridge "
         "ports, VLAN devices on the wrong parent, guest taps off their bridge, unused "
         "virt-vlan devices, MTU mismatches, netfilter/STP on virt-vlan bridges, trunk "
-        "bridges without VLAN filtering. Exit status follows the Nagios plugin convention: "
+        "bridges without VLAN filtering, persistent definitions that name a bridge this host "
+        "does not use for them. Exit status follows the Nagios plugin convention: "
         "0 no findings, 1 warnings only, 2 problems.")
     p.add_argument("-c", "--connect", dest="connect", metavar="URI", default=argparse.SUPPRESS,
                    help="libvirt URI (default: libvirt's); without an answer, host checks only")

@@ -251,15 +251,24 @@ class Connection:
     def running_domain_xmls(self) -> List[bytes]:
         """The live XML of every running domain (a domain that stops while
         we read is skipped)."""
+        return self._xmls(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE, 0, "running domains")
+
+    def defined_domain_xmls(self) -> List[bytes]:
+        """The persistent definition (inactive XML) of every persistent
+        domain, running or not (one undefined while we read is skipped)."""
+        return self._xmls(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT,
+                          libvirt.VIR_DOMAIN_XML_INACTIVE, "defined domains")
+
+    def _xmls(self, list_flags: int, xml_flags: int, what: str) -> List[bytes]:
         try:
-            doms = self._conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            doms = self._conn.listAllDomains(list_flags)
         except libvirt.libvirtError as err:
-            raise LibvirtError("libvirt at %s failed to list running domains: %s; check the "
-                               "daemon" % (self.uri, _message(err))) from err
+            raise LibvirtError("libvirt at %s failed to list %s: %s; check the "
+                               "daemon" % (self.uri, what, _message(err))) from err
         out = []
         for dom in doms:
             try:
-                text = dom.XMLDesc(0)
+                text = dom.XMLDesc(xml_flags)
             except libvirt.libvirtError as err:
                 if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     continue
