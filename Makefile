@@ -14,7 +14,7 @@ TIMED   := tests/vm/timed $(TIMES)
 test:
 	@mkdir -p $(RESULTS) && rm -f $(TIMES)
 	@start=$$(date +%s); $(MAKE) --no-print-directory suites; rc=$$?; \
-	    echo "make test: wall time of each suite (min:s; kernel and e2e overlap in vm-boot)"; \
+	    echo "make test: wall time of each suite (min:s; kernel, e2e and migration overlap in vm-boot)"; \
 	    tests/vm/timed --table $(TIMES) $$start; exit $$rc
 
 suites: setup unit vmsuites debtest
@@ -58,18 +58,20 @@ vmtests: setup
 e2e: setup
 	$(call vm_pytest,tests/e2e,e2e-junit.xml,4500,e2e)
 
-# `make test` runs both in one boot of the VM, at the same time
-# (tests/vm/suites; VIRT_VLAN_SUITES_SERIAL=1: one after the other): the
-# vm-boot line of the times table is that boot.
+# `make test` runs the kernel, e2e and migration suites in one boot of the
+# VM, the kernel suite alongside the other two (tests/vm/suites;
+# VIRT_VLAN_SUITES_SERIAL=1: one after the other): the vm-boot line of the
+# times table is that boot.
 vmsuites: setup
 	@mkdir -p $(RESULTS)
-	@rm -f $(RESULTS)/vm-junit.xml $(RESULTS)/e2e-junit.xml
+	@rm -f $(RESULTS)/vm-junit.xml $(RESULTS)/e2e-junit.xml $(RESULTS)/migration-junit.xml
 	VIRT_VLAN_VM_TIMEOUT=$${VIRT_VLAN_VM_TIMEOUT:-4500} \
 	VIRT_VLAN_VM_PASSENV="$${VIRT_VLAN_VM_PASSENV:-} VIRT_VLAN_SUITES_SERIAL VIRT_VLAN_KERNEL_WORKERS" \
 	    $(TIMED) vm-boot tests/vm/run $(CURDIR)/tests/vm/suites $(CURDIR)/$(RESULTS) || \
-	    { $(PY) tests/vm/check-junit $(RESULTS)/vm-junit.xml; $(PY) tests/vm/check-junit $(RESULTS)/e2e-junit.xml; exit 1; }
+	    { for j in vm e2e migration; do $(PY) tests/vm/check-junit $(RESULTS)/$$j-junit.xml; done; exit 1; }
 	$(PY) tests/vm/check-junit $(RESULTS)/vm-junit.xml
 	$(PY) tests/vm/check-junit $(RESULTS)/e2e-junit.xml
+	$(PY) tests/vm/check-junit $(RESULTS)/migration-junit.xml
 
 # Guests moving between two libvirtds (namespaces of one VM boot; a few minutes).
 migration: setup
