@@ -30,6 +30,7 @@ lock-timeout = 900
 device = vvup
 wiring = trunk
 allowed-vlans = 5,7,9
+port-security = yes
 """
 
 CONFIG_B = """\
@@ -46,6 +47,7 @@ device = vvup
 wiring = trunk
 trunk-bridge = brtrunk
 allowed-vlans = %s
+port-security = yes
 """
 
 

@@ -40,6 +40,13 @@ def _sources(host, name):  # type: ignore[no-untyped-def]
             if len(w) >= 5}
 
 
+def _assert_protected(host, taps):  # type: ignore[no-untyped-def]
+    """Each tap (MAC -> tap) has its port filter, which checks the guest's MAC."""
+    filters = host.port_filters()
+    for mac, tap in taps.items():
+        assert "mac=%s" % mac in filters.get(tap, []), (host.name, tap, filters)
+
+
 def _print_hooks(*hosts):  # type: ignore[no-untyped-def]
     for host in hosts:
         print("hook calls on %s:\n  %s" % (host.name, "\n  ".join(host.hook_calls())))
@@ -51,6 +58,7 @@ def test_live_migration_to_a_host_that_names_its_bridges_differently(hosts, gues
     a, b = _start_on_a(hosts, guests, "vm1", [(MAC_ACCESS, "br05"), (MAC_TRUNK, "br0")], vv)
     taps_a = a.taps("vm1")
     assert a.master(taps_a[MAC_ACCESS]) == "br05" and a.master(taps_a[MAC_TRUNK]) == "br0"
+    _assert_protected(a, taps_a)
     with th.Traffic([a, b], MAC_ACCESS, tmp_path) as traffic:
         time.sleep(1)  # frames reach A's tap before the move
         started = time.monotonic()
@@ -68,6 +76,8 @@ def test_live_migration_to_a_host_that_names_its_bridges_differently(hosts, gues
     assert {vid: flags for vid, flags in table.items()} == {
         5: [], 7: [], 9: ["Egress Untagged", "PVID"]}, table
     assert b.mtu(taps_b[MAC_ACCESS]) == b.mtu("br15")
+    # Port security moves with the guest: B's taps carry their filters.
+    _assert_protected(b, taps_b)
     # Frames for the guest: on B's access tap only VLAN 5's, untagged.
     seen_b = [s for s in traffic.seen(b) if s[0] == taps_b[MAC_ACCESS]]
     seen_a = [s for s in traffic.seen(a) if s[0] == taps_a[MAC_ACCESS]]
@@ -84,6 +94,7 @@ def test_live_migration_to_a_host_that_names_its_bridges_differently(hosts, gues
                 "br05 and br0.5 to go from A")
     print("A keeps: %s" % a.managed())
     assert a.state("vm1") == "shut off"
+    assert not set(taps_a.values()) & set(a.port_filters()), a.port_filters()
 
 
 def test_a_host_that_does_not_allow_the_vlan_refuses_the_guest(hosts, guests):

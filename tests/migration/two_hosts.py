@@ -197,6 +197,20 @@ class Host:
     def virt_vlan(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.sh(str(VIRT_VLAN), *args, check=check, timeout=900)
 
+    def port_filters(self) -> Dict[str, List[str]]:
+        """Port -> the comments of its rules in virt-vlan's nftables table, as
+        `nft -j` lists it in this host's network namespace ({} without the table)."""
+        done = run(["ip", "netns", "exec", self.name, "nft", "-j", "list", "table", "bridge",
+                    "virt_vlan"], check=False)
+        if done.returncode != 0:
+            return {}
+        out: Dict[str, List[str]] = {}
+        for item in json.loads(done.stdout)["nftables"]:
+            rule = item.get("rule")
+            if rule and rule["chain"].startswith("port-"):
+                out.setdefault(rule["chain"][len("port-"):], []).append(rule.get("comment", ""))
+        return out
+
     def links(self) -> Dict[str, dict]:
         out = run(["ip", "-n", self.name, "-json", "-d", "link", "show"]).stdout.strip()
         return {link["ifname"]: link for link in (json.loads(out) if out else [])}
