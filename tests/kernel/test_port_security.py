@@ -385,3 +385,59 @@ def lab_json(ns: str, *args: str):  # type: ignore[no-untyped-def]
 
     out = ip(ns, "-json", *args).strip()
     return json.loads(out) if out else []
+
+
+def _nft_table(ns: str):  # type: ignore[no-untyped-def]
+    """`nft -j list table bridge virt_vlan` of `ns` without what differs
+    between two equal tables (handles, nft's version line)."""
+    import json
+
+    def strip(value):  # type: ignore[no-untyped-def]
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "handle"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    out = run("ip", "netns", "exec", ns, "nft", "-j", "list", "table", "bridge",
+              "virt_vlan").stdout
+    return [strip(item) for item in json.loads(out)["nftables"] if "metainfo" not in item]
+
+
+def test_in_process_and_nft_process_write_the_same_table(lab):
+    """The chains `plug` wrote (in process, through libnftables), written
+    again into two fresh namespaces, once in process and once by an
+    `nft -f -` process: nft's own listing is the same all three times,
+    after a removal too."""
+    from virtvlan.host import nftables, nftwrite
+    from virtvlan.plan import actions as act
+
+    assert nftwrite.library() is not None, "%s does not load: nothing in process to compare" \
+        % nftwrite.LIBRARY
+    lab.build(wiring="trunk", extra_conf=SECURE)
+    g1 = lab.guest("g1", "vnet1", untagged=[G1_IP + "/24"])
+    gt = lab.guest("gt", "vnet2", untagged=["10.7.0.20/24"])
+    plug(lab, "vnet1", g1, True, "--access", "5", "--ips", G1_IP + ",2001:db8::10")
+    plug(lab, "vnet2", gt, True, "--trunk", "5", "--native", "7", "--guard", "router")
+    filters = call_in_netns(lab.host, nftables.read_filters_netlink)
+    assert [f.port for f in filters] == ["vnet1", "vnet2"], filters
+    written = _nft_table(lab.host)
+    library, process = lab.netns("lib"), lab.netns("proc")
+    for port_filter in filters:
+        script = "\n".join(act.SetPortFilter(port_filter.port, port_filter.rules).script()) + "\n"
+        assert nftwrite.run_script_in_process(script, library) is None
+        assert nftwrite.run_script_nft(script, process) is None
+    assert _nft_table(library) == written
+    assert _nft_table(process) == written
+    assert nftables.read_filters_netlink(library) == filters
+    gone = "\n".join(act.SetPortFilter("vnet1", ()).script()) + "\n"
+    assert nftwrite.run_script_in_process(gone, library) is None
+    assert nftwrite.run_script_nft(gone, process) is None
+    assert _nft_table(library) == _nft_table(process)
+    assert "port-vnet1" not in json_text(_nft_table(library))
+
+
+def json_text(value) -> str:  # type: ignore[no-untyped-def]
+    import json
+
+    return json.dumps(value)

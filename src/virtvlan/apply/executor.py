@@ -11,14 +11,13 @@ import errno
 import ipaddress
 import logging
 import os
-import subprocess
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Set, Tuple, Type
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from virtvlan.plan import actions as act
-from virtvlan.host import nftables, rtnl, state
+from virtvlan.host import nftables, nftwrite, rtnl, state
 from virtvlan.errors import ApplyBug, ApplyError, KernelRefused, StaleSnapshot
 from virtvlan.model import MANAGED_ALIAS, Address, Link, Route, Snapshot
 from virtvlan.host.nlconst import (
@@ -409,20 +408,16 @@ class _Executor:
         self.ipr.vlan_filter(command, index=index, vlan_info=info, **attrs)
 
     def _port_filter(self, action: act.Action) -> None:
-        """One `nft -f -` transaction: the kernel applies all of it or none."""
+        """One nft transaction (in process through libnftables, else an
+        `nft -f -` process): the kernel applies all of it or none."""
         assert isinstance(action, act.SetPortFilter)
         self.step, self.device = "nft -f - (the port filter of %s)" % action.port, action.port
-        argv = nftables.nft_command(self.netns)
-        if argv is None:
+        if nftables.nft_command(self.netns) is None:
             raise ApplyError("%s: nft is not installed, so its port filter cannot be set"
                              % action.port, "install nftables, or set port-security = no")
-        script = "\n".join(action.script()) + "\n"
-        done = subprocess.run(argv + ["-f", "-"], input=script.encode(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, timeout=30, check=False)
-        if done.returncode != 0:
-            lines = done.stderr.decode(errors="replace").strip().splitlines()
-            raise KernelRefused("nft -f - (the port filter of %s)" % action.port, action.port,
-                                errno.EINVAL, lines[0] if lines else "exit %d" % done.returncode)
+        refusal = nftwrite.run_script("\n".join(action.script()) + "\n", self.netns)
+        if refusal is not None:
+            raise KernelRefused(self.step, action.port, errno.EINVAL, refusal)
 
     def _isolated(self, action: act.Action) -> None:
         assert isinstance(action, act.SetIsolated)

@@ -6,13 +6,16 @@ only: about 1 ms), run only when some uplink has port security on (the
 engine asks), never by an untagged hook call. read_filters_nft() reads
 the same with `nft -j list table bridge virt_vlan` (a process: ~10 ms);
 the kernel tests check that both agree. Writing is the executor's
-(apply/executor.py), with `nft -f -`.
+(apply/executor.py), through host/nftwrite.py (libnftables in process).
 """
 
 import json
 import logging
+import os
 import shutil
+import socket
 import subprocess
+import threading
 from typing import Dict, List, Optional, Tuple
 
 from virtvlan.errors import ApplyError
@@ -28,10 +31,19 @@ UNHOOKED = "!unhooked"
 FOREIGN = "!foreign"
 
 
+# Where nft was found: a served call asks up to three times (read, write,
+# read back) and a PATH search costs ~0.1 ms; checked again when it is gone.
+_nft_path: Optional[str] = None
+
+
 def nft_command(netns: Optional[str] = None) -> Optional[List[str]]:
     """The argv prefix that runs nft (in `netns`); None when nft is missing."""
-    # Hooks may run with a PATH lacking /usr/sbin.
-    nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+    global _nft_path
+    nft = _nft_path
+    if nft is None or not os.access(nft, os.X_OK):
+        # Hooks may run with a PATH lacking /usr/sbin.
+        nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+        _nft_path = nft
     if nft is None:
         return None
     return ["ip", "netns", "exec", netns, nft] if netns else [nft]
@@ -167,29 +179,70 @@ def _dump(sock, seq: int, msg: int, attrs: bytes) -> List[bytes]:  # type: ignor
             return out
 
 
+# The reading socket of this process's own namespace, kept open (see
+# read_filters_netlink), the pid that made it, and the last sequence number.
+_shared: Optional[socket.socket] = None
+_shared_pid = 0
+_shared_seq = 0
+_shared_lock = threading.Lock()
+
+
 def read_filters_netlink(netns: Optional[str] = None) -> Tuple[PortFilter, ...]:
     """The filters over netlink: the same answer as read_filters_nft()
-    (tests/kernel compare them)."""
+    (tests/kernel compare them).
+
+    In the caller's own namespace the socket stays open for the next read:
+    closing a NETLINK_NETFILTER socket makes nf_tables wait for the freeing
+    of the objects of the last transaction (nft_rcv_nl_event flushes its
+    destroy work, an RCU grace period: 7-15 ms on a loaded 2-core host),
+    which the read-back right after writing a filter would pay every time."""
+    global _shared, _shared_pid, _shared_seq
+    if netns is not None:
+        sock = _netfilter_socket(netns)
+        try:
+            return _read_table(sock, 1)
+        finally:
+            sock.close()
+    with _shared_lock:
+        if _shared is None or _shared_pid != os.getpid():
+            # A forked child makes its own: never share the parent's port id.
+            _shared, _shared_pid = _netfilter_socket(None), os.getpid()
+        # Fresh sequence numbers: replies of another dump are skipped.
+        _shared_seq = (_shared_seq + 2) % (1 << 31)
+        try:
+            return _read_table(_shared, _shared_seq)
+        except BaseException:
+            # Unread replies may be left in it: the next read opens a new one.
+            _shared.close()
+            _shared = None
+            raise
+
+
+def _netfilter_socket(netns: Optional[str]) -> socket.socket:
     from virtvlan.host import rtnl
     from virtvlan.host.nlconst import NETLINK_NETFILTER
 
     try:
-        sock = rtnl.route_socket(None if netns is None else rtnl.netns_path(netns),
+        return rtnl.route_socket(None if netns is None else rtnl.netns_path(netns),
                                  NETLINK_NETFILTER)
     except OSError as err:
         raise ApplyError("cannot open a netfilter netlink socket: %s"
                          % rtnl.errno_name(err.errno or 0)) from err
+
+
+def _read_table(sock: socket.socket, seq: int) -> Tuple[PortFilter, ...]:
+    """The filters, dumped on `sock` with sequence numbers seq and seq+1."""
+    from virtvlan.host import rtnl
+
     table = NFT_TABLE.encode() + b"\0"
     try:
-        rules = _dump(sock, 1, _NFT_MSG_GETRULE, _attr(_NFTA_RULE_TABLE, table))
-        elems = _dump(sock, 2, _NFT_MSG_GETSETELEM,
+        rules = _dump(sock, seq, _NFT_MSG_GETRULE, _attr(_NFTA_RULE_TABLE, table))
+        elems = _dump(sock, seq + 1, _NFT_MSG_GETSETELEM,
                       _attr(_NFTA_SET_ELEM_LIST_TABLE, table)
                       + _attr(_NFTA_SET_ELEM_LIST_SET, NFT_MAP.encode() + b"\0"))
     except OSError as err:
         raise ApplyError("netlink dump of virt-vlan's nftables table failed: %s"
                          % rtnl.errno_name(err.errno or 0)) from err
-    finally:
-        sock.close()
     chains: Dict[str, List[str]] = {}
     hooked = False
     for payload in rules:
