@@ -29,7 +29,7 @@ def with_network_ports(desired: Optional[Desired], xml: bytes,
     its own for an untagged domain that has such ports. Unchanged when it
     has none (one substring test, and one listdir when it has network NICs).
     Never raises a VirtVlanError: a refusal becomes `error`."""
-    if (desired is not None and desired.error) or b"<interface type='network'" not in xml:
+    if (desired is not None and desired.error) or b"<source network='" not in xml:
         return desired
     records = netports.recorded()
     if not records:

@@ -112,9 +112,11 @@ def on_our_network(xml: bytes) -> bool:
     """Whether an untagged domain's XML names a network virt-vlan protects
     the ports of (host/netports.py records it): one listdir, failing fast
     when no such network runs. libvirt writes <source network='NAME' ...>
-    with single quotes; a recorded name that is not a plain word (a file
-    "%HEX") matches any network interface, so none is missed."""
-    if b"<interface type='network'" not in xml:
+    with single quotes (the live XML of a port of a bridge-forward network
+    says <interface type='bridge'>, its source still names the network); a
+    recorded name that is not a plain word (a file "%HEX") matches any
+    network port, so none is missed."""
+    if b"<source network='" not in xml:
         return False
     try:
         entries = os.listdir(os.path.join(os.environ.get("VIRT_VLAN_RUN_DIR") or RUN_DIR,

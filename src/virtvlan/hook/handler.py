@@ -115,8 +115,7 @@ def _port_networks(domain: "Domain") -> Dict[str, "Network"]:
     from virtvlan.host import netports
     from virtvlan.parse.metadata import parse_network
 
-    names = {nic.source_network for nic in domain.nics
-             if nic.type == "network" and nic.source_network}
+    names = {nic.source_network for nic in domain.nics if nic.source_network}
     if not names:
         return {}
     return {name: parse_network(xml) for name, xml in netports.recorded().items()

@@ -460,7 +460,9 @@ def network_port_wants(domain: Domain, networks: Mapping[str, Network],
     network asks for an exception the uplink no longer allows."""
     out = []
     for nic in domain.nics:
-        network = networks.get(nic.source_network or "") if nic.type == "network" else None
+        # Not by <interface type>: libvirt's live XML gives the port of a
+        # bridge-forward network type='bridge', with <source network=... bridge=...>.
+        network = networks.get(nic.source_network or "")
         if network is None or network.vlan is None or not nic.target:
             continue
         who = "domain %s, interface %s (network %s)" % (domain.name, nic.mac, network.name)
