@@ -8,8 +8,9 @@ from conftest import ACCESS_CONF, MIXED_CONF
 from virtvlan.parse import config as config_mod
 from virtvlan.errors import InputError
 from virtvlan.checks.explain import paths, render
-from virtvlan.parse.metadata import Domain, Nic, VlanSpec
-from virtvlan.model import Link, Snapshot
+from virtvlan.parse.metadata import Domain, Nic, Security, VlanSpec
+from virtvlan.model import Link, PortFilter, Snapshot
+from virtvlan.plan.actions import SetPortFilter
 
 ACCESS = config_mod.parse(ACCESS_CONF, "vv.conf")
 MIXED = config_mod.parse(MIXED_CONF, "vv.conf")  # eth0 access (default), eth1 trunk -> br1
@@ -170,8 +171,113 @@ def test_explain_command_json_on_tagged_test_domain(monkeypatch, tmp_path, capsy
         conn.close()
     (path,) = json.loads(capsys.readouterr().out)
     assert set(path) == {"domain", "mac", "mode", "vlans", "native", "uplink", "wiring",
-                         "hops", "ok", "note"}
+                         "hops", "ok", "note", "security"}
+    assert path["security"]["state"] == "off"  # ACCESS_CONF: port-security = no
     assert (path["domain"], path["mac"], path["vlans"], path["ok"]) == (
         "test", "aa:bb:cc:dd:ee:ff", [5], True)
     assert [h["device"] for h in path["hops"]] == ["testnet0", "br05", "eth0.5", "eth0"]
     assert set(path["hops"][0]) == {"device", "role", "frames", "change", "tcpdump", "state"}
+
+
+# --- port security on the path ---------------------------------------------------------
+
+SECURE = config_mod.parse(ACCESS_CONF.replace("[uplink eth0]\n", "[uplink eth0]\n"
+                                              "port-security = yes\n"
+                                              "allowed-exceptions = router\n"), "vv.conf")
+RULES = ("stp", "mac=" + MAC, "arp=" + MAC, "nd=" + MAC, "ra", "dhcp", "dhcp6", "tagged",
+         "qinq")
+
+
+def _secure_snap(filters=((PortFilter("vnet0", RULES)),), isolated=False):
+    return Snapshot((
+        Link("eth0"),
+        Link("eth0.5", kind="vlan", vlan_id=5, parent="eth0", master="br05"),
+        Link("br05", kind="bridge"),
+        Link("vnet0", kind="tun", master="br05", isolated=isolated),
+    ), filters=filters)
+
+
+def _secure_domain(**security):
+    return Domain("vm1", "u1", nics=(Nic(MAC, "bridge", target="vnet0"),),
+                  specs=(VlanSpec(MAC, "access", (5,), security=Security(**security)),))
+
+
+def test_protected_access_nic_shows_its_filter_by_group():
+    (path,) = paths(_secure_domain(), SECURE, _secure_snap())
+    sec = path.security
+    assert (sec.state, sec.filter, sec.problems, sec.fix) == ("on", "ok", (), "")
+    assert path.ok
+    assert [g.group for g in sec.expected] == ["control frames", "MAC", "ARP/NDP",
+                                               "rogue servers", "tags"]
+    tags = sec.expected[-1]
+    assert tags.nft == (
+        'nft add rule bridge virt_vlan port-vnet0 ether type 8021q vlan id != 0 drop comment '
+        '"tagged"',
+        'nft add rule bridge virt_vlan port-vnet0 ether type 8021ad drop comment "qinq"')
+    # The same commands SetPortFilter renders for the tap (dry-run, journal).
+    rendered = SetPortFilter("vnet0", RULES).render()
+    assert all(line in rendered for group in sec.expected for line in group.nft)
+    text = render((path,))
+    assert "  port security: on; isolated no" in text
+    assert "    filter on vnet0 (chain port-vnet0): its filter is in place" in text
+    assert "    drops MAC:\n      frames whose source MAC is not %s\n" % MAC in text
+
+
+def test_exceptions_take_out_their_group_and_isolation_is_compared():
+    (path,) = paths(_secure_domain(allow=frozenset({"router"}), isolated=True), SECURE,
+                    _secure_snap(filters=(PortFilter("vnet0", ("stp", "mac=" + MAC, "arp=" + MAC,
+                                                               "nd=" + MAC, "tagged", "qinq")),)))
+    sec = path.security
+    assert "rogue servers" not in [g.group for g in sec.expected]
+    assert sec.allow == ("router",) and sec.filter == "ok"
+    assert sec.problems == ("tap vnet0 has isolated off, expected on",)
+    assert sec.fix.startswith("restart the guest")
+    assert not path.ok
+    assert "exceptions (allow=) router; isolated yes" in render((path,))
+
+
+def test_missing_and_differing_filter_say_so_with_the_fix():
+    (missing,) = paths(_secure_domain(), SECURE, _secure_snap(filters=()))
+    assert missing.security.filter == "missing"
+    assert missing.security.problems == ("tap vnet0 has no port filter",)
+    assert "    !! tap vnet0 has no port filter\n    fix: restart the guest" in render(
+        (missing,))
+    (differs,) = paths(_secure_domain(), SECURE,
+                       _secure_snap(filters=(PortFilter("vnet0", ("stp", "mac=" + MAC)),)))
+    assert differs.security.filter == "differs"
+    assert differs.security.problems == (
+        "the filter on tap vnet0 differs from the expected one (lacks arp=%s, nd=%s, ra, "
+        "dhcp, dhcp6, tagged, qinq)" % (MAC, MAC),)
+    assert "    found on the tap: stp, mac=%s" % MAC in render((differs,))
+    (unread,) = paths(_secure_domain(), SECURE, _secure_snap(filters=None))
+    assert unread.security.filter == "not read"
+    assert "install nftables" in unread.security.fix
+
+
+def test_exception_the_uplink_does_not_allow_is_refused():
+    (path,) = paths(_secure_domain(allow=frozenset({"stp"})), SECURE, _secure_snap())
+    sec = path.security
+    assert sec.state == "refused" and not path.ok
+    assert sec.problems[0].startswith("domain vm1, interface %s: allow='stp' is not permitted "
+                                      "on uplink eth0" % MAC)
+
+
+def test_port_security_off_and_a_leftover_filter():
+    (off,) = paths(_secure_domain(), ACCESS, _secure_snap(filters=None))
+    assert (off.security.state, off.security.filter, off.security.expected) == ("off", "", ())
+    assert off.ok
+    (left,) = paths(_secure_domain(), ACCESS, _secure_snap())
+    assert left.security.filter == "unexpected" and not left.ok
+
+
+def test_trunk_nic_filter_and_stopped_guest():
+    conf = config_mod.parse(MIXED_CONF.replace("[uplink eth1]\n", "[uplink eth1]\n"
+                                               "port-security = yes\n"), "vv.conf")
+    dom = Domain("vm1", "u1", nics=(Nic(MAC, "bridge"),),
+                 specs=(VlanSpec(MAC, "trunk", (5, 7), uplink="eth1",
+                                 security=Security(guard_router=True)),))
+    (path,) = paths(dom, conf, Snapshot((Link("eth1", master="br1"),), filters=()))
+    sec = path.security
+    assert sec.filter == "no tap" and not sec.problems
+    assert [g.group for g in sec.expected] == ["control frames", "MAC", "rogue servers", "tags"]
+    assert sec.expected[-1].drops == ("802.1ad (Q-in-Q) frames",)

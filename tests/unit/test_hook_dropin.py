@@ -45,7 +45,7 @@ def test_dropin_namespace_literal_is_the_contract_namespace():
 def test_dropin_acts_on_exactly_the_ops_hook_handles():
     ops = _load_dropin()["OPS"]
     assert ops["qemu"] == hook.QEMU_WIRE_OPS | hook.QEMU_CHECK_OPS | hook.QEMU_RELEASE_OPS
-    assert ops["network"] == {"start", "stopped"}
+    assert ops["network"] == {"start", "stopped", "port-deleted"}
 
 
 def test_untagged_domain_never_imports_the_package(tmp_path):

@@ -520,7 +520,7 @@ NETWORK_ERRORS = {
                   "xml-examples/network-vlan5.xml"),
     "unknown attribute": (dict(meta="<vv:network vlan='5' mode='access'/>"),
                           "network vlan5: unknown attribute mode='access' on <vv:network>; "
-                          "allowed: uplink, vlan"),
+                          "allowed: allow, guard, ips, isolated, uplink, vlan"),
     "missing vlan": (dict(meta="<vv:network uplink='eth0'/>"),
                      "network vlan5: <vv:network> needs vlan='5' (the VLAN its guests see "
                      "untagged)"),

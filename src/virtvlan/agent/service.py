@@ -43,6 +43,7 @@ from virtvlan.parse.config import Config, load_or_refuse
 from virtvlan.errors import VirtVlanError
 from virtvlan.host import state
 from virtvlan.agent import reconcile, sdnotify, serve
+from virtvlan.agent.network_ports import with_network_ports
 from virtvlan.agent.reconcile import Desired
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,8 @@ class Agent:
             self.heal_from_cache(config, why + " (libvirt failed: from the cache)",
                                  self._cache(), cleanup=True)
             return
-        domains = self._index(reconcile.domain_desired(x, config) for x in xmls)
+        domains = self._index(with_network_ports(reconcile.domain_desired(x, config), x, config)
+                              for x in xmls)
         networks = self._index(reconcile.network_desired(x, config) for x in net_xmls)
         for line in reconcile.changes({**self.domains, **self.networks}, {**domains, **networks}):
             log.info("agent: %s", line)
@@ -249,7 +251,8 @@ class Agent:
             return
         key = state.domain_key(uuid, name)
         old = self.domains.get(key)
-        new = reconcile.domain_desired(xml, config) if xml is not None else None
+        new = (with_network_ports(reconcile.domain_desired(xml, config), xml, config)
+               if xml is not None else None)
         if new is not None and new.key != key:
             new = replace(new, key=key)
         if old is None and new is None:

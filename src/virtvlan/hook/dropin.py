@@ -27,7 +27,11 @@ REPLY_TIMEOUT = 60.0
 # exits before loading anything: started/stopped come on every guest start
 # and stop and need no work from us.
 OPS = {"qemu": {"prepare", "start", "reconnect", "attach", "release", "migrate", "restore"},
-       "network": {"start", "stopped"}}
+       "network": {"start", "stopped", "port-deleted"}}
+# Where the network hook records the running virt-vlan networks whose ports
+# get port security (virtvlan/host/netports.py; VIRT_VLAN_RUN_DIR as there).
+RUN_DIR = "/run/virt-vlan"
+NETWORKS = "networks"
 # Ops whose answer is the domain XML on stdout (libvirt's filter hooks): the
 # agent's replies carry no stdout, so the drop-in always runs these itself.
 FILTER_OPS = {"migrate", "restore"}
@@ -104,6 +108,28 @@ def ask_agent(driver: str, args: list, xml: bytes, marks=None):  # -> Optional[T
         return None
 
 
+def on_our_network(xml: bytes) -> bool:
+    """Whether an untagged domain's XML names a network virt-vlan protects
+    the ports of (host/netports.py records it): one listdir, failing fast
+    when no such network runs. libvirt writes <source network='NAME' ...>
+    with single quotes (the live XML of a port of a bridge-forward network
+    says <interface type='bridge'>, its source still names the network); a
+    recorded name that is not a plain word (a file "%HEX") matches any
+    network port, so none is missed."""
+    if b"<source network='" not in xml:
+        return False
+    try:
+        entries = os.listdir(os.path.join(os.environ.get("VIRT_VLAN_RUN_DIR") or RUN_DIR,
+                                          NETWORKS))
+    except OSError:
+        return False
+    for entry in entries:
+        if entry.startswith("%") or (not entry.endswith(".tmp") and (
+                b"network='" + entry.encode("utf-8", "surrogateescape") + b"'") in xml):
+            return True
+    return False
+
+
 def write_times(path: str, marks: list) -> None:
     """make bench: one line "PID OP name=seconds ..." appended to `path`."""
     with open(path, "a") as handle:
@@ -131,7 +157,7 @@ def main() -> int:
         return 0
     # virtvlan.NAMESPACE, spelled out: the package is not importable yet (-S);
     # test_hook_dropin.py checks that the two agree.
-    if b"urn:virt-vlan:1" not in xml:
+    if b"urn:virt-vlan:1" not in xml and not (driver == "qemu" and on_our_network(xml)):
         return 0
     served = None if driver == "qemu" and sys.argv[2] in FILTER_OPS else \
         ask_agent(driver, sys.argv[1:], xml, marks)

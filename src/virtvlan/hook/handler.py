@@ -20,10 +20,13 @@ import logging
 import os
 import sys
 from dataclasses import replace
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from virtvlan.errors import ApplyError, InternalError, VirtVlanError, one_line
 from virtvlan.host.journal import Syslog
+
+if TYPE_CHECKING:  # lxml-free at import: parse.metadata loads only when a call needs it
+    from virtvlan.parse.metadata import Domain, Network
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str],
     from virtvlan.apply import engine
     from virtvlan.host import state
     from virtvlan.parse.config import load_or_refuse
-    from virtvlan.parse.metadata import parse_domain, wants
+    from virtvlan.parse.metadata import network_port_wants, parse_domain, wants
 
     op = args[1] if len(args) > 1 else ""
     if op not in QEMU_WIRE_OPS | QEMU_CHECK_OPS | QEMU_RELEASE_OPS:
@@ -63,12 +66,16 @@ def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str],
             log.warning("domain %s, interface %s: virt-vlan metadata names a MAC the domain has "
                         "no <interface> for; ignored until a NIC with that MAC is attached "
                         "(the virt-vlan agent wires it then)", domain.name, spec.mac)
-    if not domain.tagged:
+    networks = _port_networks(domain) if op in QEMU_WIRE_OPS | QEMU_RELEASE_OPS else {}
+    if not domain.tagged and not networks:
         return 0
     who = "domain %s" % domain.name
-    key = state.domain_key(domain.uuid, domain.name)
+    # An untagged guest (only ports of virt-vlan networks) reserves nothing:
+    # its network holds the bridge.
+    key = state.domain_key(domain.uuid, domain.name) if domain.tagged else None
     config = load_or_refuse(config_path, who)
     if op in QEMU_RELEASE_OPS:
+        # Also removes the filters of its network ports (their taps are gone).
         engine.release(config, why="%s %s" % (who, op), reserve_key=key)
         return 0
     if op in QEMU_CHECK_OPS:
@@ -83,6 +90,8 @@ def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str],
         return 0
     wanted = wants(domain, config)
     if op == "prepare":
+        if not domain.tagged:
+            return 0  # a network port's tap does not exist yet
         # Taps do not exist yet: build bridges and feeds, and hold them.
         wanted = tuple(replace(w, port=None) for w in wanted)
         engine.wire(wanted, config, why="%s %s" % (who, op), reserve_key=key)
@@ -91,8 +100,26 @@ def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str],
     for who_missing in missing:
         log.warning("%s: no <target dev> in the XML at %s; its tap is left where libvirt put it",
                     who_missing, op)
-    engine.wire(wanted, config, why="%s %s" % (who, op), reserve_key=key)
+    # Ports of virt-vlan networks: libvirt attached their taps to the
+    # network's bridge already; the plan adds their filters (and isolated
+    # flag) before the CPUs run.
+    wanted += network_port_wants(domain, networks, config)
+    if wanted:
+        engine.wire(wanted, config, why="%s %s" % (who, op), reserve_key=key)
     return 0
+
+
+def _port_networks(domain: "Domain") -> Dict[str, "Network"]:
+    """The running virt-vlan networks (host/netports.py records) that NICs
+    of `domain` are ports of, parsed; {} when none (no file is read then)."""
+    from virtvlan.host import netports
+    from virtvlan.parse.metadata import parse_network
+
+    names = {nic.source_network for nic in domain.nics if nic.source_network}
+    if not names:
+        return {}
+    return {name: parse_network(xml) for name, xml in netports.recorded().items()
+            if name in names}
 
 
 def _network(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int:
@@ -101,8 +128,10 @@ def _network(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int
     from virtvlan.parse.config import load_or_refuse
     from virtvlan.parse.metadata import network_want, parse_network
 
+    from virtvlan.host import netports
+
     op = args[1] if len(args) > 1 else ""
-    if op not in ("start", "stopped"):
+    if op not in ("start", "stopped", "port-deleted"):
         return 0
     network = parse_network(xml)
     if network.vlan is None:
@@ -110,10 +139,25 @@ def _network(args: Sequence[str], xml: bytes, config_path: Optional[str]) -> int
     who = "network %s" % network.name
     key = state.network_key(network.name)
     config = load_or_refuse(config_path, who)
+    if op == "port-deleted":
+        # A guest stopped or a NIC was unplugged: its tap is gone by now
+        # (QEMU closed it before libvirt releases the port), and cleanup
+        # removes the filter of every port that no longer exists. The
+        # port's XML names no tap (libvirt allocates ports before taps).
+        if network.name in netports.recorded():
+            engine.release(config, why="%s port-deleted" % who)
+        return 0
     if op == "stopped":
+        netports.forget(network.name)
         engine.release(config, why="%s stopped" % who, reserve_key=key)
         return 0
-    engine.wire([network_want(network, config)], config, why="%s start" % who, reserve_key=key)
+    want = network_want(network, config)  # refuses an exception the uplink does not allow
+    engine.wire([want], config, why="%s start" % who, reserve_key=key)
+    if config.uplink(network.uplink, who).port_security:
+        # Read by the qemu hooks of its guests (they must not ask libvirt).
+        netports.record(network.name, xml)
+    else:
+        netports.forget(network.name)
     return 0
 
 

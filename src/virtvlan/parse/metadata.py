@@ -14,7 +14,7 @@ without lxml, whether a document mentions our namespace at all.
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Optional, Tuple
+from typing import Dict, FrozenSet, Mapping, Optional, Tuple
 
 from virtvlan import NAMESPACE, PREFIX
 from virtvlan.parse.config import Config, Uplink, parse_exceptions
@@ -32,9 +32,10 @@ MAX_ENTRIES = 256
 SECURITY_ATTRS = {"allow", "guard", "isolated", "ips"}
 INTERFACE_ATTRS = {ACCESS: {"mac", "mode", "vlan", "uplink"} | SECURITY_ATTRS,
                    TRUNK: {"mac", "mode", "vlans", "native", "uplink"} | SECURITY_ATTRS}
-# Not yet on networks: libvirt attaches their ports itself (port-created),
-# and virt-vlan does not wire (nor protect) those ports in this version.
-NETWORK_ATTRS = {"vlan", "uplink"}
+# A network's port security applies to each of its ports: libvirt attaches
+# them itself, and virt-vlan adds their filters at the guest's `start` hook
+# (the taps exist then, the CPUs do not run yet; see network_port_wants).
+NETWORK_ATTRS = {"vlan", "uplink"} | SECURITY_ATTRS
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class Network:
     forward: Optional[str]
     vlan: Optional[int] = None  # None: untagged network, not ours
     uplink: Optional[str] = None
+    security: Security = Security()  # for every port of the network
 
 
 def is_tagged(xml: bytes) -> bool:
@@ -399,7 +401,8 @@ def parse_network(xml: bytes) -> Network:
         raise InputError("%s: virt-vlan networks need <forward mode='bridge'/> and <bridge "
                          "name='...'/> (found forward %s, bridge %s); see "
                          "xml-examples/network-vlan5.xml" % (who, forward, bridge))
-    return Network(name=name, bridge=bridge, forward=forward, vlan=vlan, uplink=el.get("uplink"))
+    return Network(name=name, bridge=bridge, forward=forward, vlan=vlan, uplink=el.get("uplink"),
+                   security=parse_security(el, who))
 
 
 def wants(domain: Domain, config: Config) -> Tuple[Want, ...]:
@@ -441,4 +444,32 @@ def network_want(network: Network, config: Config) -> Want:
         raise InputError("%s: <bridge name='%s'/> but VLAN %d on uplink %s is bridge %s; set "
                          "<bridge name='%s'/>" % (who, network.bridge, network.vlan, uplink.name,
                                                  expected, expected))
+    # The exceptions its ports would get, checked now: a network that asks
+    # for more than the uplink allows does not start.
+    protection(network.security, "", uplink, who, config.path)
     return Want(uplink=uplink.name, mode=ACCESS, vlans=(network.vlan,), who=who)
+
+
+def network_port_wants(domain: Domain, networks: Mapping[str, Network],
+                       config: Config) -> Tuple[Want, ...]:
+    """The Wants of the NICs of `domain` that are ports of running virt-vlan
+    networks (`networks`, by name) whose uplink has port security on: each
+    its tap (libvirt has attached it to the network's bridge) with the
+    network's protection for the NIC's MAC. Empty with port security off:
+    libvirt's wiring of such ports is all they need. InputError when the
+    network asks for an exception the uplink no longer allows."""
+    out = []
+    for nic in domain.nics:
+        # Not by <interface type>: libvirt's live XML gives the port of a
+        # bridge-forward network type='bridge', with <source network=... bridge=...>.
+        network = networks.get(nic.source_network or "")
+        if network is None or network.vlan is None or not nic.target:
+            continue
+        who = "domain %s, interface %s (network %s)" % (domain.name, nic.mac, network.name)
+        uplink = config.uplink(network.uplink, who)
+        guard = protection(network.security, nic.mac, uplink, who, config.path)
+        if guard is None:
+            continue
+        out.append(Want(uplink=uplink.name, mode=ACCESS, vlans=(network.vlan,), port=nic.target,
+                        who=who, protection=guard))
+    return tuple(out)

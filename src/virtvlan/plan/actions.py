@@ -543,6 +543,17 @@ def _rule_text(spec: str) -> Optional[str]:
     return None
 
 
+def filter_rule(port: str, spec: str) -> Optional[str]:
+    """The `add rule` line (without `nft `) of rule spec `spec` in `port`'s
+    chain, as SetPortFilter writes it; None for a spec this version does
+    not know."""
+    text = _rule_text(spec)
+    if text is None:
+        return None
+    return 'add rule %s %s %s %s comment "%s"' % (NFT_FAMILY, NFT_TABLE, filter_chain(port),
+                                                  text, spec)
+
+
 def _nft_head() -> Tuple[str, ...]:
     """The table, its dispatch chain and map; idempotent in one transaction
     (`add` of what exists is no error; the dispatch rule is flushed and
@@ -579,9 +590,9 @@ class SetPortFilter(Action):
                             'delete element %s %s { "%s" }' % (table, NFT_MAP, self.port),
                             "delete chain %s %s" % (table, chain))
         for spec in self.rules:
-            text = _rule_text(spec)
-            if text is not None:
-                lines += ('add rule %s %s %s comment "%s"' % (table, chain, text, spec),)
+            line = filter_rule(self.port, spec)
+            if line is not None:
+                lines += (line,)
         return lines + ("add element %s %s %s" % (table, NFT_MAP, element),)
 
     def render(self) -> Tuple[str, ...]:
