@@ -17,10 +17,15 @@ import pytest
 
 from virtvlan.parse import config
 
+# These configs are about wiring: they turn port security (on by default)
+# off, so that plans and findings hold only the wiring's; port security has
+# its own configs in test_port_security.py.
+
 # Access wiring: eth0 carries VLAN devices eth0.<V>, each feeding br0<V>.
 ACCESS_CONF = """\
 [uplink eth0]
 allowed-vlans = 5,7,100-110
+port-security = no
 """
 
 # Trunk wiring: eth1 is a port of br0, which feeds br0<V> from br0.<V>.
@@ -28,6 +33,7 @@ TRUNK_CONF = """\
 [uplink eth1]
 wiring = trunk
 allowed-vlans = 5,7,100-110
+port-security = no
 """
 
 # Both at once, as on a host with a guest NIC and a trunk NIC.
@@ -37,11 +43,13 @@ default-uplink = eth0
 
 [uplink eth0]
 allowed-vlans = 5,7
+port-security = no
 
 [uplink eth1]
 wiring = trunk
 allowed-vlans = 5,7,100-110
 host-vlans = 10
+port-security = no
 """
 
 

@@ -570,5 +570,5 @@ def test_show_prints_each_nics_port_security(conn, conf, capsys):
               "--isolated") == 0
     capsys.readouterr()
     assert vv(conf, "show", "vm1") == 0
-    assert "%s port security: off (port-security = no on its uplink); allow router; isolated" \
-        % MAC1 in capsys.readouterr().out
+    # On by default (the test config has no port-security line).
+    assert "%s port security: on; allow router; isolated" % MAC1 in capsys.readouterr().out

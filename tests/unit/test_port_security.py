@@ -122,8 +122,14 @@ def test_bad_security_attributes_are_refused(attrs, says):
     assert says in str(info.value) and "\n" not in str(info.value)
 
 
-def test_port_security_off_means_no_protection():
+def test_port_security_is_on_by_default():
     cfg = config.parse(ACCESS_CONF, "test.conf")
+    assert cfg.uplinks[0].port_security
+    assert wants(parse_domain(domain()), cfg)[0].protection == Protection(mac=MAC)
+
+
+def test_port_security_off_means_no_protection():
+    cfg = config.parse(ACCESS_CONF + "port-security = no\n", "test.conf")
     assert not cfg.uplinks[0].port_security
     assert wants(parse_domain(domain()), cfg)[0].protection is None
 
@@ -169,7 +175,7 @@ def test_without_nft_port_security_is_refused():
 
 
 def test_unprotected_want_removes_a_stale_chain():
-    cfg = config.parse(ACCESS_CONF, "test.conf")
+    cfg = config.parse(ACCESS_CONF + "port-security = no\n", "test.conf")
     want = Want(uplink="eth0", mode="access", vlans=(5,), port="vnet0", who=WHO)
     result = plan([want], cfg, snap(ETH0, VNET0, filters=(PortFilter("vnet0", ("stp",)),)))
     assert SetPortFilter("vnet0", ()) in result.actions

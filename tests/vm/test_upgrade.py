@@ -9,9 +9,13 @@ Runs INSIDE the test VM as root, on a VM without virt-vlan installed:
      upgrade (--force-confold; the package's new one lands beside it as
      virt-vlan.dpkg-dist), while the unedited network drop-in is replaced;
   4. upgrades to the new package with apt: the running guests stay wired
-     (the kernel's links are exactly as before the upgrade);
+     (the kernel's links are exactly as before the upgrade) and, although
+     port security is now on by default, their taps get no filter, not even
+     from the new agent's first full reconcile; `virt-vlan check` lists
+     them as unprotected (docs/port-security.md, "Upgrade notes");
   5. starts another guest through the old drop-in (it imports
-     `virtvlan.hook.run` from the new package): it is wired;
+     `virtvlan.hook.run` from the new package): it is wired and protected;
+     the restarted access guest's tap has its filter;
   6. stops all guests: exactly what virt-vlan created for them is gone
      (the trunk bridge stays by design, with its uplink as the only port).
 At the end the package's own drop-in is put back in place (the admin
@@ -22,12 +26,13 @@ package as a fresh install would leave it.
 Inputs: VIRT_VLAN_PREVIOUS_DEB and VIRT_VLAN_NEW_DEB, paths of the two packages.
 """
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 
@@ -87,6 +92,53 @@ def apt_install(deb: Path) -> None:
         deb, proc.returncode, proc.stdout, proc.stderr)
 
 
+AGENT_TIMEOUT = 900  # TCG: importing libvirt-python (and pyroute2) before the first pass
+
+
+def port_filter(tap: str) -> List[str]:
+    """The rule specs (their comments) of `tap`'s chain in virt-vlan's
+    nftables table; [] when the table or the chain does not exist."""
+    proc = env.run(["nft", "-j", "list", "chain", "bridge", "virt_vlan", "port-" + tap],
+                   check=False)
+    if proc.returncode != 0:
+        return []
+    return [item["rule"].get("comment", "") for item in json.loads(proc.stdout)["nftables"]
+            if "rule" in item]
+
+
+def unprotected(tap: str) -> List[dict]:
+    """`virt-vlan check --json`'s findings that tap `tap` has no port security."""
+    proc = env.run(["/usr/bin/virt-vlan", "-c", env.URI, "check", "--json"], check=False)
+    assert proc.returncode in (0, 1, 2), proc.stdout + proc.stderr
+    return [f for f in json.loads(proc.stdout)["findings"]
+            if f["what"] == "tap %s has no port security" % tap]
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[Callable[[], int]]:
+    """Starts the installed `virt-vlan agent` (the VM runs no systemd to
+    start its unit) and returns how many full reconciles it has finished;
+    stops it at the end."""
+    log = tmp_path / "agent.log"
+    procs: List[subprocess.Popen] = []
+
+    def passes() -> int:
+        if not procs:
+            environ = dict(os.environ)
+            environ.pop("NOTIFY_SOCKET", None)
+            with open(log, "a") as out:
+                procs.append(subprocess.Popen(["/usr/bin/virt-vlan", "agent", "-c", env.URI],
+                                              stdout=subprocess.DEVNULL, stderr=out, env=environ))
+        if procs[0].poll() is not None:
+            pytest.fail("the agent exited %s:\n%s" % (procs[0].returncode, log.read_text()[-3000:]),
+                        pytrace=False)
+        return log.read_text(errors="replace").count("agent: reconcile done")
+
+    yield passes
+    if procs and procs[0].poll() is None:
+        assert env.terminate(procs[0]), "the agent did not stop on SIGTERM"
+
+
 @pytest.fixture
 def guests(tmp_path: Path) -> Iterator[env.Guests]:
     manager = env.Guests(tmp_path)
@@ -113,8 +165,8 @@ def assert_wired(now: Dict[str, dict], acc_tap: str, trk_tap: str) -> None:
     assert env.bridge_vlans("vvtrk") == {1: UNTAGGED, 5: [], 7: []}, env.bridge_vlans("vvtrk")
 
 
-def test_upgrade_keeps_guests_wired_and_old_dropins_working(guests: env.Guests,
-                                                             tmp_path: Path) -> None:
+def test_upgrade_keeps_guests_wired_and_old_dropins_working(guests: env.Guests, tmp_path: Path,
+                                                             agent: Callable[[], int]) -> None:
     old_deb, new_deb = deb_path("VIRT_VLAN_PREVIOUS_DEB"), deb_path("VIRT_VLAN_NEW_DEB")
     old_version, new_version = deb_version(old_deb), deb_version(new_deb)
     assert old_version != new_version, "both packages are version %s" % old_version
@@ -163,6 +215,23 @@ def test_upgrade_keeps_guests_wired_and_old_dropins_working(guests: env.Guests,
     # the old drop-in serves the next start (the fixture puts it back).
     shutil.move(str(DIST), str(tmp_path / "virt-vlan.dpkg-dist"))
 
+    # 4b. Port security is on by default now (the config has no port-security
+    # line), but the guests running across the upgrade keep their traffic
+    # until their next start: no filter, not even after the new agent's first
+    # full reconcile (it re-reads every running guest and wires it).
+    assert port_filter(acc_tap) == port_filter(trk_tap) == []
+    env.wait_for(lambda: agent() >= 1, AGENT_TIMEOUT, "the agent's first full reconcile",
+                 interval=0.5)
+    assert port_filter(acc_tap) == [], "the agent's reconcile protected a guest running " \
+        "across the upgrade"
+    assert port_filter(trk_tap) == []
+    assert env.topology() == wired, "the agent's reconcile changed the kernel's links"
+    # ... and `check` lists them as unprotected, a warning saying what to do.
+    for tap in (acc_tap, trk_tap):
+        (finding,) = unprotected(tap)
+        assert finding["severity"] == "warning", finding
+        assert "restart the guest" in finding["fix"] and "allow=" in finding["fix"], finding
+
     # 5. A new guest, started through the old drop-in and the new package.
     guests.define("upacc7", [Nic(mac(0xA03), source_bridge="br07")], [vv_access(mac(0xA03), 7)])
     guests.start("upacc7")
@@ -172,6 +241,16 @@ def test_upgrade_keeps_guests_wired_and_old_dropins_working(guests: env.Guests,
         acc7_tap, now[acc7_tap].get("master"))
     env.assert_access_bridge(now, "br07", feed="vvacc.7", parent="vvacc", vlan=7)
     assert_wired(now, acc_tap, trk_tap)
+    assert "mac=" + mac(0xA03) in port_filter(acc7_tap), port_filter(acc7_tap)
+
+    # 5b. The access guest's next start protects it (its tap has its filter).
+    guests.destroy("upacc")
+    guests.start("upacc")
+    acc_tap = env.tap("upacc")
+    assert "mac=" + mac(0xA01) in port_filter(acc_tap), port_filter(acc_tap)
+    assert not unprotected(acc_tap)
+    assert port_filter(trk_tap) == [], "the trunk guest was not restarted"
+    assert_wired(links(), acc_tap, trk_tap)
 
     # 6. Stopping the guests removes exactly what virt-vlan made for them.
     stopped = guests.destroy_many(["upacc", "uptrk", "upacc7"])

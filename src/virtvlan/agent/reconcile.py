@@ -14,7 +14,12 @@ Decisions taken here, on data (tests/unit/test_reconcile.py):
 - a network's want is wired only while the network hook's reservation of its
   bridge exists (between network `start` and `stopped`);
 - what no running guest or network needs is removed by the engine's cleanup,
-  which keeps reserved bridges (guests between `prepare` and `start`).
+  which keeps reserved bridges (guests between `prepare` and `start`);
+- port security (docs/port-security.md) goes only on NICs a libvirt event
+  hot-plugged or re-tagged (new_ports) and on ports virt-vlan protected
+  before (rebuilt after `nft flush ruleset`); a NIC that was running without
+  it (across the upgrade that turned it on) keeps its traffic until its
+  guest's next start (planner.kept_protection).
 """
 
 import logging
@@ -92,6 +97,14 @@ def network_desired(xml: bytes, config: Config) -> Optional[Desired]:
         return Desired(key=key, who=who, wants=(network_want(network, config),))
     except VirtVlanError as err:
         return Desired(key=key, who=who, error=str(err))
+
+
+def new_ports(old: Optional[Desired], new: Desired) -> FrozenSet[str]:
+    """The ports of `new` whose want a libvirt event added or changed (a
+    hot-plugged NIC, a re-tag): every port when the domain was not cached.
+    The agent wires them with port security, as their guest's start would."""
+    before = set(old.wants) if old is not None else set()
+    return frozenset(w.port for w in new.wants if w.port and w not in before)
 
 
 def tap_macs(guest_mac: str) -> FrozenSet[str]:
@@ -222,10 +235,13 @@ def changes(old: Dict[str, Desired], new: Dict[str, Desired]) -> List[str]:
 
 
 def wire(desired: Desired, config: Config, why: str,
-         held: FrozenSet[str] = frozenset(), move_taps: bool = True) -> bool:
+         held: FrozenSet[str] = frozenset(), move_taps: bool = True,
+         fresh: FrozenSet[str] = frozenset()) -> bool:
     """Make `desired` true on the host (engine.wire under the host lock, with
     the wants narrowed by `present` against the snapshot read there;
-    `move_taps` as there).
+    `move_taps` as there). Port security goes on the ports in `fresh`
+    (new_ports) and on those virt-vlan protected before, never on another
+    port that runs without it (engine.wire's `new_ports`).
 
     Returns False, having logged one line, when the engine refused; never
     raises a VirtVlanError (one guest's problem must not stop the others).
@@ -248,7 +264,7 @@ def wire(desired: Desired, config: Config, why: str,
 
     try:
         engine.wire(desired.wants, config, why="agent: %s %s" % (desired.who, why),
-                    select=select)
+                    select=select, new_ports=fresh)
     except VirtVlanError as err:
         log.error("agent: %s %s: %s", desired.who, why, err)
         return False

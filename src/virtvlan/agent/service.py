@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 BACKOFF_FIRST = 1.0  # seconds before the first reconnect attempt, doubled up to
 BACKOFF_MAX = 30.0
 DEFAULT_INTERVAL = 300.0  # reconcile interval while the config cannot be read
+# libvirt domain events that may add or re-tag a NIC of a running guest
+# (virsh attach-interface, a metadata edit): its changed NICs are wired with
+# port security. Lifecycle events are not: a start's hook protected the
+# guest already, and a guest running across an upgrade keeps its traffic.
+GROWING_EVENTS = ("device-added", "metadata")
 SERVE_HOOKS_ENV = "VIRT_VLAN_SERVE_HOOKS"  # "0": do not serve libvirt's hooks (serve.py)
 
 Item = Tuple[str, Any]
@@ -238,9 +243,12 @@ class Agent:
             out[key] = replace(desired, key=key) if key != desired.key else desired
         return out
 
-    def sync_domain(self, config: Config, uuid: str, name: str, why: str) -> None:
+    def sync_domain(self, config: Config, uuid: str, name: str, why: str,
+                    grew: bool = False) -> None:
         """One domain changed (lifecycle, device, metadata): re-read it, wire
-        it, clean up what it no longer needs."""
+        it, clean up what it no longer needs. `grew`: a NIC may have been
+        hot-plugged or re-tagged (GROWING_EVENTS); the NICs that changed get
+        port security as at a start (reconcile.new_ports)."""
         watch = self._connection()
         if watch is None:
             return  # the resync after the reconnect covers it
@@ -263,7 +271,8 @@ class Agent:
             self.domains.pop(key, None)
         else:
             self.domains[key] = new
-            reconcile.wire(new, config, why, self._held())
+            fresh = reconcile.new_ports(old, new) if grew else frozenset()
+            reconcile.wire(new, config, why, self._held(), fresh=fresh)
         reconcile.cleanup(config, "domain %s %s" % (name, why))
 
     def sync_networks(self, config: Config, why: str) -> None:
@@ -297,6 +306,7 @@ class Agent:
             return False
         resync: List[str] = []
         domains: Dict[str, Tuple[str, str]] = {}
+        grown: set = set()  # domains with a GROWING_EVENTS event in this batch
         networks: List[str] = []
         links_names: set = set()
         links_resync = False
@@ -317,6 +327,8 @@ class Agent:
                     log.debug("libvirt event: domain %s %s %s", event.name, event.kind,
                               event.detail)
                     domains[event.uuid] = (event.name, "%s %s" % (event.kind, event.detail))
+                    if event.kind in GROWING_EVENTS:
+                        grown.add(event.uuid)
             elif kind == "links":
                 links_names |= set(getattr(value, "names", ()) or ())
                 links_resync = links_resync or bool(getattr(value, "resync", False))
@@ -328,7 +340,7 @@ class Agent:
             self.resync(config, ", ".join(resync) or "periodic reconcile")
             return True  # re-read everything: covers the events of this batch
         for uuid, (name, why) in domains.items():
-            self.sync_domain(config, uuid, name, why)
+            self.sync_domain(config, uuid, name, why, grew=uuid in grown)
         if networks:
             self.sync_networks(config, "network %s" % ", ".join(sorted(set(networks))))
         if links_names or links_resync:

@@ -20,7 +20,7 @@ import sys
 from typing import Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
 
 from virtvlan.host import phases, state
-from virtvlan.plan.actions import MarkManaged, Plan
+from virtvlan.plan.actions import MarkManaged, Plan, SetPortFilter
 from virtvlan.parse.config import Config
 from virtvlan.host.lock import host_lock
 from virtvlan.model import Snapshot, Want
@@ -54,7 +54,30 @@ def _apply(result: Plan, why: str, before: Snapshot) -> None:
 
     for line in result.render():
         log.info("%s: %s", why, line)
-    apply.apply(result, before=before)
+    after = apply.apply(result, before=before)
+    _record_filters(result, after)
+
+
+def _record_filters(result: Plan, after: Snapshot) -> None:
+    """Record each port `result` gave a filter (with its tap's ifindex) and
+    forget each it took one from (host/state.py, "ports virt-vlan
+    protects"): the agent rebuilds only the filters virt-vlan installed.
+    Called with the lock held, once the kernel took the plan. A record that
+    cannot be written costs only the agent's rebuild of that filter after a
+    flush, not the change: logged, not raised."""
+    for action in result.actions:
+        if not isinstance(action, SetPortFilter):
+            continue
+        link = after.get(action.port)
+        try:
+            if action.rules and link is not None:
+                state.protect(action.port, link.index)
+            else:
+                state.unprotect(action.port)
+        except OSError as err:
+            log.warning("%s: cannot record its port security under %s (%s); the agent will "
+                        "not rebuild its filter if it vanishes: check that directory",
+                        action.port, state.run_dir(), err.strerror or err)
 
 
 def _must_import_first(result: Plan, dry_run: bool) -> bool:
@@ -142,13 +165,29 @@ def _read(dry_run: bool, config: Optional[Config] = None) -> Optional[Snapshot]:
     return snap if dry_run else _finish_creations(snap)
 
 
+def _forget_gone(snap: Snapshot) -> None:
+    """Drop the protection records of taps that are gone (their guest
+    stopped after its filter vanished, so no removal recorded it). One
+    failed listdir when there are none. Called with the lock held."""
+    for port, index in state.protected().items():
+        link = snap.get(port)
+        if link is None or link.index != index:
+            state.unprotect(port)
+
+
 def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
          reserve_key: Optional[str] = None,
-         select: Optional[Callable[[Sequence[Want], Snapshot], Sequence[Want]]] = None) -> Plan:
+         select: Optional[Callable[[Sequence[Want], Snapshot], Sequence[Want]]] = None,
+         new_ports: Optional[FrozenSet[str]] = None) -> Plan:
     """Make every want true. With `reserve_key`, also reserve the target
     bridges under that key (see state.py) in the same locked section.
     `select` narrows the wants against the snapshot read under the lock (the
-    agent drops wants whose tap is gone or now belongs to another guest)."""
+    agent drops wants whose tap is gone or now belongs to another guest).
+    `new_ports` None: every want gets its port security (a start, plug or
+    re-tag). A set (the agent's passes over running guests): only those
+    ports (hot-plugged or re-tagged NICs) and the ports virt-vlan protected
+    before get it (planner.kept_protection, against state.protected() read
+    under the lock); a port never protected keeps its traffic as it is."""
     while True:
         phases.mark("lock")  # make bench's breakdown (host/phases.py); a no-op otherwise
         with host_lock(config.lock_timeout):
@@ -159,7 +198,8 @@ def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
             result = None
             if snap is not None:
                 chosen = select(wants, snap) if select is not None else wants
-                result = plan(chosen, config, snap)
+                result = (plan(chosen, config, snap) if new_ports is None else
+                          plan(chosen, config, snap, state.protected(), new_ports))
             phases.mark("planned")
             if result is not None and not _must_import_first(result, dry_run):
                 _warn(result)
@@ -196,6 +236,8 @@ def release(config: Config, why: str, port: Optional[str] = None,
             snap = _read(dry_run, config)
             phases.mark("read")
             if snap is not None:
+                if not dry_run:
+                    _forget_gone(snap)
                 in_use = state.reserved()
                 result = (plan_unplug(port, config, snap, in_use) if port is not None
                           else plan_cleanup(config, snap, in_use))

@@ -414,12 +414,19 @@ def _protection(snap: Snapshot, config: Config, domains: Sequence[Domain]) -> Li
                     "port-security = yes on uplink %s needs nftables; its guests start "
                     "refused" % uplink.name, "apt install nftables (or dnf install nftables)"))
             elif not snap.port_filter(tap):
+                # The agent adds no filter to a NIC that runs without one (its
+                # guest keeps its traffic until its next start), and rebuilds
+                # within seconds one virt-vlan installed: what stays is the former.
                 out.append(Finding(
                     WARNING, "tap %s has no port security" % tap, "%s, tap %s" % (who, tap),
                     "its guest can send BPDUs, forged MACs and ARP, rogue DHCP/RA and "
-                    "tagged frames (it was started before port-security = yes, or the "
-                    "filter was removed)",
-                    "restart the guest, or let the agent's next reconcile add it"))
+                    "tagged frames: it was started before port security was on (an "
+                    "upgrade, or port-security = yes since), and keeps its traffic until "
+                    "its next start",
+                    "restart the guest (or re-tag it: virt-vlan set %s --mac %s --live ...); "
+                    "if it must send what protection drops (VRRP, a router, STP), first "
+                    "allow=mac-spoof|router|stp: virt-vlan set %s --mac %s ... --allow LIST"
+                    % (domain.name, spec.mac, domain.name, spec.mac)))
     return out
 
 

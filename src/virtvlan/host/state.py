@@ -172,3 +172,70 @@ def intents() -> Dict[str, Tuple[str, bool]]:
         else:
             intended(entry)  # unreadable (a torn write): nothing to finish by it
     return found
+
+
+# -- ports virt-vlan protects ---------------------------------------------------
+#
+# Port security (docs/port-security.md) is added at a guest's start, plug,
+# re-tag or hot-plug, never by a pass of the agent over a guest that was
+# already running (one running across the upgrade that turned it on keeps its
+# traffic until its next start). But a filter that vanishes (`nft flush
+# ruleset`) leaves no trace in the kernel, so the agent could not tell a port
+# that lost its filter from one that never had one. The engine records each
+# port it gives a filter, with the tap's ifindex (a tap name is reused by the
+# next guest; an ifindex is not, until the counter wraps), and drops the
+# record when it removes the filter. /run is a tmpfs: no record outlives the
+# taps it names across a reboot.
+
+def _protected_path(port: str) -> str:
+    return os.path.join(run_dir(), "protected", port)
+
+
+def protect(port: str, index: int) -> None:
+    """Record that virt-vlan gave tap `port` (ifindex `index`) its filter."""
+    path = _protected_path(port)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write("%d\n" % index)
+    os.replace(tmp, path)  # atomic: a reader sees the old record or the new one
+
+
+def unprotect(port: str) -> None:
+    """Drop the record of `port` (its filter was removed, or the tap is gone)."""
+    try:
+        os.unlink(_protected_path(port))
+    except FileNotFoundError:
+        pass
+
+
+def protected() -> Dict[str, int]:
+    """The recorded ports: tap name -> ifindex it had when its filter went
+    in. {} in the common case of no record (one failed listdir). A record
+    that cannot be read counts as none: its port is then treated as never
+    protected, which leaves its traffic as it is."""
+    folder = os.path.join(run_dir(), "protected")
+    try:
+        entries = os.listdir(folder)
+    except FileNotFoundError:
+        return {}
+    except OSError as err:  # not a directory, unreadable
+        log.warning("ignoring %s: %s; remove it", folder, err.strerror or err)
+        return {}
+    found: Dict[str, int] = {}
+    for entry in entries:
+        if entry.endswith(".tmp") or not _device_name(entry):
+            continue
+        path = os.path.join(folder, entry)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read(32).strip()
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError) as err:
+            log.warning("ignoring %s: %s; virt-vlan writes only files there, remove it",
+                        path, getattr(err, "strerror", None) or err)
+            continue
+        if text.isdigit():
+            found[entry] = int(text)
+    return found

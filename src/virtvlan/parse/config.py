@@ -109,14 +109,14 @@ KEYS: Tuple[Key, ...] = (
         "With wiring = trunk only: yes turns VLAN filtering on for an adopted (admin-made) "
         "trunk bridge that runs without it, after programming every port's VLANs. Bridges "
         "virt-vlan creates always filter."),
-    Key(UPLINK, "port-security", "bool", "no", "yes",
+    Key(UPLINK, "port-security", "bool", "yes", "no",
         "Port security for every guest port virt-vlan wires on this uplink: no STP BPDUs "
         "or other link-local control frames, frames only from the guest's own MAC, ARP and "
         "neighbour advertisements only for it, no router advertisements or DHCP server "
         "replies, no tagged frames on access NICs (trunk NICs: control frames, MAC and "
         "802.1ad only), enforced by the kernel with virt-vlan's nftables table bridge "
-        "virt_vlan (needs nft). Off by default in this version; see "
-        "docs/port-security.md."),
+        "virt_vlan (needs nft). A guest running when it is switched on keeps its traffic "
+        "until its next start; no turns it off (see docs/port-security.md)."),
     Key(UPLINK, "allowed-exceptions", "exceptions", "mac-spoof,router,stp", "router",
         "Which port-security exceptions a domain's allow='...' may ask for on this uplink; "
         "a definition asking for another is refused when the guest starts. A host whose "

@@ -13,8 +13,9 @@ The planner models its own actions on the snapshot (Action.simulate), so a
 second plan against the applied result is empty.
 """
 
+from dataclasses import replace
 from functools import lru_cache
-from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from virtvlan.plan.actions import (
     Action,
@@ -63,9 +64,12 @@ _FIRST = -1
 class _Builder:
     """Accumulates actions while keeping a model of the resulting host."""
 
-    def __init__(self, config: Config, snap: Snapshot) -> None:
+    def __init__(self, config: Config, snap: Snapshot,
+                 protected: Optional[Mapping[str, int]] = None,
+                 new_ports: FrozenSet[str] = frozenset()) -> None:
         self.config = config
         self.model = snap
+        self.protected, self.new_ports = protected, new_ports  # see kept_protection
         self.actions: List[Tuple[int, Action]] = []
         self.warnings: List[str] = []
         self.trunks: Dict[str, Uplink] = {}  # trunk bridges this plan serves
@@ -409,6 +413,7 @@ class _Builder:
             self.vlan_adds(port.name, widen)
 
     def want(self, want: Want) -> None:
+        want = kept_protection(want, self.model, self.protected, self.new_ports)
         who = want.who or (want.port or "request")
         uplink = self.config.uplink(want.uplink, who)
         denied = [v for v in want.vlans if v not in uplink.allowed_vlans]
@@ -458,6 +463,33 @@ class _Builder:
             self.emit(SetPortFilter(want.port, rules))
 
 
+def kept_protection(want: Want, snap: Snapshot, protected: Optional[Mapping[str, int]],
+                    new_ports: FrozenSet[str] = frozenset()) -> Want:
+    """The want as this run may wire it: whether a pass over a running guest
+    adds port security to its port (docs/port-security.md, "Upgrade notes").
+
+    `protected` None (a guest's start, a plug, a re-tag through the CLI):
+    `want` as it is. Otherwise the run is a pass of the agent (reconcile,
+    heal, a libvirt event) and `protected` maps each port virt-vlan gave a
+    filter to the ifindex its tap had then (host/state.py). A port keeps its
+    protection when it is in `new_ports` (a NIC the event hot-plugged or
+    re-tagged: wired as its start would be), when its tap has a filter now,
+    or when it is that very tap (same ifindex) and so lost the filter
+    virt-vlan gave it (`nft flush ruleset`): the plan rebuilds it. Any other
+    port was never wired with protection (its guest was running before the
+    upgrade or the switch to port-security = yes): its want loses its
+    protection, so nothing of port security is planned for it (no filter, no
+    isolated flag) and the guest keeps its traffic until its next start."""
+    if (protected is None or want.protection is None or want.port is None
+            or want.port in new_ports):
+        return want
+    link = snap.get(want.port)
+    if snap.port_filter(want.port) or (link is not None
+                                       and protected.get(want.port) == link.index):
+        return want
+    return replace(want, protection=None)
+
+
 def filter_rules(mode: str, protection: Protection) -> Tuple[str, ...]:
     """The filter rule specs (plan/actions.py SetPortFilter) of a port.
 
@@ -489,12 +521,18 @@ def filter_rules(mode: str, protection: Protection) -> Tuple[str, ...]:
     return tuple(rules)
 
 
-def plan(wants: Sequence[Want], config: Config, snap: Snapshot) -> Plan:
+def plan(wants: Sequence[Want], config: Config, snap: Snapshot,
+         protected: Optional[Mapping[str, int]] = None,
+         new_ports: FrozenSet[str] = frozenset()) -> Plan:
     """Actions that wire every want onto `snap`; empty when already wired.
 
+    `protected`: None for a start, plug or re-tag (every want gets its
+    protection); for a pass of the agent, the ports recorded as protected,
+    and `new_ports` those its event hot-plugged or re-tagged (see
+    kept_protection).
     Raises Refused (nothing to apply) when any want is unsafe or impossible.
     """
-    builder = _Builder(config, snap)
+    builder = _Builder(config, snap, protected, new_ports)
     for want in wants:
         builder.want(want)
     for uplink in builder.trunks.values():
