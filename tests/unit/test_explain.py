@@ -181,7 +181,7 @@ def test_explain_command_json_on_tagged_test_domain(monkeypatch, tmp_path, capsy
 
 # --- port security on the path ---------------------------------------------------------
 
-SECURE = config_mod.parse(ACCESS_CONF.replace("[uplink eth0]\n", "[uplink eth0]\n"
+SECURE = config_mod.parse(ACCESS_CONF.replace("port-security = no\n",
                                               "port-security = yes\n"
                                               "allowed-exceptions = router\n"), "vv.conf")
 RULES = ("stp", "mac=" + MAC, "arp=" + MAC, "nd=" + MAC, "ra", "dhcp", "dhcp6", "tagged",
@@ -271,8 +271,9 @@ def test_port_security_off_and_a_leftover_filter():
 
 
 def test_trunk_nic_filter_and_stopped_guest():
-    conf = config_mod.parse(MIXED_CONF.replace("[uplink eth1]\n", "[uplink eth1]\n"
-                                               "port-security = yes\n"), "vv.conf")
+    conf = config_mod.parse(MIXED_CONF.replace("host-vlans = 10\nport-security = no\n",
+                                               "host-vlans = 10\nport-security = yes\n"),
+                            "vv.conf")
     dom = Domain("vm1", "u1", nics=(Nic(MAC, "bridge"),),
                  specs=(VlanSpec(MAC, "trunk", (5, 7), uplink="eth1",
                                  security=Security(guard_router=True)),))

@@ -93,7 +93,8 @@ def test_ports_that_get_nothing():
     dom = parse_domain(domain_xml())
     assert network_port_wants(dom, {}, conf()) == ()  # not a recorded network
     assert network_port_wants(dom, {"vlan5": net},
-                              conf("[uplink eth0]\nallowed-vlans = 5\n")) == ()  # off
+                              conf("[uplink eth0]\nallowed-vlans = 5\n"
+                                   "port-security = no\n")) == ()  # off
     assert network_port_wants(parse_domain(domain_xml(tap=None)), {"vlan5": net}, conf()) == ()
     assert network_port_wants(parse_domain(domain_xml(network="other")), {"vlan5": net},
                               conf()) == ()
@@ -151,7 +152,7 @@ def test_network_hooks_record_and_forget_the_network(run_dir):
 def test_network_without_port_security_is_not_recorded(run_dir, tmp_path):
     path, _ = run_dir
     off = tmp_path / "off.conf"
-    off.write_text("[uplink eth0]\nallowed-vlans = 5\n")
+    off.write_text("[uplink eth0]\nallowed-vlans = 5\nport-security = no\n")
     assert hook.serve("network", ["vlan5", "start", "begin", "-"], network_xml(),
                       str(off)) == (0, "")
     assert netports.recorded() == {}

@@ -79,7 +79,7 @@ def line(entry: Dict[str, object]) -> str:
     else:
         text = "on"
         if entry.get("filtered") is False:
-            text += ", but tap %s has no filter yet (next start, plug or reconcile)" % entry["tap"]
+            text += ", but tap %s has no filter yet (next start, re-tag or plug)" % entry["tap"]
     if words and state != "refused":
         text += "; " + "; ".join(words)
     return "%s port security: %s" % (entry["mac"], text)
