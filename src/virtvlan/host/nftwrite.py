@@ -19,12 +19,11 @@ import logging
 import os
 import subprocess
 import threading
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional
 
 from virtvlan.errors import ApplyError
 from virtvlan.host.nftables import nft_command
-from virtvlan.host.nlconst import CLONE_NEWNET
-from virtvlan.host.rtnl import netns_path
+from virtvlan.host.rtnl import in_netns, netns_path
 
 log = logging.getLogger(__name__)
 
@@ -149,33 +148,12 @@ def run_script_nft(script: str, netns: Optional[str] = None) -> Optional[str]:
 
 
 def _in_netns(path: str, func: Callable[[], Optional[str]]) -> Optional[str]:
-    """func() in a thread that entered the network namespace at `path`
-    (setns() moves only the calling thread; the caller stays where it is)."""
-    import ctypes
-
+    """func() in the network namespace at `path` (rtnl.in_netns); ApplyError
+    when the namespace cannot be entered."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return in_netns(path, func)
     except OSError as err:
-        raise ApplyError("cannot open network namespace %s: %s" % (path, err),
+        if err.filename != path:
+            raise
+        raise ApplyError("cannot enter network namespace %s: %s" % (path, err.strerror or err),
                          "see `ip netns list`") from err
-    result: List[object] = []
-
-    def body() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, os.strerror(code), path)
-            result.append(func())
-        except BaseException as err:  # re-raised in the caller's thread
-            result.append(err)
-
-    try:
-        thread = threading.Thread(target=body, name="virt-vlan-nft-setns", daemon=True)
-        thread.start()
-        thread.join()
-    finally:
-        os.close(fd)
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]  # type: ignore[return-value]

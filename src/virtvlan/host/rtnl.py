@@ -19,7 +19,7 @@ import logging
 import os
 import struct
 import time
-from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from virtvlan.errors import ApplyError
 from virtvlan.host.nlconst import (
@@ -549,12 +549,24 @@ def route_socket(path: Optional[str] = None, protocol: int = 0) -> _socket.socke
     """
     if path is None:
         return _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, protocol)  # 0: NETLINK_ROUTE
+    return in_netns(path, lambda: route_socket(None, protocol))
+
+
+T = TypeVar("T")
+
+
+def in_netns(path: str, func: Callable[[], T]) -> T:
+    """func() in a short-lived thread that entered the network namespace at
+    `path` (a file under /run/netns, or /proc/PID/ns/net); its result or its
+    exception comes back to the caller, which never leaves its own namespace
+    (setns() moves only the calling thread). OSError when `path` cannot be
+    opened or entered."""
     import threading  # only named namespaces need it (import cost)
 
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     result: List[object] = []
 
-    def enter_and_open() -> None:
+    def enter_and_run() -> None:
         try:
             if hasattr(os, "setns"):  # Python 3.12+
                 os.setns(fd, CLONE_NEWNET)  # type: ignore[attr-defined]
@@ -565,12 +577,12 @@ def route_socket(path: Optional[str] = None, protocol: int = 0) -> _socket.socke
                 if libc.setns(fd, CLONE_NEWNET) != 0:
                     code = ctypes.get_errno()
                     raise OSError(code, os.strerror(code), path)
-            result.append(route_socket(None, protocol))
+            result.append(func())
         except BaseException as err:  # re-raised in the caller's thread
             result.append(err)
 
     try:
-        thread = threading.Thread(target=enter_and_open, name="virt-vlan-setns", daemon=True)
+        thread = threading.Thread(target=enter_and_run, name="virt-vlan-setns", daemon=True)
         thread.start()
         thread.join()
     finally:

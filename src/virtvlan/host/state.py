@@ -12,7 +12,7 @@ Callers hold the host lock (lock.py) around reads and writes.
 import logging
 import os
 import re
-from typing import Dict, FrozenSet, Iterable, Optional, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +136,23 @@ def intended(name: str) -> None:
         pass
 
 
+def _listing(sub: str) -> Tuple[str, List[str]]:
+    """(the run dir's folder `sub`, its entries); no entries when it does
+    not exist, or is unusable (logged: not a directory, unreadable)."""
+    folder = os.path.join(run_dir(), sub)
+    try:
+        return folder, os.listdir(folder)
+    except FileNotFoundError:
+        return folder, []
+    except OSError as err:
+        log.warning("ignoring %s: %s; remove it", folder, err.strerror or err)
+        return folder, []
+
+
 def intents() -> Dict[str, Tuple[str, bool]]:
     """Leftover intents: device name -> (kind, addrgen). {} in the common
     case (one failed listdir)."""
-    folder = os.path.join(run_dir(), "creating")
-    try:
-        entries = os.listdir(folder)
-    except FileNotFoundError:
-        return {}
-    except OSError as err:  # not a directory, unreadable
-        log.warning("ignoring %s: %s; remove it", folder, err.strerror or err)
-        return {}
+    folder, entries = _listing("creating")
     found: Dict[str, Tuple[str, bool]] = {}
     for entry in entries:
         if entry.endswith(".tmp"):
@@ -214,14 +220,7 @@ def protected() -> Dict[str, int]:
     in. {} in the common case of no record (one failed listdir). A record
     that cannot be read counts as none: its port is then treated as never
     protected, which leaves its traffic as it is."""
-    folder = os.path.join(run_dir(), "protected")
-    try:
-        entries = os.listdir(folder)
-    except FileNotFoundError:
-        return {}
-    except OSError as err:  # not a directory, unreadable
-        log.warning("ignoring %s: %s; remove it", folder, err.strerror or err)
-        return {}
+    folder, entries = _listing("protected")
     found: Dict[str, int] = {}
     for entry in entries:
         if entry.endswith(".tmp") or not _device_name(entry):
