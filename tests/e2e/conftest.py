@@ -10,6 +10,8 @@ by tests/vm/libvirt-up, read by the hooks at each call):
   etrk: device vvtrk, trunk wiring, VLANs 5,7,9 -> trunk bridge br1 (VLAN
         filtering), access bridges br15/br17/br19 fed by br1.5/br1.7/br1.9
   emix: device vvmix, access wiring, VLAN 5     -> br25 fed by vvmix.5
+Every uplink has port security on (docs/port-security.md): each tagged guest's
+tap gets its filter; emix allows no exceptions (test_port_security.py).
 """
 
 import os
@@ -35,16 +37,21 @@ lock-timeout = 900
 device = vvacc
 wiring = access
 allowed-vlans = 5,7,9
+port-security = yes
 
 [uplink etrk]
 device = vvtrk
 wiring = trunk
 allowed-vlans = 5,7,9
+port-security = yes
 
 [uplink emix]
 device = vvmix
 wiring = access
 allowed-vlans = 5
+port-security = yes
+# No allow= exception is permitted here (a host shared by tenants).
+allowed-exceptions =
 """
 
 UPLINKS = {"vvacc": "swacc", "vvtrk": "swtrk", "vvmix": "swmix"}

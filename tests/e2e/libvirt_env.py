@@ -387,3 +387,92 @@ def guest_ejects(name: str, slot: int, timeout: float = 300) -> None:
              interval=0.5)
     out = hmp("o /w 0x%x 0x%x" % (PIIX4_PCI_EJECT, 1 << slot))
     assert out == "", "HMP o: %r" % out
+
+
+# --- port security, seen by nft and bridge (docs/port-security.md) ----------------------
+
+NFT_TABLE = ("bridge", "virt_vlan")
+
+
+@dataclass(frozen=True)
+class PortFilters:
+    """virt-vlan's nftables table as `nft -j` lists it: `ports` is the verdict
+    map (interface name -> the chain it jumps to), `chains` each chain's
+    rules, every rule spelt from its expression (never its comment, which is
+    virt-vlan's own spec), e.g. "ether saddr != 52:54:00:e2:09:01 drop"."""
+
+    ports: Dict[str, str]
+    chains: Dict[str, List[str]]
+    handle: Optional[int] = None  # the table's: a table made again gets a new one
+
+    def of(self, tap: str) -> Optional[List[str]]:
+        """The rules `tap`'s map element jumps to; None without element or chain."""
+        chain = self.ports.get(tap)
+        return self.chains.get(chain) if chain is not None else None
+
+
+def _nft_value(value) -> str:  # type: ignore[no-untyped-def]
+    if isinstance(value, dict):
+        if "payload" in value:
+            p = value["payload"]
+            if "protocol" in p:
+                return "%s %s" % (p["protocol"], p["field"])
+            return "@%s,%s,%s" % (p["base"], p["offset"], p["len"])
+        if "meta" in value:
+            return "meta %s" % value["meta"]["key"]
+        if "&" in value:
+            return " & ".join(_nft_value(v) for v in value["&"])
+        if "set" in value:
+            return "{ %s }" % ", ".join(_nft_value(v) for v in value["set"])
+        if "range" in value:
+            return "-".join(_nft_value(v) for v in value["range"])
+    if isinstance(value, list):
+        return "{ %s }" % ", ".join(_nft_value(v) for v in value)
+    return str(value)
+
+
+def _nft_rule(expr: List[dict]) -> str:
+    words = []
+    for statement in expr:
+        if "match" in statement:
+            m = statement["match"]
+            words.append("%s %s %s" % (_nft_value(m["left"]), m["op"], _nft_value(m["right"])))
+        elif "vmap" in statement:
+            vmap = statement["vmap"]
+            words.append("%s vmap %s" % (_nft_value(vmap["key"]), vmap["data"]))
+        else:
+            (verb,) = statement
+            words.append(verb)
+    return " ".join(words)
+
+
+def port_filters() -> PortFilters:
+    """`nft -j list table bridge virt_vlan`; empty when the table does not exist."""
+    proc = run(["nft", "-j", "list", "table", *NFT_TABLE], check=False)
+    if proc.returncode != 0:
+        if "No such file or directory" in proc.stderr:
+            return PortFilters({}, {})
+        pytest.fail("`nft -j list table %s %s` exited %d:\n%s"
+                    % (*NFT_TABLE, proc.returncode, proc.stderr))
+    ports: Dict[str, str] = {}
+    chains: Dict[str, List[str]] = {}
+    handle = None
+    for item in json.loads(proc.stdout)["nftables"]:
+        if "table" in item:
+            handle = item["table"]["handle"]
+        elif "map" in item and item["map"]["name"] == "ports":
+            for name, verdict in item["map"].get("elem", []):
+                ports[name] = verdict["jump"]["target"]
+        elif "chain" in item:
+            chains.setdefault(item["chain"]["name"], [])
+        elif "rule" in item:
+            chains.setdefault(item["rule"]["chain"], []).append(_nft_rule(item["rule"]["expr"]))
+    return PortFilters(ports, chains, handle)
+
+
+def bridge_port(dev: str) -> Optional[dict]:
+    """`bridge -d -json link show dev DEV`: the bridge port's flags (isolated,
+    ...); None when `dev` is no bridge port (or no link)."""
+    out = run(["bridge", "-d", "-json", "link", "show", "dev", dev], check=False).stdout.strip()
+    found = [p for p in (json.loads(out) if out else []) if p.get("ifname") == dev]
+    return found[0] if found else None
