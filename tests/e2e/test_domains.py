@@ -95,6 +95,12 @@ def test_attach_and_detach_on_a_running_guest(guests):
     # The new NIC went straight onto br07 (libvirt attached it there: the
     # bridge existed before the device), next to the bridge's feed.
     assert now[taps[M2]].get("master") == "br07"
+    # Its filter went in before libvirt made the tap, under the name the
+    # command gave it: the port's chain, with the NIC's own MAC.
+    assert taps[M2] == "vv" + M2.replace(":", "")
+    filters = env.port_filters()
+    assert filters.ports.get(taps[M2]) == "port-" + taps[M2]
+    assert "ether saddr != %s drop" % M2 in filters.chains["port-" + taps[M2]]
     env.assert_access_bridge(now, "br07", feed="vvacc.7", parent="vvacc", vlan=7)
     assert now[first].get("master") == "br05"
     assert env.sources("datt1") == {M1: "br05", M2: "br07"}

@@ -572,3 +572,13 @@ def test_show_prints_each_nics_port_security(conn, conf, capsys):
     assert vv(conf, "show", "vm1") == 0
     # On by default (the test config has no port-security line).
     assert "%s port security: on; allow router; isolated" % MAC1 in capsys.readouterr().out
+
+
+def test_attach_names_the_tap_so_its_filter_can_go_in_first():
+    from virtvlan.cli import nics
+
+    tap = nics.attach_tap("52:54:00:AB:00:03")
+    assert tap == "vv525400ab0003" and len(tap) <= 15  # IFNAMSIZ - 1
+    iface = nics.new_interface("52:54:00:ab:00:03", "br07", "virtio", tap).decode()
+    assert "<target dev=\"vv525400ab0003\"/>" in iface
+    assert "<target" not in nics.new_interface("52:54:00:ab:00:03", "br07", "virtio").decode()

@@ -263,3 +263,31 @@ def test_check_lists_a_running_nic_without_its_filter_as_unprotected():
     assert "restart the guest" in found.fix and "allow=" in found.fix
     assert not [f for f in audit(wired(filters=(PortFilter("vnet0", RULES),)), CONF, [dom])
                 if "port security" in f.what]
+
+
+# --- a tap filtered before libvirt creates it (virt-vlan attach --live) ---------------------
+
+
+def test_prefilter_plans_the_filter_of_a_tap_that_does_not_exist_yet():
+    from virtvlan.plan.planner import plan_prefilter
+
+    want = replace(the_want(), port="vv525400112233")
+    assert plan_prefilter(want, CONF, wired()).actions == (
+        SetPortFilter("vv525400112233", RULES),)
+    there = wired(filters=(PortFilter("vv525400112233", RULES),))
+    assert not plan_prefilter(want, CONF, there)
+    assert not plan_prefilter(replace(want, protection=None), CONF, wired())
+
+
+def test_a_prefiltered_tap_is_recorded_and_counts_as_protected(run_dir):
+    # Recorded with ifindex 0 (no tap yet); the tap libvirt then creates under
+    # that name is the protected one: a pass rebuilds its filter after a
+    # flush, and a release keeps the record while the tap exists.
+    engine._record_filters(Plan((SetPortFilter("vnet0", RULES),)), Snapshot(links=(ETH0,)))
+    assert state.protected() == {"vnet0": 0}
+    assert plan([the_want()], CONF, wired(index=44), state.protected()).actions == (
+        SetPortFilter("vnet0", RULES),)
+    engine._forget_gone(wired(index=44))
+    assert state.protected() == {"vnet0": 0}
+    engine._forget_gone(Snapshot(links=(ETH0,)))  # the attach failed: no such tap
+    assert state.protected() == {}

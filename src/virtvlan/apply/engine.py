@@ -24,7 +24,7 @@ from virtvlan.plan.actions import MarkManaged, Plan, SetPortFilter
 from virtvlan.parse.config import Config
 from virtvlan.host.lock import host_lock
 from virtvlan.model import Snapshot, Want
-from virtvlan.plan.planner import plan, plan_cleanup, plan_unplug
+from virtvlan.plan.planner import plan, plan_cleanup, plan_prefilter, plan_unplug
 from virtvlan.plan.wiring import bridge_for
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,9 @@ def _record_filters(result: Plan, after: Snapshot) -> None:
             continue
         link = after.get(action.port)
         try:
-            if action.rules and link is not None:
-                state.protect(action.port, link.index)
+            if action.rules:
+                # 0: a tap filtered before libvirt creates it (prefilter).
+                state.protect(action.port, link.index if link is not None else 0)
             else:
                 state.unprotect(action.port)
         except OSError as err:
@@ -171,7 +172,8 @@ def _forget_gone(snap: Snapshot) -> None:
     failed listdir when there are none. Called with the lock held."""
     for port, index in state.protected().items():
         link = snap.get(port)
-        if link is None or link.index != index:
+        # index 0: filtered before its tap existed; the tap that came is it.
+        if link is None or index not in (0, link.index):
             state.unprotect(port)
 
 
@@ -217,6 +219,22 @@ def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
                 return result
         _import_apply()  # outside the lock, then plan again from a fresh snapshot
         phases.mark("imported")
+
+
+def prefilter(want: Want, config: Config, why: str) -> Plan:
+    """Put the port filter of `want` in place for a tap that libvirt is
+    about to create under the name `want.port` (plan_prefilter), under the
+    lock, verified like any change. The caller removes it (release) when
+    libvirt then fails to create the tap."""
+    while True:
+        with host_lock(config.lock_timeout):
+            snap = _read(False, config)
+            if snap is not None:
+                result = plan_prefilter(want, config, snap)
+                if not _must_import_first(result, False):
+                    _apply(result, why, snap)
+                    return result
+        _import_apply()  # outside the lock, then plan again from a fresh snapshot
 
 
 def check(wants: Sequence[Want], config: Config) -> Plan:

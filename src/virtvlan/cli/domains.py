@@ -492,7 +492,9 @@ def cmd_attach(args: argparse.Namespace) -> int:
                              % (who, guest.name, mac))
         spec = _spec(args, mac, who)
         uplink, bridge = nics.target_bridge(spec, config, who)
-        iface = nics.new_interface(mac, bridge, args.model)
+        live_flag = any(d.live for d in defs)
+        tap = nics.attach_tap(mac) if live_flag else None
+        iface = nics.new_interface(mac, bridge, args.model, tap)
         writes = []
         for definition, domain in zip(defs, domains):
             specs = _with_spec(domain.specs, spec)
@@ -505,8 +507,19 @@ def cmd_attach(args: argparse.Namespace) -> int:
             # Build the bridge (and reserve it) first: libvirt runs no qemu
             # hook on hot-plug and attaches the new tap to <source bridge>
             # itself, which must exist by then.
-            _build_live(config, nics.with_specs(live[0].xml, writes[-1][1],
-                                                extra_interface=iface), why)
+            _, wanted = _build_live(config, nics.with_specs(live[0].xml, writes[-1][1],
+                                                            extra_interface=iface), why)
+            # libvirt attaches the tap straight to its VLAN bridge and the
+            # guest's CPUs are running: its filter goes in first, under the
+            # tap's name (nftables matches by name), so no frame of the new
+            # NIC passes unfiltered (docs/port-security.md).
+            try:
+                for want in wanted:
+                    if want.port == tap:
+                        engine.prefilter(want, config, why)
+            except VirtVlanError:
+                _unreserve_to(domains[-1], config, why)
+                raise
         try:
             guest.attach_device(iface, sum(_flag(d) for d in defs))
         except VirtVlanError:

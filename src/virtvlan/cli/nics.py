@@ -122,14 +122,25 @@ def with_source_bridge(iface_xml: bytes, bridge: str) -> bytes:
     return etree.tostring(iface)
 
 
-def new_interface(mac: str, bridge: str, model: str) -> bytes:
-    """<interface type='bridge'> for a hot-plug: already on its bridge."""
+def new_interface(mac: str, bridge: str, model: str, tap: Optional[str] = None) -> bytes:
+    """<interface type='bridge'> for a hot-plug: already on its bridge; with
+    `tap`, libvirt names the tap so (<target dev>)."""
     etree = _etree()
     iface = etree.Element("interface", type="bridge")
     etree.SubElement(iface, "mac", address=mac)
     etree.SubElement(iface, "source", bridge=bridge)
+    if tap is not None:
+        etree.SubElement(iface, "target", dev=tap)
     etree.SubElement(iface, "model", type=model)
     return etree.tostring(iface)
+
+
+def attach_tap(mac: str) -> str:
+    """The tap name `virt-vlan attach --live` gives libvirt for a new NIC,
+    so that its port filter can be in place before the tap exists: "vv" and
+    the MAC's 12 hex digits (14 characters; IFNAMSIZ allows 15). libvirt
+    keeps a <target dev> that does not start with its own "vnet" prefix."""
+    return "vv" + mac.replace(":", "").lower()
 
 
 def target_bridge(spec: VlanSpec, config: Config, who: str) -> Tuple[str, str]:

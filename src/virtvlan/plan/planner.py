@@ -474,7 +474,8 @@ def kept_protection(want: Want, snap: Snapshot, protected: Optional[Mapping[str,
     filter to the ifindex its tap had then (host/state.py). A port keeps its
     protection when it is in `new_ports` (a NIC the event hot-plugged or
     re-tagged: wired as its start would be), when its tap has a filter now,
-    or when it is that very tap (same ifindex) and so lost the filter
+    or when it is that very tap (same ifindex, or 0: filtered before it
+    existed) and so lost the filter
     virt-vlan gave it (`nft flush ruleset`): the plan rebuilds it. Any other
     port was never wired with protection (its guest was running before the
     upgrade or the switch to port-security = yes): its want loses its
@@ -484,8 +485,9 @@ def kept_protection(want: Want, snap: Snapshot, protected: Optional[Mapping[str,
             or want.port in new_ports):
         return want
     link = snap.get(want.port)
+    # Index 0: the filter went in before the tap existed (plan_prefilter).
     if snap.port_filter(want.port) or (link is not None
-                                       and protected.get(want.port) == link.index):
+                                       and protected.get(want.port) in (0, link.index)):
         return want
     return replace(want, protection=None)
 
@@ -537,6 +539,20 @@ def plan(wants: Sequence[Want], config: Config, snap: Snapshot,
         builder.want(want)
     for uplink in builder.trunks.values():
         builder.sync_trunk(uplink, convert=True)
+    return builder.plan()
+
+
+def plan_prefilter(want: Want, config: Config, snap: Snapshot) -> Plan:
+    """The port filter of `want` for a tap that does not exist yet: its name
+    is chosen by the caller, which then has libvirt create the tap already
+    on its bridge (`virt-vlan attach --live`). nftables matches the filter
+    by interface name, so the tap is filtered from its first frame. Empty
+    when the want has no protection or its filter is in place; Refused as
+    the planner refuses a protected port without nft."""
+    builder = _Builder(config, snap)
+    if want.port is not None and want.protection is not None:
+        who = want.who or want.port
+        builder.protect(want, config.uplink(want.uplink, who), who)
     return builder.plan()
 
 
