@@ -582,3 +582,26 @@ def test_attach_names_the_tap_so_its_filter_can_go_in_first():
     iface = nics.new_interface("52:54:00:ab:00:03", "br07", "virtio", tap).decode()
     assert "<target dev=\"vv525400ab0003\"/>" in iface
     assert "<target" not in nics.new_interface("52:54:00:ab:00:03", "br07", "virtio").decode()
+
+
+def test_attach_live_validates_then_filters_the_named_tap_before_libvirt_attaches(
+        conn, conf, capsys, monkeypatch):
+    """`attach --live` on the driver's running guest: the new NIC's tap does
+    not exist before the attach, so the checks plan only its bridge; its
+    filter goes in (engine.prefilter, under the name given to libvirt)
+    before libvirt is asked, and is taken back when libvirt refuses. The
+    host-changing steps are recorded here instead of run."""
+    from virtvlan.apply import engine
+    from virtvlan.cli import domains
+
+    calls = []
+    monkeypatch.setattr(domains, "_build_live", lambda config, xml, why: (
+        calls.append("build"), (None, tuple(domains.wants(parse_domain(xml), config))))[1])
+    monkeypatch.setattr(engine, "prefilter",
+                        lambda want, config, why: calls.append(("prefilter", want.port)))
+    monkeypatch.setattr(domains, "_unreserve_to",
+                        lambda domain, config, why: calls.append("unreserve"))
+    mac = "52:54:00:00:00:0a"
+    assert vv(conf, "attach", "test", "--access", "5", "--mac", mac, "--live") == 1
+    assert "refused to attach the device" in err_line(capsys)  # the test driver has no hot-plug
+    assert calls == ["build", ("prefilter", "vv52540000000a"), "unreserve"]

@@ -139,18 +139,19 @@ def _existing(definition: _Def, name: str) -> Domain:
                          "metadata)" % (err, definition.what, name)) from err
 
 
-def _validate(xml: bytes, config: Config, live: bool) -> Tuple[Domain, Tuple[Want, ...]]:
+def _validate(xml: bytes, config: Config, live: bool,
+              new_tap: Optional[str] = None) -> Tuple[Domain, Tuple[Want, ...]]:
     """The hook's checks on the document it will see: parse, wants, plan.
 
     For a stopped definition the taps do not exist yet: plan as `prepare`
-    does (bridges and feeds only); for the live one, with the taps.
+    does (bridges and feeds only); for the live one, with the taps, but for
+    `new_tap`, the tap of a NIC about to be hot-plugged (its bridge only).
     """
     from virtvlan.apply import engine
 
     domain = parse_domain(xml)
-    wanted = wants(domain, config)
-    if not live:
-        wanted = tuple(replace(w, port=None) for w in wanted)
+    wanted = tuple(replace(w, port=None) if not live or w.port == new_tap else w
+                   for w in wants(domain, config))
     engine.check(wanted, config)
     return domain, wanted
 
@@ -499,7 +500,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
         for definition, domain in zip(defs, domains):
             specs = _with_spec(domain.specs, spec)
             new_xml = nics.with_specs(definition.xml, specs, extra_interface=iface)
-            _validate(new_xml, config, definition.live)
+            _validate(new_xml, config, definition.live, new_tap=tap)
             writes.append((definition, specs))
         live = [d for d in defs if d.live]
         why = "attach %s" % who
