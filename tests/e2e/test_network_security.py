@@ -60,12 +60,14 @@ def nft_table() -> Tuple[Dict[str, List[str]], Set[str]]:
 
 @pytest.fixture
 def secure_config(libvirt):
-    """The session's config with port-security = yes on uplink eacc (VLAN 5
-    -> br05) and allowed-exceptions = router there."""
+    """The session's config (port security on, the default, on uplink eacc:
+    VLAN 5 -> br05) with allowed-exceptions = router there."""
     before = CONFIG_PATH.read_text()
-    assert "[uplink eacc]\n" in before
+    eacc = before[before.index("[uplink eacc]\n"):]
+    eacc = eacc[:eacc.index("\n[")] if "\n[" in eacc else eacc
+    assert "port-security = no" not in eacc and "allowed-exceptions" not in eacc, eacc
     CONFIG_PATH.write_text(before.replace(
-        "[uplink eacc]\n", "[uplink eacc]\nport-security = yes\nallowed-exceptions = router\n"))
+        "[uplink eacc]\n", "[uplink eacc]\nallowed-exceptions = router\n"))
     try:
         yield
     finally:
