@@ -131,7 +131,8 @@ def _nft_json(netns: str) -> dict:
 @ROOT
 def test_in_process_write_in_a_named_namespace(netns):
     if nftwrite.library() is None:
-        pytest.skip("%s cannot be loaded here" % nftwrite.LIBRARY)
+        pytest.fail("%s cannot be loaded: install nftables (tests/setup-host does; the "
+                    "package depends on it)" % nftwrite.LIBRARY)
     assert nftwrite.run_script_in_process(_script(FILTER), netns) is None
     # The independent oracle: nft's own listing of the table.
     assert nftables.parse_table(_nft_json(netns)) == (PortFilter("vnet0", FILTER.rules),)
@@ -173,6 +174,7 @@ print(repr(nftables.read_filters_netlink()))
                           text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(SRC)))
     assert proc.returncode == 0, proc.stderr
     if proc.stdout.strip() == "skip":
-        pytest.skip("%s cannot be loaded here" % nftwrite.LIBRARY)
+        pytest.fail("%s cannot be loaded: install nftables (tests/setup-host does; the "
+                    "package depends on it)" % nftwrite.LIBRARY)
     assert proc.stdout.strip() == repr(
         (PortFilter("vnet1", ("stp", "mac=52:54:00:00:be:02")),))
