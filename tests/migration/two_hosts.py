@@ -127,7 +127,13 @@ class Host:
             shutil.rmtree(self.root)
         for sub in ("run", "var-log-libvirt", "etc-virt-vlan"):
             (self.root / sub).mkdir(parents=True)
-        shutil.copytree("/etc/libvirt", self.root / "etc-libvirt", symlinks=True)
+        # Not the VM's definitions (its default network, or the guests and
+        # networks the e2e suite, which runs beside this one, see
+        # tests/vm/suites, defines and undefines there meanwhile), nor its hooks.
+        shutil.copytree("/etc/libvirt", self.root / "etc-libvirt", symlinks=True,
+                        ignore=lambda folder, names: (
+                            [n for n in names if n in ("qemu", "storage", "secrets", "hooks")]
+                            if folder == "/etc/libvirt" else []))
         lib = self.root / "var-lib-libvirt"
         lib.mkdir()
         for sub in ("qemu", "qemu/save", "qemu/snapshot", "qemu/dump", "qemu/ram",
@@ -137,9 +143,7 @@ class Host:
         etc = self.root / "etc-libvirt"
         (etc / "libvirtd.conf").write_text(LIBVIRTD_CONF % {"uuid": self.uuid})
         (etc / "qemu.conf").write_text(QEMU_CONF)
-        # No default network or autostarted leftovers from the VM's /etc/libvirt.
-        for leftover in ("qemu/networks/autostart", "qemu/autostart"):
-            shutil.rmtree(etc / leftover, ignore_errors=True)
+        (etc / "qemu" / "networks").mkdir(parents=True)
         hooks = etc / "hooks"
         shutil.rmtree(hooks, ignore_errors=True)
         made = ROOT / "hooks"
