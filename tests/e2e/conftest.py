@@ -115,6 +115,9 @@ def libvirt(_in_vm: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 # --- one agent shared by the tests that do not run their own ------------------------------
 
 AGENT_SOCKET = Path("/run/virt-vlan/agent.sock")
+# What the agent logs when its live host model and a full read disagree
+# (host/live.py, VIRT_VLAN_MODEL_CHECK=1).
+MODEL_DRIFT = "live host model differs from the host"
 AGENT_READY_TIMEOUT = 900  # TCG: importing libvirt-python + pyroute2 + first reconcile
 
 
@@ -140,6 +143,10 @@ class SharedAgent:
         with open(self.log, "a") as out:
             environ = dict(os.environ)
             environ.pop("NOTIFY_SOCKET", None)
+            # Every call it serves compares its live host model with a full
+            # read (host/live.py); _agent_as_marked fails a test that made
+            # them differ.
+            environ["VIRT_VLAN_MODEL_CHECK"] = "1"
             self.proc = subprocess.Popen([str(env.VIRT_VLAN), "agent", "-c", env.URI],
                                          stdout=subprocess.DEVNULL, stderr=out, env=environ)
 
@@ -187,7 +194,11 @@ def _agent_as_marked(request: pytest.FixtureRequest, shared_agent: SharedAgent
     offset = len(shared_agent.text())
     yield
     if not alone:
-        print("--- shared agent log during the test ---\n%s" % shared_agent.text()[offset:])
+        during = shared_agent.text()[offset:]
+        print("--- shared agent log during the test ---\n%s" % during)
+        drift = [line for line in during.splitlines() if MODEL_DRIFT in line]
+        assert not drift, "the agent's live host model drifted from the host:\n%s" % (
+            "\n".join(drift[:5]))
 
 
 @pytest.fixture

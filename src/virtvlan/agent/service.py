@@ -41,7 +41,9 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tup
 from virtvlan.virt import adapter as virt
 from virtvlan.parse.config import Config, load_or_refuse
 from virtvlan.errors import VirtVlanError
+from virtvlan.apply import engine
 from virtvlan.host import state
+from virtvlan.host.live import LiveHost
 from virtvlan.agent import reconcile, sdnotify, serve
 from virtvlan.agent.network_ports import with_network_ports
 from virtvlan.agent.reconcile import Desired
@@ -73,6 +75,7 @@ class Agent:
         self.heal = heal
         self.serve_hooks = serve_hooks
         self.hook_server: Optional[serve.HookServer] = None
+        self.live: Optional[LiveHost] = None
         # SimpleQueue: its put() is reentrant, so the SIGTERM handler may call
         # it even when the signal lands inside a get() of the main thread.
         self.queue: "queue.SimpleQueue[Item]" = queue.SimpleQueue()
@@ -374,6 +377,33 @@ class Agent:
                       "are rebuilt only by the periodic reconcile", err)
             self.monitor = None
 
+    def _start_live_model(self) -> None:
+        """Served calls and reconciles plan from a live host model (one full
+        read now, then netlink events; host/live.py), or, when it cannot be
+        made, from a full read each, as a hook alone does."""
+        try:
+            self.live = LiveHost()
+        except (OSError, VirtVlanError) as err:
+            log.warning("agent: no live host model (%s); every call reads the whole host", err)
+            return
+        engine.use_live(self.live)
+
+    def _check_live_model(self) -> None:
+        """At each periodic reconcile: the model against a full read. A
+        difference is a bug of ours (or a change the kernel did not
+        announce): logged, and the model read again."""
+        if self.live is None:
+            return
+        try:
+            found = self.live.consistency()
+        except VirtVlanError as err:
+            log.warning("agent: cannot check the live host model: %s", err)
+            return
+        if found:
+            log.error("agent: live host model differs from the host at the periodic check "
+                      "(%d): %s; reading it again", len(found), "; ".join(found[:3]))
+            self.live.reset()
+
     def _start_hook_server(self) -> None:
         if not self.serve_hooks:
             return
@@ -403,6 +433,9 @@ class Agent:
             finally:
                 if self.hook_server is not None:
                     self.hook_server.stop()
+                if self.live is not None:
+                    engine.use_live(None)
+                    self.live.close()
                 self._stop.set()
                 if connector is not None:
                     connector.join(5.0)
@@ -415,6 +448,7 @@ class Agent:
         # First, and without libvirt: the libvirt daemons start once this
         # agent is ready (the unit's Before=) and run the hooks of the
         # guests they autostart at once.
+        self._start_live_model()
         self._start_hook_server()
         # READY before connecting: a libvirt daemon ordered after this unit
         # (socket-activated or not) starts only after it, so a connect that
@@ -448,6 +482,7 @@ class Agent:
                 sdnotify.notify("WATCHDOG=1")
             if time.monotonic() >= next_reconcile:
                 items.append(("periodic", None))
+                self._check_live_model()
             if not items:
                 continue
             try:

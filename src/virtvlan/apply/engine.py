@@ -17,7 +17,7 @@ the mark only in a second request).
 import importlib
 import logging
 import sys
-from typing import Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
 
 from virtvlan.host import phases, state
 from virtvlan.plan.actions import MarkManaged, Plan, SetPortFilter
@@ -27,10 +27,24 @@ from virtvlan.model import Snapshot, Want
 from virtvlan.plan.planner import plan, plan_cleanup, plan_prefilter, plan_unplug
 from virtvlan.plan.wiring import bridge_for
 
+if TYPE_CHECKING:
+    from virtvlan.host.live import LiveHost
+
 log = logging.getLogger(__name__)
 
 # The pyroute2 importer: loaded only by a run that has something to apply.
 EXECUTOR = "virtvlan.apply.executor"
+
+# The agent's live host model (host/live.py), when it has one: served calls
+# plan from it instead of reading the whole host.
+_live: Optional["LiveHost"] = None
+
+
+def use_live(model: Optional["LiveHost"]) -> None:
+    """Plan every later call of this process from `model` (None: read the
+    host at each call, as hooks and the CLI do)."""
+    global _live
+    _live = model
 
 
 def target_bridges(wants: Iterable[Want], config: Config) -> FrozenSet[str]:
@@ -98,9 +112,12 @@ def _import_apply() -> None:
 def _snapshot(config: Optional[Config] = None) -> Snapshot:
     # rtnl, not apply: reading must not import pyroute2 (most hook calls
     # plan nothing, and the import would be most of their run time).
-    from virtvlan.host import rtnl
+    if _live is not None:
+        snap = _live.snapshot()
+    else:
+        from virtvlan.host import rtnl
 
-    snap = rtnl.read_snapshot()
+        snap = rtnl.read_snapshot()
     if config is not None and any(u.port_security for u in config.uplinks):
         # Port security: virt-vlan's nftables table too (one nft run, ~5 ms).
         from dataclasses import replace

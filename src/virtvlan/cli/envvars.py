@@ -40,6 +40,11 @@ ENVIRONMENT: Tuple[EnvVar, ...] = (
            "device it rebuilds within WINDOW seconds put that device on hold (not rebuilt) "
            "for HOLD seconds.",
            "5/60/300"),
+    EnvVar("VIRT_VLAN_MODEL_CHECK",
+           "Debug aid: 1 makes the agent compare its live host model with a full read "
+           "of the host at every call it serves, log each difference and read the host "
+           "again (it then costs that full read; without it, the check runs at each "
+           "periodic reconcile only).", "unset"),
     EnvVar("VIRT_VLAN_FAIL_AT",
            "Test aid: N fails a change before its action N (0-based), to exercise the "
            "rollback. Never set it on a host.", "unset"),

@@ -20,8 +20,12 @@ SO_RCVBUFFORCE = 33  # asm-generic/socket.h; Python's socket module lacks it
 # --- rtnetlink message types and multicast groups (rtnetlink.h) ---------------------------
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_GETADDR, RTM_GETROUTE = 22, 26
+RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = 20, 21, 24, 25
 RTM_NEWVLAN, RTM_DELVLAN = 112, 113
 RTMGRP_LINK = 0x1  # legacy bitmask for RTNLGRP_LINK (1)
+# Legacy bitmasks of RTNLGRP_IPV4_IFADDR (5), IPV4_ROUTE (7), IPV6_IFADDR (9), IPV6_ROUTE (11).
+RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE = \
+    0x10, 0x40, 0x100, 0x400
 RTNLGRP_BRVLAN = 33  # Linux 5.8+; groups above 32 need NETLINK_ADD_MEMBERSHIP
 # nftables change notifications (linux/netlink.h, linux/netfilter/nfnetlink.h).
 NETLINK_NETFILTER, NFNLGRP_NFTABLES = 12, 7
@@ -45,6 +49,10 @@ AF_BRIDGE, IFLA_BRIDGE_VLAN_INFO = 7, 2
 RTEXT_FILTER_BRVLAN_COMPRESSED = 1 << 2
 BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 0x2, 0x4
 BRIDGE_VLAN_INFO_RANGE_BEGIN, BRIDGE_VLAN_INFO_RANGE_END = 0x8, 0x10
+# RTM_NEWVLAN/DELVLAN (Linux 5.8+): br_vlan_msg, then BRIDGE_VLANDB_ENTRY
+# nests holding ENTRY_INFO (struct bridge_vlan_info) and, for a run of
+# VIDs, ENTRY_RANGE (u16, the last VID).
+BRIDGE_VLANDB_ENTRY, BRIDGE_VLANDB_ENTRY_INFO, BRIDGE_VLANDB_ENTRY_RANGE = 1, 1, 2
 
 # --- addresses and routes (if_addr.h, rtnetlink.h) -------------------------------------------
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8

@@ -19,7 +19,8 @@ import logging
 import os
 import struct
 import time
-from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, TypeVar
+from typing import (Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Set, Tuple,
+                    TypeVar)
 
 from virtvlan.errors import ApplyError
 from virtvlan.host.nlconst import (
@@ -275,10 +276,21 @@ def _bridge_options(data: Dict[int, bytes]) -> Dict[str, object]:
 
 
 def parse_link(payload: bytes, names: Dict[int, str], addresses: Tuple[Address, ...],
-               vlans: Optional[PortVlans] = None) -> Link:
+               vlans: Optional[PortVlans] = None, isolated: Optional[bool] = None) -> Link:
     """An RTM_NEWLINK payload as a Link; `names` maps ifindex to name;
-    `vlans` its bridge VLAN entries (from the AF_BRIDGE dump), if any."""
-    return _parse_link(_LinkMsg(payload), names, addresses, vlans)
+    `vlans` its bridge VLAN entries and `isolated` its port flag (from the
+    AF_BRIDGE dump), if any."""
+    return _parse_link(_LinkMsg(payload), names, addresses, vlans, isolated)
+
+
+def link_refs(payload: bytes) -> Tuple[int, str, str, Optional[int], Optional[int], bool]:
+    """(ifindex, name, kind, master ifindex, lower ifindex of a VLAN device,
+    up) of an RTM_NEWLINK payload: what a Link resolves through other links."""
+    msg = _LinkMsg(payload)
+    lower = None
+    if msg.kind == "vlan" and IFLA_LINK_NETNSID not in msg.attrs:
+        lower = attr_u32(msg.attrs, IFLA_LINK)
+    return msg.index, msg.name, msg.kind or "device", msg.master, lower, bool(msg.flags & IFF_UP)
 
 
 def _parse_link(msg: _LinkMsg, names: Dict[int, str], addresses: Tuple[Address, ...],
@@ -480,7 +492,39 @@ def _moved(links: Sequence[_LinkMsg],
 
 
 def _read(sock: _socket.socket) -> Snapshot:
-    seq = itertools.count(1)
+    parsed, addrs, routes, ports, bridges = _consistent_dumps(sock, itertools.count(1))
+    # Each message parsed once, for the checks and the snapshot.
+    return _build(parsed, addrs, routes, ports, dict(map(port_isolated, bridges)))
+
+
+def read_dumps(sock: _socket.socket,
+               seq: Iterator[int]) -> Tuple[List[bytes], List[bytes], List[bytes], List[bytes]]:
+    """The payloads of one consistent set of dumps on `sock` (sequence
+    numbers from `seq`): (links, addresses, IPv4+IPv6 routes, AF_BRIDGE
+    links). Repeated while a change interrupts a dump or makes them
+    disagree; ApplyError after _BUDGET s of that."""
+    parsed, addrs, routes, _ports, bridges = _consistent_dumps(sock, seq)
+    return [msg.payload for msg in parsed], addrs, routes, bridges
+
+
+def dump_routes(sock: _socket.socket, seq: Iterator[int]) -> List[bytes]:
+    """The payloads of the IPv4 and IPv6 route dumps on `sock`, each
+    repeated until no change interrupted it."""
+    payloads: List[bytes] = []
+    for family in (_socket.AF_INET, _socket.AF_INET6):
+        header = RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        for _attempt in range(100):
+            found, interrupted = _dump(sock, next(seq), RTM_GETROUTE, header, "routes")
+            if not interrupted:
+                break
+            time.sleep(_PAUSE_FIRST)
+        payloads.extend(found)
+    return payloads
+
+
+def _consistent_dumps(sock: _socket.socket, seq: Iterator[int]) -> Tuple[
+        List[_LinkMsg], List[bytes], List[bytes],
+        List[Tuple[int, Optional[int], PortVlans]], List[bytes]]:
     # Family 0 (AF_UNSPEC) dumps links and IPv4+IPv6 addresses. A route dump
     # returns every table: without NETLINK_GET_STRICT_CHK the kernel ignores
     # all of the request header but the family.
@@ -518,14 +562,12 @@ def _read(sock: _socket.socket) -> Snapshot:
                 payloads, interrupted = _dump(sock, next(seq), *request)
             dumps.append(payloads)
         links, addrs, routes4, routes6, bridges = dumps
-        # Each message parsed once, for the checks and the snapshot.
         parsed = [_LinkMsg(payload) for payload in links]
         ports = [parse_port_vlans(payload) for payload in bridges]
         unknown = _unknown({msg.index for msg in parsed}, addrs, routes4 + routes6, bridges)
         moved = _moved(parsed, ports)
         if not unknown and not moved:
-            return _build(parsed, addrs, routes4 + routes6, ports,
-                          dict(map(port_isolated, bridges)))
+            return parsed, addrs, routes4 + routes6, ports, bridges
         if unknown:
             wait("ifindex %s appeared after the link dump" % ",".join(map(str, sorted(unknown))))
         else:
