@@ -412,3 +412,15 @@ def test_a_busy_link_message_gives_the_same_snapshot_as_a_lean_one():
                                      vlans=PortVlans(tagged=frozenset({5})))
     assert (lean.get("br0.5").parent, lean.get("br0.5").vlan_id,
             lean.get("br0.5").mtu) == ("br0", 5, 1496)
+
+
+def test_compact_link_keeps_what_a_link_is_made_of_and_drops_the_rest():
+    stats = nla(7, b"\1" * 200)  # IFLA_STATS and such: not part of a Link
+    payload = link(8, "eth0.5", stats, nla(4, u32(1496)), nla(5, u32(2)), nla(10, u32(9)),
+                   nla(26 | NLA_F_NESTED, b"\2" * 64), nla(20, MANAGED_ALIAS.encode()),
+                   VLAN_LINKINFO)
+    small = rtnl.compact_link(payload)
+    names = {2: "eth0", 9: "br05"}
+    assert len(small) < len(payload) - 250
+    assert rtnl.parse_link(small, names, ()) == rtnl.parse_link(payload, names, ())
+    assert rtnl.link_refs(small) == (8, "eth0.5", "vlan", 9, 2, True)

@@ -254,6 +254,12 @@ def prefilter(want: Want, config: Config, why: str) -> Plan:
         _import_apply()  # outside the lock, then plan again from a fresh snapshot
 
 
+def host() -> Snapshot:
+    """The host's links and routes as wire() would plan from them (the live
+    model in the agent, a full read elsewhere), without port filters; no lock."""
+    return _snapshot()
+
+
 def check(wants: Sequence[Want], config: Config) -> Plan:
     """Plan without the lock and without applying: can this host serve them?"""
     return plan(wants, config, _snapshot(config))

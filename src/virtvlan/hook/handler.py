@@ -82,9 +82,8 @@ def _qemu(args: Sequence[str], xml: bytes, config_path: Optional[str],
         # An incoming guest: validate against this host (plan only, for
         # ports that do not exist yet) and name this host's bridges.
         from virtvlan.checks.moving import incoming
-        from virtvlan.host import rtnl
 
-        new = incoming(domain, xml, config, rtnl.read_snapshot())
+        new = incoming(domain, xml, config, engine.host())
         if new is not None and stdout is not None:
             stdout.append(new)
         return 0

@@ -257,6 +257,7 @@ class LiveHost:
         self._bridges_stale = False
 
     def _store_link(self, payload: bytes) -> None:
+        payload = rtnl.compact_link(payload)
         refs = rtnl.link_refs(payload)
         index = refs[0]
         old = self._refs.get(index)

@@ -283,6 +283,23 @@ def parse_link(payload: bytes, names: Dict[int, str], addresses: Tuple[Address, 
     return _parse_link(_LinkMsg(payload), names, addresses, vlans, isolated)
 
 
+def compact_link(payload: bytes) -> bytes:
+    """An RTM_NEWLINK payload cut down to its header and the attributes a
+    Link is made of (LINK_ATTRS): about 150 bytes of the kernel's ~1.9 KiB,
+    for a model that keeps one per device."""
+    kept = [payload[:IFINFOMSG.size]]
+    offset, end = IFINFOMSG.size, len(payload)
+    while offset + 4 <= end:
+        length, kind = RTATTR.unpack_from(payload, offset)
+        if length < 4:
+            break
+        step = (length + 3) & ~3
+        if kind & 0x3FFF in LINK_ATTRS:
+            kept.append(payload[offset:offset + step])
+        offset += step
+    return b"".join(kept)
+
+
 def link_refs(payload: bytes) -> Tuple[int, str, str, Optional[int], Optional[int], bool]:
     """(ifindex, name, kind, master ifindex, lower ifindex of a VLAN device,
     up) of an RTM_NEWLINK payload: what a Link resolves through other links."""
