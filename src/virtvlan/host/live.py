@@ -238,6 +238,7 @@ class LiveHost:
         self._snap: Optional[Snapshot] = None
         self._route_cache: Optional[tuple] = None
         self._bridges_stale = False
+        self._seeded = False
         for payload in links:
             self._store_link(payload)
         for payload in addrs:
@@ -245,6 +246,7 @@ class LiveHost:
         for payload in routes:
             self._route(RTM_NEWROUTE, payload)
         self._set_tables(bridges)
+        self._seeded = True
 
     def _set_tables(self, bridges: List[bytes]) -> None:
         self._tables, self._isolated = {}, {}
@@ -263,6 +265,10 @@ class LiveHost:
         old = self._refs.get(index)
         self._raw[index], self._refs[index], self._names[index] = payload, refs, refs[1]
         self._dirty.add(index)
+        if old is None and refs[2] == "bridge" and self._seeded:
+            # A new bridge's own VLAN entry (its default PVID) is made while
+            # it registers, and no notification reports it: read it.
+            self._bridges_stale = True
         if old is None or old[1] != refs[1] or old[2] != refs[2]:
             self._dependents(index)  # its name or kind is part of other links
         if old is not None and old[5] and not refs[5]:
@@ -335,9 +341,7 @@ class LiveHost:
     def _vlan(self, kind: int, payload: bytes) -> None:
         index, entries = vlan_changes(payload)
         refs = self._refs.get(index)
-        if refs is None:
-            return
-        if refs[2] == "bridge":
+        if refs is None or refs[2] == "bridge":
             # A bridge's own entries: re-read with the AF_BRIDGE dump, which
             # lists exactly the ones a bridge reports (rare: trunk set-up).
             self._bridges_stale = True
@@ -386,11 +390,25 @@ class LiveHost:
                                      % rtnl.errno_name(err.errno or 0)) from err
                 log.warning("live host model: notifications were lost (the receive queue "
                             "overflowed); reading the host again")
+                # What is still queued is older than what was lost: replayed
+                # over the new read, it would undo changes whose newer
+                # notifications are gone. Dropped unread.
+                self._discard()
                 self._reset()
                 continue
             self._feed(bytes(self._buf[:size]))
         if self._bridges_stale:
-            self._set_tables(rtnl.read_dumps(self._requests, self._seq)[3])
+            self._set_tables(rtnl.dump_bridge_links(self._requests, self._seq))
+
+    def _discard(self) -> None:
+        for _ in range(100000):  # bounded: a storm that never pauses is read later
+            try:
+                self._events.recv_into(self._buf, 0, _socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as err:
+                if err.errno != errno.ENOBUFS:
+                    raise
 
     # --- the snapshot ---------------------------------------------------------------------
 

@@ -98,6 +98,11 @@ _OIF = frozenset({RTA_OIF})
 # to _PAUSE_MAX, for at most _BUDGET seconds: a host starting many guests
 # adds and enslaves taps in bursts, and the hook holds the host lock meanwhile.
 _BUDGET, _PAUSE_FIRST, _PAUSE_MAX = 5.0, 0.001, 0.05
+# AF_BRIDGE: one message per bridge port and per bridge (its self entries),
+# VIDs compressed into ranges (a 1-4094 trunk is two entries, not 4094).
+_BRIDGE_DUMP = (RTM_GETLINK, IFINFOMSG.pack(AF_BRIDGE, 0, 0, 0, 0)
+                + struct.pack("=HHI", 8, IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN_COMPRESSED),
+                "bridge VLAN tables")
 
 
 def attr_u32(attrs: Dict[int, bytes], kind: int) -> Optional[int]:
@@ -524,6 +529,18 @@ def read_dumps(sock: _socket.socket,
     return [msg.payload for msg in parsed], addrs, routes, bridges
 
 
+def dump_bridge_links(sock: _socket.socket, seq: Iterator[int]) -> List[bytes]:
+    """The payloads of the AF_BRIDGE link dump on `sock` (every bridge and
+    bridge port with its VLAN entries, compressed), repeated until no
+    change interrupted it."""
+    for _attempt in range(100):
+        found, interrupted = _dump(sock, next(seq), *_BRIDGE_DUMP)
+        if not interrupted:
+            break
+        time.sleep(_PAUSE_FIRST)
+    return found
+
+
 def dump_routes(sock: _socket.socket, seq: Iterator[int]) -> List[bytes]:
     """The payloads of the IPv4 and IPv6 route dumps on `sock`, each
     repeated until no change interrupted it."""
@@ -549,12 +566,7 @@ def _consistent_dumps(sock: _socket.socket, seq: Iterator[int]) -> Tuple[
                 (RTM_GETADDR, IFADDRMSG.pack(0, 0, 0, 0, 0), "addresses"),
                 (RTM_GETROUTE, RTMSG.pack(_socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), "routes"),
                 (RTM_GETROUTE, RTMSG.pack(_socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), "routes"),
-                # AF_BRIDGE: one message per bridge port and per bridge (its
-                # self entries), VIDs compressed into ranges (a 1-4094 trunk is
-                # two entries, not 4094).
-                (RTM_GETLINK, IFINFOMSG.pack(AF_BRIDGE, 0, 0, 0, 0)
-                 + struct.pack("=HHI", 8, IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN_COMPRESSED),
-                 "bridge VLAN tables"))
+                _BRIDGE_DUMP)
     deadline, pause, retries = time.monotonic() + _BUDGET, _PAUSE_FIRST, 0
 
     def wait(why: str) -> None:
