@@ -77,3 +77,26 @@ def test_importing_the_executor_registers_it_even_over_a_stale_attribute(monkeyp
     assert hasattr(package, "executor")
     engine._import_apply()
     assert engine.EXECUTOR in sys.modules
+
+
+def test_a_process_with_a_live_model_plans_from_it_and_reads_nothing(monkeypatch):
+    """The agent's served calls: engine.use_live(model) makes every later
+    snapshot the model's, and use_live(None) gives reading back."""
+    from virtvlan.apply import engine
+    from virtvlan.host import rtnl
+
+    reads = []
+    host = Snapshot((Link("eth0"),))
+    monkeypatch.setattr(rtnl, "read_snapshot", lambda netns=None: reads.append(1) or host)
+
+    class Model:
+        def snapshot(self) -> Snapshot:
+            return Snapshot((Link("eth0"), Link("br05", kind="bridge")))
+
+    engine.use_live(Model())  # type: ignore[arg-type]
+    try:
+        assert engine.host().get("br05") is not None
+        assert reads == []
+    finally:
+        engine.use_live(None)
+    assert engine.host() == host and reads == [1]

@@ -424,3 +424,13 @@ def test_compact_link_keeps_what_a_link_is_made_of_and_drops_the_rest():
     assert len(small) < len(payload) - 250
     assert rtnl.parse_link(small, names, ()) == rtnl.parse_link(payload, names, ())
     assert rtnl.link_refs(small) == (8, "eth0.5", "vlan", 9, 2, True)
+
+
+def test_a_bridge_port_flag_comes_in_its_link_message_too():
+    slave = nla(18 | NLA_F_NESTED, nla(4, b"bridge\0") + nla(5 | NLA_F_NESTED, nla(33, b"\1")))
+    assert rtnl.slave_isolated(link(4, "t0", slave)) is True
+    plain = nla(18 | NLA_F_NESTED, nla(4, b"bridge\0") + nla(5 | NLA_F_NESTED, nla(8, b"\1")))
+    assert rtnl.slave_isolated(link(4, "t0", plain)) is False
+    bond = nla(18 | NLA_F_NESTED, nla(4, b"bond\0"))
+    assert rtnl.slave_isolated(link(4, "t0", bond)) is None
+    assert rtnl.slave_isolated(link(4, "t0")) is None

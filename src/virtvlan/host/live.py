@@ -21,6 +21,11 @@ which the model does itself, as the kernel does:
 - an IPv4 address deleted takes the routes that used it as preferred
   source with it (fib_sync_down_addr);
 - a deleted device takes all its routes (for IPv4 without notifications).
+One change is not announced at all: a bridge port flag set through
+IFLA_INFO_SLAVE_DATA (`ip link set X type bridge_slave isolated on`) on a
+device that is down (netdev_state_change announces only devices that are
+up; virt-vlan sets the flag with AF_BRIDGE, which is always announced, on
+taps libvirt has brought up). The agent's periodic check finds it.
 A receive queue that overflowed (recv fails with ENOBUFS: notifications
 lost) makes the next snapshot() read everything again.
 
@@ -265,6 +270,9 @@ class LiveHost:
         old = self._refs.get(index)
         self._raw[index], self._refs[index], self._names[index] = payload, refs, refs[1]
         self._dirty.add(index)
+        isolated = rtnl.slave_isolated(payload)
+        if isolated is not None:  # a bridge port: its flag as of this message
+            self._isolated[index] = isolated
         if old is None and refs[2] == "bridge" and self._seeded:
             # A new bridge's own VLAN entry (its default PVID) is made while
             # it registers, and no notification reports it: read it.

@@ -55,6 +55,8 @@ from virtvlan.host.nlconst import (
     IFLA_IFNAME,
     IFLA_INFO_DATA,
     IFLA_INFO_KIND,
+    IFLA_INFO_SLAVE_DATA,
+    IFLA_INFO_SLAVE_KIND,
     IFLA_LINK,
     IFLA_LINKINFO,
     IFLA_LINK_NETNSID,
@@ -138,6 +140,8 @@ LINK_ATTRS = frozenset({IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MAS
                         IFLA_LINKINFO, IFLA_IFALIAS, IFLA_LINK_NETNSID})
 _PORT_ATTRS = frozenset({IFLA_MASTER, IFLA_AF_SPEC})
 _PROTINFO = frozenset({IFLA_PROTINFO})
+_LINKINFO = frozenset({IFLA_LINKINFO})
+_SLAVE_ATTRS = frozenset({IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA})
 _ISOLATED = frozenset({IFLA_BRPORT_ISOLATED})
 
 
@@ -303,6 +307,21 @@ def compact_link(payload: bytes) -> bytes:
             kept.append(payload[offset:offset + step])
         offset += step
     return b"".join(kept)
+
+
+def slave_isolated(payload: bytes) -> Optional[bool]:
+    """A bridge port's `isolated` flag from its RTM_NEWLINK (AF_UNSPEC),
+    whose IFLA_LINKINFO carries the port's settings; None for a device that
+    is no bridge port. The kernel announces a change of the flag made
+    through IFLA_INFO_SLAVE_DATA (`ip link set X type bridge_slave
+    isolated on`) only this way."""
+    attrs = attributes(payload, IFINFOMSG.size, _LINKINFO)
+    info = attributes(attrs.get(IFLA_LINKINFO, b""), 0, _SLAVE_ATTRS)
+    if attr_text(info.get(IFLA_INFO_SLAVE_KIND, b"")) != "bridge":
+        return None
+    flags = attributes(info.get(IFLA_INFO_SLAVE_DATA, b""), 0, _ISOLATED)
+    value = flags.get(IFLA_BRPORT_ISOLATED)
+    return bool(value[0]) if value else False
 
 
 def link_refs(payload: bytes) -> Tuple[int, str, str, Optional[int], Optional[int], bool]:
