@@ -57,6 +57,7 @@ def test_storm_of_devices_vlans_and_ports(netns, model, vlan_support):
                  + ["vlan add dev br%d vid 40 self" % i for i in range(1, 120, 2)]
                  + ["vlan del dev t%d vid 1" % i for i in range(1, 120, 2)])
     agrees(model, netns, "bridge VLAN changes")
+    bridge_batch(ns, ["link set dev t%d isolated on" % i for i in range(1, 120, 10) if i % 3])
     ip_batch(ns, ["link set t%d nomaster" % i for i in range(0, 120, 3)]
              + ["link set t%d master br%d" % (i, (i + 1) % 120) for i in range(0, 120, 6)]
              + ["link set br%d type bridge vlan_filtering 1" % i for i in range(0, 120, 4)]
@@ -65,8 +66,7 @@ def test_storm_of_devices_vlans_and_ports(netns, model, vlan_support):
              # (AF_BRIDGE, as virt-vlan sets it) is announced either way.
              + ["link set t%d type bridge_slave isolated on" % i for i in range(2, 120, 10)
                 if i % 3]  # still ports, and up
-             + ["link set t%d name n%d" % (i, i) for i in range(2, 120, 7)])
-    bridge_batch(ns, ["link set dev t%d isolated on" % i for i in range(1, 120, 10) if i % 3])
+             + ["link set t%d name n%d" % (i, i) for i in range(3, 120, 14)])  # down ones
     agrees(model, netns, "moving, isolating and renaming ports")
     ip_batch(ns, ["link del br%d" % i for i in range(0, 120, 2)]
              + ["link del up0.%d" % (i + 2) for i in range(1, 120, 2)])
