@@ -15,12 +15,15 @@ import struct
 NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 2, 3, 4
 NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
+# Strict checking of dump requests (Linux 4.20+): the kernel then honours
+# the filters in the request header and attributes (ifa_index, RTA_OIF).
+NETLINK_GET_STRICT_CHK = 12
 SO_RCVBUFFORCE = 33  # asm-generic/socket.h; Python's socket module lacks it
 
 # --- rtnetlink message types and multicast groups (rtnetlink.h) ---------------------------
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_GETADDR, RTM_GETROUTE = 22, 26
-RTM_NEWVLAN, RTM_DELVLAN = 112, 113
+RTM_NEWVLAN, RTM_DELVLAN, RTM_GETVLAN = 112, 113, 114
 RTMGRP_LINK = 0x1  # legacy bitmask for RTNLGRP_LINK (1)
 RTNLGRP_BRVLAN = 33  # Linux 5.8+; groups above 32 need NETLINK_ADD_MEMBERSHIP
 # nftables change notifications (linux/netlink.h, linux/netfilter/nfnetlink.h).
@@ -30,6 +33,10 @@ NETLINK_NETFILTER, NFNLGRP_NFTABLES = 12, 7
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK, IFLA_AF_SPEC, IFLA_LINK_NETNSID = 18, 20, 29, 26, 37
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_VLAN_ID = 1, 2, 1
+# A port's IFLA_LINKINFO also names its master's kind and carries the port
+# options (for a bridge port: the IFLA_BRPORT_* attributes).
+IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 4, 5
+RTEXT_FILTER_SKIP_STATS = 1 << 3  # link messages without their statistics
 # Bridge port flags: AF_BRIDGE link messages of a port carry IFLA_PROTINFO
 # with IFLA_BRPORT_* inside (u8 each).
 IFLA_PROTINFO, IFLA_BRPORT_LEARNING, IFLA_BRPORT_ISOLATED, IFLA_BRPORT_LOCKED = 12, 8, 33, 39
@@ -45,6 +52,11 @@ AF_BRIDGE, IFLA_BRIDGE_VLAN_INFO = 7, 2
 RTEXT_FILTER_BRVLAN_COMPRESSED = 1 << 2
 BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 0x2, 0x4
 BRIDGE_VLAN_INFO_RANGE_BEGIN, BRIDGE_VLAN_INFO_RANGE_END = 0x8, 0x10
+# RTM_NEWVLAN (Linux 5.8+): br_vlan_msg, then BRIDGE_VLANDB_ENTRY nests of
+# ENTRY_INFO (struct bridge_vlan_info) and, for a run of VIDs, ENTRY_RANGE
+# (u16, the last VID of the run).
+BRIDGE_VLANDB_ENTRY = 1
+BRIDGE_VLANDB_ENTRY_INFO, BRIDGE_VLANDB_ENTRY_RANGE = 1, 2
 
 # --- addresses and routes (if_addr.h, rtnetlink.h) -------------------------------------------
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
