@@ -121,7 +121,7 @@ def run_dropin(hooks: Path, args: Tuple[str, ...], xml: bytes,
 # counts them).
 
 SCOPE_CHECKED_MODULES = ("test_plan", "test_plan_properties", "test_port_security",
-                         "test_protection_upgrade", "test_scope")
+                         "test_protection_upgrade")
 SCOPE_CHECKS = {"calls": 0}
 
 
