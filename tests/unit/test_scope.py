@@ -25,7 +25,7 @@ from virtvlan.host.nlconst import (
     BRIDGE_VLANDB_ENTRY_INFO,
     BRIDGE_VLANDB_ENTRY_RANGE,
 )
-from virtvlan.model import Address, Link, PortVlans, Route, Scope, Snapshot, Want
+from virtvlan.model import Address, Link, PortVlans, Route, Snapshot, Want
 from virtvlan.plan.planner import plan
 from virtvlan.plan.scope import FULL, restrict, scope_for
 
