@@ -103,7 +103,8 @@ def test_vlan_tables_of_a_filtering_bridge(netns, netns2, vlan_support):
     snap = check(netns, many)
     t0, t1, t2, brt = (snap.get(name) for name in ("t0", "t1", "t2", "brt"))
     assert t0.vlans.tagged == frozenset(range(10, 21))
-    assert (t0.vlans.untagged, t0.vlans.pvid) == ({9}, 9)
+    # The default PVID's entry stays untagged; the PVID moved to 9.
+    assert (t0.vlans.untagged, t0.vlans.pvid) == ({1, 9}, 9)
     assert t1.isolated and not t0.isolated and brt.isolated is None
     assert t1.vlans.tagged >= {5, 7}
     assert (t2.vlans.untagged, t2.vlans.pvid) == ({1, 2, 3, 4}, 1)

@@ -9,6 +9,7 @@ taken by a device of another kind, the trunk bridge's other ports.
 """
 
 import struct
+from dataclasses import replace
 
 import pytest
 
@@ -27,7 +28,7 @@ from virtvlan.host.nlconst import (
 )
 from virtvlan.model import Address, Link, PortVlans, Route, Snapshot, Want
 from virtvlan.plan.planner import plan
-from virtvlan.plan.scope import FULL, restrict, scope_for
+from virtvlan.plan.scope import FULL, refine, restrict, scope_for
 
 from conftest import SCOPE_CHECKS, parse_config, scope_checked
 
@@ -149,6 +150,37 @@ def test_a_host_vlan_name_taken_by_another_kind_is_refused_alike():
     assert isinstance(outcome, Refused) and "br0.100" in str(outcome)
 
 
+def test_a_feed_with_vlan_devices_is_not_enslaved_alike(access_config):
+    # The feed exists but is on no bridge yet: joining br05 needs its VLAN
+    # devices (refine keeps the feed as a VLAN parent).
+    snap = Snapshot((ETH0, Link("eth0.5", "vlan", 30, vlan_id=5, parent="eth0"),
+                     Link("eth0.5.7", "vlan", 31, vlan_id=7, parent="eth0.5"), VNET0))
+    outcome = same_outcome([access(5)], access_config, snap)
+    assert isinstance(outcome, Refused) and "eth0.5.7" in str(outcome)
+
+
+def test_a_missing_host_vlan_on_a_warm_trunk_checks_the_bridges_vlan_devices():
+    # eth1 is on br0 (an admin's bridge that does not filter), but host VLAN
+    # 100 is carried by vlan100 under another name: br0.100 cannot be made.
+    config = parse_config(TRUNK_HOST_VLANS)
+    snap = Snapshot((Link("eth1", index=3, master="br0"), Link("br0", "bridge", 40,
+                                                                vlans=PortVlans()),
+                     Link("vlan100", "vlan", 41, vlan_id=100, parent="br0"), VNET0))
+    outcome = same_outcome([trunk(5)], config, snap)
+    assert isinstance(outcome, Refused) and "vlan100" in str(outcome)
+
+
+def test_a_warm_call_needs_no_vlan_device_dump(access_config):
+    snap = Snapshot((ETH0, Link("eth0.5", "vlan", 30, master="br05", vlan_id=5, parent="eth0"),
+                     Link("br05", "bridge", 31), Link("vnet0", "tun", 20, master="br05")))
+    scope = scope_for([access(5)], access_config)
+    first = restrict(snap, replace(scope, vlan_parents=frozenset()))
+    assert refine(scope, [access(5)], access_config, first).vlan_parents == frozenset()
+    moving = snap.changed("vnet0", master=None)
+    assert refine(scope, [access(5)], access_config, restrict(moving, replace(
+        scope, vlan_parents=frozenset()))).vlan_parents == {"vnet0"}
+
+
 def test_an_unknown_uplink_gets_the_full_scope(access_config):
     assert scope_for([Want(uplink="nope", mode="access", vlans=(5,), port="vnet0")],
                      access_config) is FULL
@@ -186,9 +218,19 @@ def host(monkeypatch, tmp_path):
     return reads
 
 
-def test_a_hook_wiring_call_reads_only_its_scope(host, access_config):
+def test_a_warm_hook_wiring_call_reads_only_its_names(host, access_config):
     assert not engine.wire([access(5)], access_config, why="test")
-    assert host == [scope_for([access(5)], access_config)]
+    assert host == [replace(scope_for([access(5)], access_config), vlan_parents=frozenset())]
+
+
+def test_a_tap_move_also_reads_the_taps_vlan_devices(host, access_config):
+    # vnet101 is on another bridge: before it joins br05, its VLAN devices
+    # are read (the never-mixed rule), and only its.
+    want = access(5, port="vnet101")
+    assert engine.wire([want], access_config, why="test", dry_run=True)
+    scope = scope_for([want], access_config)
+    assert host == [replace(scope, vlan_parents=frozenset()),
+                    replace(scope, vlan_parents=frozenset({"vnet101"}))]
 
 
 def test_cleanup_reads_the_whole_host(host, access_config):

@@ -29,7 +29,7 @@ from virtvlan.parse.config import Config
 from virtvlan.host.lock import host_lock
 from virtvlan.model import Scope, Snapshot, Want
 from virtvlan.plan.planner import plan, plan_cleanup, plan_prefilter, plan_unplug
-from virtvlan.plan.scope import scope_for
+from virtvlan.plan.scope import refine, scope_for
 from virtvlan.plan.wiring import bridge_for
 
 log = logging.getLogger(__name__)
@@ -100,15 +100,27 @@ def _import_apply() -> None:
     importlib.import_module(EXECUTOR)
 
 
-def _snapshot(config: Optional[Config] = None, scope: Optional[Scope] = None) -> Snapshot:
+def _snapshot(config: Optional[Config] = None, scope: Optional[Scope] = None,
+              wants: Sequence[Want] = ()) -> Snapshot:
     """The snapshot to plan from (the one place that obtains it): the host
     as `scope` names it (None: all of it), with virt-vlan's port filters
-    when the config has port security."""
+    when the config has port security. With `wants` (those `scope` is
+    scope_for's of), the named links are read first and VLAN devices only
+    where their plan can look at them (plan/scope.py refine): a warm call
+    dumps no link at all."""
     # rtnl, not apply: reading must not import pyroute2 (most hook calls
     # plan nothing, and the import would be most of their run time).
     from virtvlan.host import rtnl
 
-    snap = rtnl.read_snapshot() if scope is None else rtnl.read_scoped(scope)
+    if scope is None:
+        snap = rtnl.read_snapshot()
+    elif scope.vlan_parents and wants and config is not None:
+        snap = rtnl.read_scoped(replace(scope, vlan_parents=frozenset()))
+        refined = refine(scope, wants, config, snap)
+        if refined.vlan_parents:
+            snap = rtnl.read_scoped(refined)
+    else:
+        snap = rtnl.read_scoped(scope)
     if config is not None and any(u.port_security for u in config.uplinks):
         # Port security: virt-vlan's nftables table too (one nft run, ~5 ms).
         from virtvlan.host import nftables
@@ -167,19 +179,19 @@ def _finish_creations(snap: Snapshot, pending: Dict[str, Tuple[str, bool]],
     return reread()
 
 
-def _read(dry_run: bool, config: Optional[Config] = None,
-          scope: Optional[Scope] = None) -> Optional[Snapshot]:
+def _read(dry_run: bool, config: Optional[Config] = None, scope: Optional[Scope] = None,
+          wants: Sequence[Want] = ()) -> Optional[Snapshot]:
     """The snapshot to plan from, read under the lock (as `scope` names it;
     None: all of it); None when apply.py must be imported first (the caller
     lets go of the lock for that). The common case costs one failed listdir
     for the intents of a killed run; their devices join the scope."""
     if dry_run:
-        return _snapshot(config, scope)
+        return _snapshot(config, scope, wants)
     pending = state.intents()
     if pending and scope is not None:
         scope = replace(scope, names=scope.names | frozenset(pending))
-    snap = _snapshot(config, scope)
-    return _finish_creations(snap, pending, lambda: _snapshot(config, scope))
+    snap = _snapshot(config, scope, wants)
+    return _finish_creations(snap, pending, lambda: _snapshot(config, scope, wants))
 
 
 def _forget_gone(snap: Snapshot) -> None:
@@ -213,7 +225,7 @@ def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
         phases.mark("lock")  # make bench's breakdown (host/phases.py); a no-op otherwise
         with host_lock(config.lock_timeout):
             phases.mark("locked")
-            snap = _read(dry_run, config, scope)
+            snap = _read(dry_run, config, scope, wants)
             phases.mark("read")
             chosen = wants
             result = None
@@ -261,7 +273,7 @@ def prefilter(want: Want, config: Config, why: str) -> Plan:
 
 def check(wants: Sequence[Want], config: Config) -> Plan:
     """Plan without the lock and without applying: can this host serve them?"""
-    return plan(wants, config, _snapshot(config, scope_for(wants, config)))
+    return plan(wants, config, _snapshot(config, scope_for(wants, config), wants))
 
 
 def release(config: Config, why: str, port: Optional[str] = None,

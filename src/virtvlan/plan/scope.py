@@ -20,7 +20,7 @@ from virtvlan.model import ACCESS, TRUNK, Link, Scope, Snapshot, Want
 from virtvlan.parse.config import Config
 from virtvlan.plan import wiring
 
-__all__ = ["FULL", "Scope", "named", "restrict", "scope_for"]
+__all__ = ["FULL", "Scope", "named", "refine", "restrict", "scope_for"]
 
 FULL = Scope(full=True)
 
@@ -76,6 +76,47 @@ def scope_for(wants: Sequence[Want], config: Config) -> Scope:
     return Scope(names=frozenset(names), port_sets=frozenset(ports),
                  vlan_parents=frozenset(parents), routes_of=frozenset(routes),
                  filters=any(u.port_security for u in config.uplinks))
+
+
+def refine(scope: Scope, wants: Sequence[Want], config: Config, first: Snapshot) -> Scope:
+    """`scope` (scope_for's for `wants`) without the VLAN parents whose VLAN
+    devices plan() cannot look at, judged from `first`: the scope's named
+    links, read before any VLAN device (every VLAN parent is a named link).
+
+    The VLAN devices of a device are looked at only when it is made a bridge
+    port (the uplink, a feed, a tap not yet on the bridge it joins), when a
+    VLAN device is created on it (a feed or host VLAN device that does not
+    exist yet), and on a trunk bridge that filters or is owned (sync_trunk:
+    the VIDs of its VLAN devices). A warm call (everything in place) so
+    needs no link dump at all; the others keep what they need. Judged from
+    the snapshot, before the plan's own actions, which only ever add to
+    what it looks at (a device it creates has no VLAN devices)."""
+    if scope.full or not scope.vlan_parents:
+        return scope
+    keep: Set[str] = set()
+    for want in wants:
+        uplink = config.uplink(want.uplink, want.who or (want.port or "request"))
+        if uplink.wiring == TRUNK:
+            bridge, nic = first.get(uplink.trunk_bridge), first.get(uplink.device)
+            if (nic is None or nic.master != uplink.trunk_bridge
+                    or any(first.get(uplink.trunk_vlan(vid)) is None
+                           for vid in uplink.host_vlans)):
+                keep.update((uplink.device, uplink.trunk_bridge))
+            if bridge is not None and (bridge.vlan_filtering or wiring.owns_vlans(bridge, uplink)):
+                keep.add(uplink.trunk_bridge)
+        if want.mode == ACCESS and want.vlans:
+            vid = want.vlans[0]
+            feed = first.get(uplink.feed(vid))
+            if feed is None:
+                keep.add(uplink.feed_parent())
+            elif feed.master != uplink.access_bridge(vid):
+                keep.add(feed.name)
+        if want.port is not None and want.vlans:
+            tap = first.get(want.port)
+            if tap is not None and tap.master != wiring.uplink_bridge(uplink, want.mode,
+                                                                      want.vlans):
+                keep.add(want.port)
+    return replace(scope, vlan_parents=scope.vlan_parents & frozenset(keep))
 
 
 def restrict(snap: Snapshot, scope: Scope) -> Snapshot:
