@@ -137,17 +137,14 @@ def _outcome(func, *args, **kwargs):
 def scope_checked(plan_func):
     """`plan_func` (planner.plan), also run on the scoped snapshot: an
     AssertionError names the wants when the two outcomes differ."""
-    from dataclasses import replace
-
-    from virtvlan.plan.scope import refine, restrict, scope_for
+    from virtvlan.plan.scope import first_read, refine, restrict, scope_for
 
     def checked(wants, config_, snap, *args, **kwargs):
         full = _outcome(plan_func, wants, config_, snap, *args, **kwargs)
         scope = scope_for(wants, config_)
         # As the engine reads: the named links first, then (refine) only
         # the VLAN devices the plan can look at.
-        refined = refine(scope, wants, config_,
-                         restrict(snap, replace(scope, vlan_parents=frozenset())))
+        refined = refine(scope, wants, config_, restrict(snap, first_read(scope)))
         for each in (scope, refined):
             scoped = _outcome(plan_func, wants, config_, restrict(snap, each), *args, **kwargs)
             assert scoped == full, "scoped read plans differently for %r from %r:\n%r\n%r" % (

@@ -28,7 +28,7 @@ from virtvlan.host.nlconst import (
 )
 from virtvlan.model import Address, Link, PortVlans, Route, Snapshot, Want
 from virtvlan.plan.planner import plan
-from virtvlan.plan.scope import FULL, refine, restrict, scope_for
+from virtvlan.plan.scope import FULL, first_read, refine, restrict, scope_for
 
 from conftest import SCOPE_CHECKS, parse_config, scope_checked
 
@@ -174,11 +174,25 @@ def test_a_warm_call_needs_no_vlan_device_dump(access_config):
     snap = Snapshot((ETH0, Link("eth0.5", "vlan", 30, master="br05", vlan_id=5, parent="eth0"),
                      Link("br05", "bridge", 31), Link("vnet0", "tun", 20, master="br05")))
     scope = scope_for([access(5)], access_config)
-    first = restrict(snap, replace(scope, vlan_parents=frozenset()))
+    first = restrict(snap, first_read(scope))
     assert refine(scope, [access(5)], access_config, first).vlan_parents == frozenset()
     moving = snap.changed("vnet0", master=None)
-    assert refine(scope, [access(5)], access_config, restrict(moving, replace(
-        scope, vlan_parents=frozenset()))).vlan_parents == {"vnet0"}
+    assert refine(scope, [access(5)], access_config,
+                  restrict(moving, first_read(scope))).vlan_parents == {"vnet0"}
+
+
+def test_an_admins_trunk_bridge_that_does_not_filter_needs_no_port_dump():
+    config = parse_config("[uplink eth1]\nwiring = trunk\nallowed-vlans = 5,7\n"
+                          "port-security = no\n")
+    snap = Snapshot((Link("eth1", index=3, master="br0"),
+                     Link("br0", "bridge", 40, vlans=PortVlans()),
+                     Link("vnet0", "tun", 20, master="br0", vlans=PortVlans())))
+    scope = scope_for([trunk(5)], config)
+    refined = refine(scope, [trunk(5)], config, restrict(snap, first_read(scope)))
+    assert refined.port_sets == frozenset() and refined.vlan_parents == frozenset()
+    owned = snap.changed("br0", managed=True)
+    refined = refine(scope, [trunk(5)], config, restrict(owned, first_read(scope)))
+    assert refined.port_sets == {"br0"} and refined.vlan_parents == {"br0"}
 
 
 def test_an_unknown_uplink_gets_the_full_scope(access_config):
@@ -218,9 +232,10 @@ def host(monkeypatch, tmp_path):
     return reads
 
 
-def test_a_warm_hook_wiring_call_reads_only_its_names(host, access_config):
+def test_a_warm_hook_wiring_call_reads_its_names_and_the_bridges_ports(host, access_config):
     assert not engine.wire([access(5)], access_config, why="test")
-    assert host == [replace(scope_for([access(5)], access_config), vlan_parents=frozenset())]
+    scope = scope_for([access(5)], access_config)
+    assert host == [first_read(scope), replace(scope, vlan_parents=frozenset())]
 
 
 def test_a_tap_move_also_reads_the_taps_vlan_devices(host, access_config):
@@ -229,8 +244,7 @@ def test_a_tap_move_also_reads_the_taps_vlan_devices(host, access_config):
     want = access(5, port="vnet101")
     assert engine.wire([want], access_config, why="test", dry_run=True)
     scope = scope_for([want], access_config)
-    assert host == [replace(scope, vlan_parents=frozenset()),
-                    replace(scope, vlan_parents=frozenset({"vnet101"}))]
+    assert host == [first_read(scope), replace(scope, vlan_parents=frozenset({"vnet101"}))]
 
 
 def test_cleanup_reads_the_whole_host(host, access_config):

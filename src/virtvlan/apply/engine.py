@@ -29,7 +29,7 @@ from virtvlan.parse.config import Config
 from virtvlan.host.lock import host_lock
 from virtvlan.model import Scope, Snapshot, Want
 from virtvlan.plan.planner import plan, plan_cleanup, plan_prefilter, plan_unplug
-from virtvlan.plan.scope import refine, scope_for
+from virtvlan.plan.scope import first_read, refine, scope_for
 from virtvlan.plan.wiring import bridge_for
 
 log = logging.getLogger(__name__)
@@ -105,19 +105,19 @@ def _snapshot(config: Optional[Config] = None, scope: Optional[Scope] = None,
     """The snapshot to plan from (the one place that obtains it): the host
     as `scope` names it (None: all of it), with virt-vlan's port filters
     when the config has port security. With `wants` (those `scope` is
-    scope_for's of), the named links are read first and VLAN devices only
-    where their plan can look at them (plan/scope.py refine): a warm call
-    dumps no link at all."""
+    scope_for's of), the named links are read first, then ports and VLAN
+    devices only where their plan can look at them (plan/scope.py refine):
+    a warm call on an admin's trunk bridge dumps no link at all."""
     # rtnl, not apply: reading must not import pyroute2 (most hook calls
     # plan nothing, and the import would be most of their run time).
     from virtvlan.host import rtnl
 
     if scope is None:
         snap = rtnl.read_snapshot()
-    elif scope.vlan_parents and wants and config is not None:
-        snap = rtnl.read_scoped(replace(scope, vlan_parents=frozenset()))
+    elif (scope.vlan_parents or scope.port_sets) and wants and config is not None:
+        snap = rtnl.read_scoped(first_read(scope))
         refined = refine(scope, wants, config, snap)
-        if refined.vlan_parents:
+        if refined.vlan_parents or refined.port_sets:
             snap = rtnl.read_scoped(refined)
     else:
         snap = rtnl.read_scoped(scope)

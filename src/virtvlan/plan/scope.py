@@ -20,7 +20,7 @@ from virtvlan.model import ACCESS, TRUNK, Link, Scope, Snapshot, Want
 from virtvlan.parse.config import Config
 from virtvlan.plan import wiring
 
-__all__ = ["FULL", "Scope", "named", "refine", "restrict", "scope_for"]
+__all__ = ["FULL", "Scope", "first_read", "named", "refine", "restrict", "scope_for"]
 
 FULL = Scope(full=True)
 
@@ -78,22 +78,32 @@ def scope_for(wants: Sequence[Want], config: Config) -> Scope:
                  filters=any(u.port_security for u in config.uplinks))
 
 
-def refine(scope: Scope, wants: Sequence[Want], config: Config, first: Snapshot) -> Scope:
-    """`scope` (scope_for's for `wants`) without the VLAN parents whose VLAN
-    devices plan() cannot look at, judged from `first`: the scope's named
-    links, read before any VLAN device (every VLAN parent is a named link).
+def first_read(scope: Scope) -> Scope:
+    """The part of `scope` (scope_for's) that refine judges from: its named
+    links, without any link dump."""
+    return replace(scope, port_sets=frozenset(), vlan_parents=frozenset())
 
-    The VLAN devices of a device are looked at only when it is made a bridge
-    port (the uplink, a feed, a tap not yet on the bridge it joins), when a
-    VLAN device is created on it (a feed or host VLAN device that does not
-    exist yet), and on a trunk bridge that filters or is owned (sync_trunk:
-    the VIDs of its VLAN devices). A warm call (everything in place) so
-    needs no link dump at all; the others keep what they need. Judged from
-    the snapshot, before the plan's own actions, which only ever add to
-    what it looks at (a device it creates has no VLAN devices)."""
-    if scope.full or not scope.vlan_parents:
+
+def refine(scope: Scope, wants: Sequence[Want], config: Config, first: Snapshot) -> Scope:
+    """`scope` (scope_for's for `wants`) without the port sets and VLAN
+    parents plan() cannot look at, judged from `first`: the scope's named
+    links (first_read; every bridge of a port set and every VLAN parent is
+    a named link).
+
+    The ports of a trunk bridge are looked at only when it filters VLANs or
+    is owned (sync_trunk); those of an access bridge when it exists (a
+    second feed is refused). The VLAN devices of a device are looked at only
+    when it is made a bridge port (the uplink, a feed, a tap not yet on the
+    bridge it joins), when a VLAN device is created on it (a feed or host
+    VLAN device that does not exist yet), and on a trunk bridge that filters
+    or is owned (the VIDs of its VLAN devices). So a warm call on an admin's
+    trunk bridge dumps no link at all. Judged from the snapshot, before the
+    plan's own actions, which only ever add what they make (a device the
+    plan creates has no ports or VLAN devices but the ones it gives it)."""
+    if scope.full:
         return scope
-    keep: Set[str] = set()
+    parents: Set[str] = set()
+    ports: Set[str] = set()
     for want in wants:
         uplink = config.uplink(want.uplink, want.who or (want.port or "request"))
         if uplink.wiring == TRUNK:
@@ -101,22 +111,26 @@ def refine(scope: Scope, wants: Sequence[Want], config: Config, first: Snapshot)
             if (nic is None or nic.master != uplink.trunk_bridge
                     or any(first.get(uplink.trunk_vlan(vid)) is None
                            for vid in uplink.host_vlans)):
-                keep.update((uplink.device, uplink.trunk_bridge))
+                parents.update((uplink.device, uplink.trunk_bridge))
             if bridge is not None and (bridge.vlan_filtering or wiring.owns_vlans(bridge, uplink)):
-                keep.add(uplink.trunk_bridge)
+                parents.add(uplink.trunk_bridge)
+                ports.add(uplink.trunk_bridge)
         if want.mode == ACCESS and want.vlans:
             vid = want.vlans[0]
             feed = first.get(uplink.feed(vid))
             if feed is None:
-                keep.add(uplink.feed_parent())
+                parents.add(uplink.feed_parent())
             elif feed.master != uplink.access_bridge(vid):
-                keep.add(feed.name)
+                parents.add(feed.name)
+            if first.get(uplink.access_bridge(vid)) is not None:
+                ports.add(uplink.access_bridge(vid))
         if want.port is not None and want.vlans:
             tap = first.get(want.port)
             if tap is not None and tap.master != wiring.uplink_bridge(uplink, want.mode,
                                                                       want.vlans):
-                keep.add(want.port)
-    return replace(scope, vlan_parents=scope.vlan_parents & frozenset(keep))
+                parents.add(want.port)
+    return replace(scope, port_sets=scope.port_sets & frozenset(ports),
+                   vlan_parents=scope.vlan_parents & frozenset(parents))
 
 
 def restrict(snap: Snapshot, scope: Scope) -> Snapshot:
