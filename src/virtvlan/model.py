@@ -254,3 +254,31 @@ class Want:
     # Port security of `port`; None: unprotected (port-security = no, or a
     # want without a port).
     protection: Optional[Protection] = None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a scoped read of the host returns (host/rtnl.py read_scoped; the
+    planner's needs: plan/scope.py scope_for; the same set cut out of a full
+    snapshot: plan/scope.py restrict).
+
+    - `names`: links read by name (a name that does not exist is absent),
+      each with the link that is its master;
+    - `port_sets`: bridges whose ports (links with that master) are read;
+    - `vlan_parents`: devices whose VLAN sub-interfaces are read (without
+      VLAN tables: the planner reads only their names, ids and masters);
+    - `routes_of`: devices whose addresses and routes are read (every other
+      link has no addresses);
+    - `filters`: virt-vlan's nftables port filters are read too (by the
+      caller: nft, not rtnetlink);
+    - `full`: everything, as read_snapshot() (the other fields are then moot).
+    Bridges and bridge ports among the named links, their masters and the
+    port sets carry their VLAN tables and `isolated` flags, as in a full read.
+    """
+
+    names: FrozenSet[str] = frozenset()
+    port_sets: FrozenSet[str] = frozenset()
+    vlan_parents: FrozenSet[str] = frozenset()
+    routes_of: FrozenSet[str] = frozenset()
+    filters: bool = False
+    full: bool = False

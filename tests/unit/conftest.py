@@ -108,3 +108,84 @@ def run_dropin(hooks: Path, args: Tuple[str, ...], xml: bytes,
     assert proc.returncode == 0, proc.stderr.decode()
     result = json.loads(proc.stdout.decode().splitlines()[-1])
     return result["rc"] or 0, set(result["modules"]), proc.stderr.decode()
+
+
+# --- the scope check: every plan() of the planner tests also from a scoped read
+#
+# In the modules below, `plan` is replaced (module-scoped, so hypothesis's
+# function-scoped-fixture check stays quiet) by a wrapper that plans twice:
+# from the test's snapshot, and from restrict(snapshot, scope_for(wants,
+# config)), what the hook's scoped read returns. Both must give the same
+# actions and warnings, or the same refusal. So every planner case of the
+# unit tests is also a case of plan/scope.py (tests/unit/test_scope.py
+# counts them).
+
+SCOPE_CHECKED_MODULES = ("test_plan", "test_plan_properties", "test_port_security",
+                         "test_protection_upgrade")
+SCOPE_CHECKS = {"calls": 0}
+
+
+def _outcome(func, *args, **kwargs):
+    from virtvlan.errors import VirtVlanError
+
+    try:
+        return ("plan", func(*args, **kwargs))
+    except VirtVlanError as err:
+        return (type(err).__name__, str(err))
+
+
+def scope_checked(plan_func):
+    """`plan_func` (planner.plan), also run on the scoped snapshot: an
+    AssertionError names the wants when the two outcomes differ."""
+    from virtvlan.plan.scope import first_read, refine, restrict, scope_for
+
+    def checked(wants, config_, snap, *args, **kwargs):
+        full = _outcome(plan_func, wants, config_, snap, *args, **kwargs)
+        scope = scope_for(wants, config_)
+        # As the engine reads: the named links first, then (refine) only
+        # the VLAN devices the plan can look at.
+        refined = refine(scope, wants, config_, restrict(snap, first_read(scope)))
+        for each in (scope, refined):
+            scoped = _outcome(plan_func, wants, config_, restrict(snap, each), *args, **kwargs)
+            assert scoped == full, "scoped read plans differently for %r from %r:\n%r\n%r" % (
+                wants, each, scoped, full)
+        SCOPE_CHECKS["calls"] += 1
+        if full[0] != "plan":
+            return plan_func(wants, config_, snap, *args, **kwargs)  # raises it again
+        return full[1]
+    return checked
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _plan_scope_checked(request):
+    from virtvlan.plan import planner
+
+    module = request.module
+    if (module.__name__.rsplit(".", 1)[-1] not in SCOPE_CHECKED_MODULES
+            or getattr(module, "plan", None) is not planner.plan):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "plan", scope_checked(planner.plan))
+        yield
+
+
+# Unit tests fake the host through rtnl.read_snapshot. The scoped read
+# (rtnl.read_scoped) is that host cut to the scope: plan.scope.restrict,
+# which tests/kernel/test_scope.py proves equal to the kernel's answers.
+# Modules that test read_scoped itself keep the real one.
+REAL_SCOPED_READ_MODULES = ("test_rtnl",)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _scoped_read_follows_read_snapshot(request):
+    from virtvlan.host import rtnl
+    from virtvlan.plan.scope import restrict
+
+    if request.module.__name__.rsplit(".", 1)[-1] in REAL_SCOPED_READ_MODULES:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rtnl, "read_scoped",
+                      lambda scope, netns=None: restrict(rtnl.read_snapshot(netns), scope))
+        yield

@@ -274,7 +274,8 @@ def test_a_result_unlike_the_plan_is_verify_failed(fake):
 def test_a_result_like_the_plan_is_returned(fake):
     plan = act.Plan((act.SetUp("u0"),))
     found = plan.simulate(BEFORE)
-    assert fake(plan, BEFORE, found, FakeSocket(["u0"])) is found
+    # What was read back: the devices the plan touched (here all of them).
+    assert fake(plan, BEFORE, found, FakeSocket(["u0"])) == found
 
 
 # -- the entry points render them -----------------------------------------------

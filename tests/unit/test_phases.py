@@ -47,7 +47,7 @@ def nothing_to_do(tmp_path, monkeypatch):
     """An engine run on an empty host that plans nothing (no want)."""
     monkeypatch.setenv("VIRT_VLAN_RUN_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("VIRT_VLAN_LOCK", str(tmp_path / "run" / "lock"))
-    monkeypatch.setattr(engine, "_snapshot", lambda config=None: Snapshot())
+    monkeypatch.setattr(engine, "_snapshot", lambda config=None, scope=None, wants=(): Snapshot())
     return config_mod.parse("[uplink eth0]\nallowed-vlans = 5\n", str(tmp_path / "vv.conf"))
 
 

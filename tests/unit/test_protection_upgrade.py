@@ -243,7 +243,7 @@ def test_the_engine_plans_an_agent_pass_against_the_record(run_dir, monkeypatch)
     # without (a start, a plug), it protects.
     seen = []
     monkeypatch.setenv("VIRT_VLAN_LOCK", str(run_dir / "lock"))
-    monkeypatch.setattr(engine, "_read", lambda dry_run, config=None: wired(index=20))
+    monkeypatch.setattr(engine, "_read", lambda dry_run, config=None, scope=None, wants=(): wired(index=20))
     monkeypatch.setattr(engine, "plan", lambda *args: seen.append(args[3:]) or Plan(()))
     engine.wire([the_want()], CONF, "test", dry_run=True)
     state.protect("vnet0", 20)

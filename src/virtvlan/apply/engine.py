@@ -3,6 +3,9 @@
 Each call takes the lock, reads a fresh snapshot, plans, and (unless a dry
 run) applies with verification and rollback. The snapshot is read under the
 lock so that concurrent hooks plan against what the previous one left.
+Wiring and prefilters read only what their plan needs (plan/scope.py: the
+scoped read of host/rtnl.py); release and cleanup read the whole host,
+which is what they judge (docs/performance.md, "What a hook call reads").
 
 No run holds the lock while importing the executor (pyroute2: 0.4 s natively,
 tens of seconds on an emulated CPU): a run that finds work to do before
@@ -17,14 +20,16 @@ the mark only in a second request).
 import importlib
 import logging
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
 
 from virtvlan.host import phases, state
 from virtvlan.plan.actions import MarkManaged, Plan, SetPortFilter
 from virtvlan.parse.config import Config
 from virtvlan.host.lock import host_lock
-from virtvlan.model import Snapshot, Want
+from virtvlan.model import Scope, Snapshot, Want
 from virtvlan.plan.planner import plan, plan_cleanup, plan_prefilter, plan_unplug
+from virtvlan.plan.scope import first_read, refine, scope_for
 from virtvlan.plan.wiring import bridge_for
 
 if TYPE_CHECKING:
@@ -68,7 +73,10 @@ def _apply(result: Plan, why: str, before: Snapshot) -> None:
 
     for line in result.render():
         log.info("%s: %s", why, line)
-    after = apply.apply(result, before=before)
+    # The agent verifies from its model: the kernel's notifications of this
+    # very apply are queued before each request returns (host/live.py).
+    read_back = (lambda _names: _live.snapshot()) if _live is not None else None
+    after = apply.apply(result, before=before, read_back=read_back)
     _record_filters(result, after)
 
 
@@ -109,19 +117,32 @@ def _import_apply() -> None:
     importlib.import_module(EXECUTOR)
 
 
-def _snapshot(config: Optional[Config] = None) -> Snapshot:
+def _snapshot(config: Optional[Config] = None, scope: Optional[Scope] = None,
+              wants: Sequence[Want] = ()) -> Snapshot:
+    """The snapshot to plan from (the one place that obtains it): the host
+    as `scope` names it (None: all of it), with virt-vlan's port filters
+    when the config has port security. With `wants` (those `scope` is
+    scope_for's of), the named links are read first, then ports and VLAN
+    devices only where their plan can look at them (plan/scope.py refine):
+    a warm call on an admin's trunk bridge dumps no link at all."""
     # rtnl, not apply: reading must not import pyroute2 (most hook calls
     # plan nothing, and the import would be most of their run time).
     if _live is not None:
-        snap = _live.snapshot()
+        snap = _live.snapshot()  # the agent's model: the whole host, current
     else:
         from virtvlan.host import rtnl
 
-        snap = rtnl.read_snapshot()
+        if scope is None:
+            snap = rtnl.read_snapshot()
+        elif (scope.vlan_parents or scope.port_sets) and wants and config is not None:
+            snap = rtnl.read_scoped(first_read(scope))
+            refined = refine(scope, wants, config, snap)
+            if refined.vlan_parents or refined.port_sets:
+                snap = rtnl.read_scoped(refined)
+        else:
+            snap = rtnl.read_scoped(scope)
     if config is not None and any(u.port_security for u in config.uplinks):
         # Port security: virt-vlan's nftables table too (one nft run, ~5 ms).
-        from dataclasses import replace
-
         from virtvlan.host import nftables
 
         snap = replace(snap, filters=nftables.read_filters())
@@ -153,11 +174,12 @@ def unfinished(pending: Dict[str, Tuple[str, bool]],
     return tuple(marks), tuple(drop)
 
 
-def _finish_creations(snap: Snapshot) -> Optional[Snapshot]:
-    """Mark what a killed run created (see unfinished); the snapshot to plan
-    from, or None when apply.py must be imported first (without the lock).
-    The common case costs one failed listdir. Called with the lock held."""
-    pending = state.intents()
+def _finish_creations(snap: Snapshot, pending: Dict[str, Tuple[str, bool]],
+                      reread: Callable[[], Snapshot]) -> Optional[Snapshot]:
+    """Mark what a killed run created (see unfinished; `pending` is
+    state.intents()); the snapshot to plan from (`reread` after marking), or
+    None when apply.py must be imported first (without the lock). Called
+    with the lock held."""
     if not pending:
         return snap
     marks, drop = unfinished(pending, snap)
@@ -173,14 +195,23 @@ def _finish_creations(snap: Snapshot) -> Optional[Snapshot]:
     for mark in marks:
         log.warning("%s: created by an interrupted virt-vlan run; marking it as virt-vlan's",
                     mark.name)
-    return apply.apply(finish, before=snap)
+    apply.apply(finish, before=snap)
+    return reread()
 
 
-def _read(dry_run: bool, config: Optional[Config] = None) -> Optional[Snapshot]:
-    """The snapshot to plan from, read under the lock; None when apply.py
-    must be imported first (the caller lets go of the lock for that)."""
-    snap = _snapshot(config)
-    return snap if dry_run else _finish_creations(snap)
+def _read(dry_run: bool, config: Optional[Config] = None, scope: Optional[Scope] = None,
+          wants: Sequence[Want] = ()) -> Optional[Snapshot]:
+    """The snapshot to plan from, read under the lock (as `scope` names it;
+    None: all of it); None when apply.py must be imported first (the caller
+    lets go of the lock for that). The common case costs one failed listdir
+    for the intents of a killed run; their devices join the scope."""
+    if dry_run:
+        return _snapshot(config, scope, wants)
+    pending = state.intents()
+    if pending and scope is not None:
+        scope = replace(scope, names=scope.names | frozenset(pending))
+    snap = _snapshot(config, scope, wants)
+    return _finish_creations(snap, pending, lambda: _snapshot(config, scope, wants))
 
 
 def _forget_gone(snap: Snapshot) -> None:
@@ -206,12 +237,15 @@ def wire(wants: Sequence[Want], config: Config, why: str, dry_run: bool = False,
     re-tag). A set (the agent's passes over running guests): only those
     ports (hot-plugged or re-tagged NICs) and the ports virt-vlan protected
     before get it (planner.kept_protection, against state.protected() read
-    under the lock); a port never protected keeps its traffic as it is."""
+    under the lock); a port never protected keeps its traffic as it is.
+    Reads only what the plan needs (scope_for), except with `select`
+    (the agent's passes judge the taps against more of the host)."""
+    scope = scope_for(wants, config) if select is None else None
     while True:
         phases.mark("lock")  # make bench's breakdown (host/phases.py); a no-op otherwise
         with host_lock(config.lock_timeout):
             phases.mark("locked")
-            snap = _read(dry_run, config)
+            snap = _read(dry_run, config, scope, wants)
             phases.mark("read")
             chosen = wants
             result = None
@@ -242,10 +276,13 @@ def prefilter(want: Want, config: Config, why: str) -> Plan:
     """Put the port filter of `want` in place for a tap that libvirt is
     about to create under the name `want.port` (plan_prefilter), under the
     lock, verified like any change. The caller removes it (release) when
-    libvirt then fails to create the tap."""
+    libvirt then fails to create the tap. Reads only that port's name (a
+    stale tap of that name is verified too), the filters and a killed run's
+    intents."""
+    scope = Scope(names=frozenset({want.port} if want.port else ()), filters=True)
     while True:
         with host_lock(config.lock_timeout):
-            snap = _read(False, config)
+            snap = _read(False, config, scope)
             if snap is not None:
                 result = plan_prefilter(want, config, snap)
                 if not _must_import_first(result, False):
@@ -262,7 +299,7 @@ def host() -> Snapshot:
 
 def check(wants: Sequence[Want], config: Config) -> Plan:
     """Plan without the lock and without applying: can this host serve them?"""
-    return plan(wants, config, _snapshot(config))
+    return plan(wants, config, _snapshot(config, scope_for(wants, config), wants))
 
 
 def release(config: Config, why: str, port: Optional[str] = None,

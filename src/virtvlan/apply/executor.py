@@ -12,14 +12,14 @@ import ipaddress
 import logging
 import os
 from dataclasses import replace
-from typing import Callable, Dict, List, Optional, Set, Tuple, Type
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from virtvlan.plan import actions as act
 from virtvlan.host import nftables, nftwrite, rtnl, state
 from virtvlan.errors import ApplyBug, ApplyError, KernelRefused, StaleSnapshot
-from virtvlan.model import MANAGED_ALIAS, Address, Link, Route, Snapshot
+from virtvlan.model import MANAGED_ALIAS, Address, Link, Route, Scope, Snapshot
 from virtvlan.host.nlconst import (
     BRIDGE_VLAN_INFO_PVID,
     BRIDGE_VLAN_INFO_RANGE_BEGIN,
@@ -27,7 +27,7 @@ from virtvlan.host.nlconst import (
     BRIDGE_VLAN_INFO_UNTAGGED,
     IFA_F_NODAD,
 )
-from virtvlan.apply.verify import verify
+from virtvlan.apply.verify import compared, verify
 from virtvlan.apply.netlink import (
     errno_text,
     family_number,
@@ -61,11 +61,30 @@ def read_snapshot(netns: Optional[str] = None) -> Snapshot:
     return rtnl.read_snapshot(netns)
 
 
+def read_devices(plan: act.Plan, netns: Optional[str] = None
+                 ) -> Callable[[Sequence[str]], Snapshot]:
+    """The default read-back of apply(): the named devices (with their
+    masters and VLAN tables; with addresses and routes where `plan` moves
+    addresses) read from the kernel with rtnl.read_scoped."""
+    moved = frozenset(name for action in plan if isinstance(action, act.MoveAddresses)
+                      for name in (action.src, action.dst))
+
+    def read(names: Sequence[str]) -> Snapshot:
+        return rtnl.read_scoped(Scope(names=frozenset(names), routes_of=moved), netns)
+    return read
+
+
 def apply(plan: act.Plan, netns: Optional[str] = None,
-          before: Optional[Snapshot] = None) -> Snapshot:
-    """Execute `plan` in order, verify the result, return the re-read snapshot.
+          before: Optional[Snapshot] = None,
+          read_back: Optional[Callable[[Sequence[str]], Snapshot]] = None) -> Snapshot:
+    """Execute `plan` in order, verify the result, return what was read back.
 
     `before` is the snapshot the plan was made from (read now when None).
+    `read_back(names)` reads the devices verification compares
+    (verify.compared: every device the plan changed) after the plan ran;
+    None: from the kernel (read_devices). The returned snapshot holds those
+    devices as read back (with virt-vlan's port filters when the plan set
+    one), not the whole host.
     Either every action takes effect and the touched links then match
     plan.simulate(before), or what this run changed is undone (in reverse
     order, best effort) and an ApplyError says what failed, whose fault it
@@ -108,7 +127,9 @@ def apply(plan: act.Plan, netns: Optional[str] = None,
             # Read back with rtnl, the product's reader: pyroute2's own parsing
             # of AF_BRIDGE VLAN dumps differs between releases (0.7.2 drops
             # ext_mask from a link dump, so it would see no VLAN table at all).
-            actual = rtnl.read_snapshot(netns)
+            # Only the devices verification compares: a full read costs as
+            # much as the host is big (issue 22).
+            actual = (read_back or read_devices(plan, netns))(compared(plan))
             if any(isinstance(action, act.SetPortFilter) for action in plan):
                 actual = replace(actual, filters=nftables.read_filters(netns))
             verify(plan, model, actual, run.adopted)
@@ -268,7 +289,9 @@ class _Executor:
                 raise
             # Someone created it after our snapshot (or a VLAN with this
             # parent and id exists under another name: also EEXIST).
-            snap = rtnl.read_snapshot(self.netns)
+            parent = getattr(action, "parent", None)
+            snap = rtnl.read_scoped(Scope(names=frozenset({name}), vlan_parents=frozenset(
+                {parent} if isinstance(parent, str) else ())), self.netns)
             there = snap.get(name)
             if there is not None and fits(there):
                 log.info("%s already exists (made by another process); using it, "

@@ -33,6 +33,17 @@ def touched(plan: act.Plan) -> List[str]:
     return names
 
 
+def compared(plan: act.Plan) -> List[str]:
+    """The devices whose state `mismatches` compares after `plan`: the
+    touched ones, and the bridges whose VLAN filtering it switches (the
+    read-back after apply needs these, and only these)."""
+    names = touched(plan)
+    for action in plan:
+        if isinstance(action, act.SetVlanFiltering) and action.bridge not in names:
+            names.append(action.bridge)
+    return names
+
+
 def _addr_keys(link: Optional[Link]) -> Set[Tuple[str, str, int]]:
     return {(a.family, a.local, a.prefixlen) for a in link.addresses} if link else set()
 

@@ -31,8 +31,9 @@ lost) makes the next snapshot() read everything again.
 
 VLAN tables: a port's AF_BRIDGE RTM_NEWLINK carries its whole table,
 compressed (br_ifinfo_notify); RTM_NEWVLAN/DELVLAN (Linux 5.8+) carry
-per-VID changes and are applied as such. A bridge's own entries changed by
-RTM_NEWVLAN are re-read with the AF_BRIDGE dump (rare: a trunk VLAN added).
+per-VID changes and are applied as such. A bridge's own entries, changed
+(RTM_NEWVLAN) or made with it and never announced, are read again for that
+bridge alone (RTM_GETVLAN; rare: a bridge or a trunk VLAN added).
 
 consistency() compares the model with a fresh full read; with
 VIRT_VLAN_MODEL_CHECK=1 in the agent's environment every snapshot() does
@@ -44,7 +45,6 @@ import errno
 import itertools
 import logging
 import os
-import struct
 import threading
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
@@ -52,12 +52,8 @@ from virtvlan.errors import ApplyError
 from virtvlan.host import rtnl
 from virtvlan.host.nlconst import (
     AF_BRIDGE,
-    BR_VLAN_MSG,
     BRIDGE_VLAN_INFO_PVID,
     BRIDGE_VLAN_INFO_UNTAGGED,
-    BRIDGE_VLANDB_ENTRY,
-    BRIDGE_VLANDB_ENTRY_INFO,
-    BRIDGE_VLANDB_ENTRY_RANGE,
     BUFSIZE,
     IFADDRMSG,
     IFA_LOCAL,
@@ -115,24 +111,6 @@ def route_key(payload: bytes) -> Tuple[_RouteKey, Optional[int], bytes]:
     key = (family, rtnl.attr_u32(attrs, RTA_TABLE) or table, attrs.get(RTA_DST, b""), dst_len,
            tos, rtnl.attr_u32(attrs, RTA_PRIORITY), oif, attrs.get(RTA_GATEWAY, b""))
     return key, oif, attrs.get(RTA_PREFSRC, b"")
-
-
-def vlan_changes(payload: bytes) -> Tuple[int, List[Tuple[int, int, int]]]:
-    """(ifindex, [(flags, first VID, last VID)]) of an RTM_NEWVLAN or
-    RTM_DELVLAN payload (br_vlan_msg and its BRIDGE_VLANDB_ENTRY nests)."""
-    index = BR_VLAN_MSG.unpack_from(payload)[3]
-    entries = []
-    for kind, nest in rtnl.attribute_list(payload, BR_VLAN_MSG.size):
-        if kind != BRIDGE_VLANDB_ENTRY:
-            continue
-        inner = rtnl.attributes(nest)
-        info = inner.get(BRIDGE_VLANDB_ENTRY_INFO, b"")
-        if len(info) < 4:
-            continue
-        flags, vid = struct.unpack_from("=HH", info)
-        last = inner.get(BRIDGE_VLANDB_ENTRY_RANGE)
-        entries.append((flags, vid, struct.unpack_from("=H", last)[0] if last else vid))
-    return index, entries
 
 
 def apply_vlan_change(table: PortVlans, kind: int, flags: int, first: int,
@@ -242,7 +220,7 @@ class LiveHost:
         self._dirty: Set[int] = set()
         self._snap: Optional[Snapshot] = None
         self._route_cache: Optional[tuple] = None
-        self._bridges_stale = False
+        self._stale: Set[int] = set()  # bridges whose own VLAN entries are to be read
         self._seeded = False
         for payload in links:
             self._store_link(payload)
@@ -261,7 +239,6 @@ class LiveHost:
             self._tables.setdefault(index, vlans)
             self._isolated.setdefault(index, rtnl.port_isolated(payload)[1])
         self._dirty.update(self._refs)
-        self._bridges_stale = False
 
     def _store_link(self, payload: bytes) -> None:
         payload = rtnl.compact_link(payload)
@@ -276,7 +253,7 @@ class LiveHost:
         if old is None and refs[2] == "bridge" and self._seeded:
             # A new bridge's own VLAN entry (its default PVID) is made while
             # it registers, and no notification reports it: read it.
-            self._bridges_stale = True
+            self._stale.add(index)
         if old is None or old[1] != refs[1] or old[2] != refs[2]:
             self._dependents(index)  # its name or kind is part of other links
         if old is not None and old[5] and not refs[5]:
@@ -347,12 +324,12 @@ class LiveHost:
         self._dirty.add(index)
 
     def _vlan(self, kind: int, payload: bytes) -> None:
-        index, entries = vlan_changes(payload)
+        index, entries = rtnl.parse_vlan_entries(payload)
         refs = self._refs.get(index)
         if refs is None or refs[2] == "bridge":
-            # A bridge's own entries: re-read with the AF_BRIDGE dump, which
-            # lists exactly the ones a bridge reports (rare: trunk set-up).
-            self._bridges_stale = True
+            # A bridge's own entries: read again (RTM_GETVLAN of that bridge),
+            # which lists exactly the ones a bridge reports (rare: trunk set-up).
+            self._stale.add(index)
             return
         table = self._tables.get(index, PortVlans())
         for flags, first, last in entries:
@@ -405,8 +382,11 @@ class LiveHost:
                 self._reset()
                 continue
             self._feed(bytes(self._buf[:size]))
-        if self._bridges_stale:
-            self._set_tables(rtnl.dump_bridge_links(self._requests, self._seq))
+        stale = sorted(index for index in self._stale if index in self._refs)
+        self._stale.clear()
+        if stale:
+            self._tables.update(rtnl.read_vlan_tables(self._requests, stale))
+            self._dirty.update(stale)
 
     def _discard(self) -> None:
         for _ in range(100000):  # bounded: a storm that never pauses is read later

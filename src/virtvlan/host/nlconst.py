@@ -15,13 +15,16 @@ import struct
 NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 2, 3, 4
 NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
+# Strict checking of dump requests (Linux 4.20+): the kernel then honours
+# the filters in the request header and attributes (ifa_index, RTA_OIF).
+NETLINK_GET_STRICT_CHK = 12
 SO_RCVBUFFORCE = 33  # asm-generic/socket.h; Python's socket module lacks it
 
 # --- rtnetlink message types and multicast groups (rtnetlink.h) ---------------------------
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_GETADDR, RTM_GETROUTE = 22, 26
 RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = 20, 21, 24, 25
-RTM_NEWVLAN, RTM_DELVLAN = 112, 113
+RTM_NEWVLAN, RTM_DELVLAN, RTM_GETVLAN = 112, 113, 114
 RTMGRP_LINK = 0x1  # legacy bitmask for RTNLGRP_LINK (1)
 # Legacy bitmasks of RTNLGRP_IPV4_IFADDR (5), IPV4_ROUTE (7), IPV6_IFADDR (9), IPV6_ROUTE (11).
 RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE = \
@@ -34,9 +37,10 @@ NETLINK_NETFILTER, NFNLGRP_NFTABLES = 12, 7
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK, IFLA_AF_SPEC, IFLA_LINK_NETNSID = 18, 20, 29, 26, 37
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_VLAN_ID = 1, 2, 1
-# A port's IFLA_LINKINFO also names its master's kind and holds the port's
-# settings (for a bridge port, the IFLA_BRPORT_* of IFLA_PROTINFO).
+# A port's IFLA_LINKINFO also names its master's kind and carries the port
+# options (for a bridge port: the IFLA_BRPORT_* attributes).
 IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 4, 5
+RTEXT_FILTER_SKIP_STATS = 1 << 3  # link messages without their statistics
 # Bridge port flags: AF_BRIDGE link messages of a port carry IFLA_PROTINFO
 # with IFLA_BRPORT_* inside (u8 each).
 IFLA_PROTINFO, IFLA_BRPORT_LEARNING, IFLA_BRPORT_ISOLATED, IFLA_BRPORT_LOCKED = 12, 8, 33, 39

@@ -30,6 +30,10 @@ from virtvlan.host.nlconst import (
     BRIDGE_VLAN_INFO_RANGE_BEGIN,
     BRIDGE_VLAN_INFO_RANGE_END,
     BRIDGE_VLAN_INFO_UNTAGGED,
+    BRIDGE_VLANDB_ENTRY,
+    BRIDGE_VLANDB_ENTRY_INFO,
+    BRIDGE_VLANDB_ENTRY_RANGE,
+    BR_VLAN_MSG,
     BUFSIZE,
     CLONE_NEWNET,
     FAMILIES,
@@ -63,6 +67,7 @@ from virtvlan.host.nlconst import (
     IFLA_MASTER,
     IFLA_MTU,
     IFLA_VLAN_ID,
+    NETLINK_GET_STRICT_CHK,
     NETNS_RUN_DIR,
     NLMSGHDR,
     NLMSG_DONE,
@@ -82,15 +87,18 @@ from virtvlan.host.nlconst import (
     RTA_TABLE,
     RTA_VIA,
     RTEXT_FILTER_BRVLAN_COMPRESSED,
+    RTEXT_FILTER_SKIP_STATS,
     RTMSG,
     RTM_GETADDR,
     RTM_GETLINK,
     RTM_GETROUTE,
+    RTM_GETVLAN,
     RTN_UNICAST,
     RTPROT_KERNEL,
     RT_TABLE_LOCAL,
+    SOL_NETLINK,
 )
-from virtvlan.model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
+from virtvlan.model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Scope, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +244,15 @@ def parse_port_vlans(payload: bytes) -> Tuple[int, Optional[int], PortVlans]:
             PortVlans(frozenset(tagged), frozenset(untagged), pvid))
 
 
+class DumpFailed(ApplyError):
+    """A dump the kernel answered with an errno (`code`, for the callers
+    that tell one errno from another)."""
+
+    def __init__(self, detail: str, code: int) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
 def split_messages(data: bytes, seq: int, what: str) -> Tuple[List[bytes], bool, bool]:
     """One received datagram as (payloads, done, interrupted).
 
@@ -258,7 +275,7 @@ def split_messages(data: bytes, seq: int, what: str) -> Tuple[List[bytes], bool,
         if kind in (NLMSG_ERROR, NLMSG_DONE):
             code = -struct.unpack_from("=i", payload)[0] if len(payload) >= 4 else 0
             if code > 0:
-                raise ApplyError("netlink dump of %s failed: %s" % (what, errno_name(code)))
+                raise DumpFailed("netlink dump of %s failed: %s" % (what, errno_name(code)), code)
             return payloads, True, interrupted
         payloads.append(payload)
     return payloads, False, interrupted
@@ -315,12 +332,14 @@ def slave_isolated(payload: bytes) -> Optional[bool]:
     is no bridge port. The kernel announces a change of the flag made
     through IFLA_INFO_SLAVE_DATA (`ip link set X type bridge_slave
     isolated on`) only this way."""
-    attrs = attributes(payload, IFINFOMSG.size, _LINKINFO)
-    info = attributes(attrs.get(IFLA_LINKINFO, b""), 0, _SLAVE_ATTRS)
+    return _port_isolated(attributes(payload, IFINFOMSG.size, _LINKINFO).get(IFLA_LINKINFO, b""))
+
+
+def _port_isolated(linkinfo: bytes) -> Optional[bool]:
+    info = attributes(linkinfo, 0, _SLAVE_ATTRS)
     if attr_text(info.get(IFLA_INFO_SLAVE_KIND, b"")) != "bridge":
         return None
-    flags = attributes(info.get(IFLA_INFO_SLAVE_DATA, b""), 0, _ISOLATED)
-    value = flags.get(IFLA_BRPORT_ISOLATED)
+    value = attributes(info.get(IFLA_INFO_SLAVE_DATA, b""), 0, _ISOLATED).get(IFLA_BRPORT_ISOLATED)
     return bool(value[0]) if value else False
 
 
@@ -548,18 +567,6 @@ def read_dumps(sock: _socket.socket,
     return [msg.payload for msg in parsed], addrs, routes, bridges
 
 
-def dump_bridge_links(sock: _socket.socket, seq: Iterator[int]) -> List[bytes]:
-    """The payloads of the AF_BRIDGE link dump on `sock` (every bridge and
-    bridge port with its VLAN entries, compressed), repeated until no
-    change interrupted it."""
-    for _attempt in range(100):
-        found, interrupted = _dump(sock, next(seq), *_BRIDGE_DUMP)
-        if not interrupted:
-            break
-        time.sleep(_PAUSE_FIRST)
-    return found
-
-
 def dump_routes(sock: _socket.socket, seq: Iterator[int]) -> List[bytes]:
     """The payloads of the IPv4 and IPv6 route dumps on `sock`, each
     repeated until no change interrupted it."""
@@ -682,13 +689,9 @@ def in_netns(path: str, func: Callable[[], T]) -> T:
     return result[0]  # type: ignore[return-value]
 
 
-def read_snapshot(netns: Optional[str] = None) -> Snapshot:
-    """All links (kind, master, VLAN id/parent, MTU, up, managed mark, MAC,
-    addresses without IPv6 link-local) and the routes that name a link as
-    output device (all tables but local; no proto-kernel, no IPv6 link-local
-    or multicast routes) of the host or of network namespace `netns` (a
-    name in /run/netns, or a path), which is never created. Equal to
-    what pyroute2 reads (tests/kernel/test_rtnl.py); ApplyError on any failure."""
+def _on_socket(netns: Optional[str], read: Callable[[_socket.socket], Snapshot]) -> Snapshot:
+    """read(sock) on a fresh rtnetlink socket of the host or of `netns`;
+    every OSError as an ApplyError naming the namespace and the errno."""
     where = " in netns %s" % netns if netns else ""
     try:
         sock = route_socket(None if netns is None else netns_path(netns))
@@ -699,9 +702,269 @@ def read_snapshot(netns: Optional[str] = None) -> Snapshot:
         raise ApplyError("cannot open a netlink socket%s: %s"
                          % (where, errno_name(err.errno or 0))) from err
     try:
-        return _read(sock)
+        return read(sock)
     except OSError as err:
         raise ApplyError("netlink dump%s failed: %s"
                          % (where, errno_name(err.errno or 0))) from err
     finally:
         sock.close()
+
+
+def read_snapshot(netns: Optional[str] = None) -> Snapshot:
+    """All links (kind, master, VLAN id/parent, MTU, up, managed mark, MAC,
+    addresses without IPv6 link-local) and the routes that name a link as
+    output device (all tables but local; no proto-kernel, no IPv6 link-local
+    or multicast routes) of the host or of network namespace `netns` (a
+    name in /run/netns, or a path), which is never created. Equal to
+    what pyroute2 reads (tests/kernel/test_rtnl.py); ApplyError on any failure."""
+    return _on_socket(netns, _read)
+
+
+# --- the scoped read ---------------------------------------------------------------------
+
+# Up to this many VLAN tables are asked for one device at a time; more (the
+# ports of a busy trunk bridge) come from one dump of every table.
+_TABLES_ONE_BY_ONE = 16
+# Exists in every namespace while the 8021q module is loaded (vlan_proc_init,
+# per namespace). Without the module no VLAN device can exist, and a link
+# dump filtered by kind "vlan" would not be filtered at all: the kernel
+# ignores a kind it has no rtnl_link_ops for (linkinfo_to_kind_ops).
+_VLAN_PROC = "/proc/net/vlan"
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    """One rtattr, padded to 4 bytes."""
+    return RTATTR.pack(RTATTR.size + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
+
+
+_SKIP_STATS = _attr(IFLA_EXT_MASK, struct.pack("=I", RTEXT_FILTER_SKIP_STATS))
+_VLAN_KIND = _attr(IFLA_LINKINFO, _attr(IFLA_INFO_KIND, b"vlan\0"))
+
+
+def parse_vlan_entries(payload: bytes) -> Tuple[int, List[Tuple[int, int, int]]]:
+    """(ifindex, [(flags, first VID, last VID), ...]) of one RTM_NEWVLAN
+    payload (a dump reply, or an RTNLGRP_BRVLAN event), in message order.
+
+    Each BRIDGE_VLANDB_ENTRY holds ENTRY_INFO (struct bridge_vlan_info:
+    flags, VID) and, for a run of VIDs with the same flags, ENTRY_RANGE (the
+    last VID). The kernel starts a run at the PVID (br_vlan_dump_dev), so a
+    run flagged BRIDGE_VLAN_INFO_PVID has the PVID as its first VID."""
+    index = BR_VLAN_MSG.unpack_from(payload)[3]
+    entries: List[Tuple[int, int, int]] = []
+    for kind, data in attribute_list(payload, BR_VLAN_MSG.size):
+        if kind != BRIDGE_VLANDB_ENTRY:
+            continue
+        attrs = attributes(data)
+        info = attrs.get(BRIDGE_VLANDB_ENTRY_INFO)
+        if info is None or len(info) < 4:
+            continue
+        flags, vid = struct.unpack_from("=HH", info)
+        last = attrs.get(BRIDGE_VLANDB_ENTRY_RANGE)
+        entries.append((flags, vid, struct.unpack_from("=H", last)[0] if last else vid))
+    return index, entries
+
+
+def vlan_table(entries: Sequence[Tuple[int, int, int]]) -> PortVlans:
+    """The PortVlans of parse_vlan_entries' entries."""
+    tagged: Set[int] = set()
+    untagged: Set[int] = set()
+    pvid: Optional[int] = None
+    for flags, first, last in entries:
+        (untagged if flags & BRIDGE_VLAN_INFO_UNTAGGED else tagged).update(range(first, last + 1))
+        if flags & BRIDGE_VLAN_INFO_PVID:
+            pvid = first
+    return PortVlans(frozenset(tagged), frozenset(untagged), pvid)
+
+
+def _isolated(msg: _LinkMsg) -> Optional[bool]:
+    """A bridge port's `isolated` flag from its own link message (the port
+    options in IFLA_LINKINFO, as the AF_BRIDGE dump has them in
+    IFLA_PROTINFO); None when it is not a bridge port."""
+    return _port_isolated(msg.attrs.get(IFLA_LINKINFO, b""))
+
+
+def read_vlan_tables(sock: _socket.socket, indexes: Sequence[int]) -> Dict[int, PortVlans]:
+    """The bridge VLAN tables of the bridges and bridge ports `indexes`, as
+    read_scoped reads them (RTM_GETVLAN per device; one dump above
+    _TABLES_ONE_BY_ONE devices), on `sock`."""
+    sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+    return _Scoped(sock).tables(indexes)
+
+
+class _Scoped:
+    """One scoped read on one socket (read_scoped)."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.sock = sock
+        self.seq = itertools.count(1)
+        self.msgs: Dict[int, _LinkMsg] = {}  # every link message read, by ifindex
+        self.by_name: Dict[str, int] = {}
+
+    def ask(self, kind: int, body: bytes, what: str,
+            absent: Tuple[int, ...] = ()) -> Optional[bytes]:
+        """The one reply payload of a non-dump request; None when the
+        kernel answers with an errno in `absent`."""
+        seq = next(self.seq)
+        self.sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, NLM_F_REQUEST, seq, 0)
+                       + body)
+        while True:
+            data = self.sock.recv(BUFSIZE)
+            offset = 0
+            while offset + NLMSGHDR.size <= len(data):
+                length, mtype, _flags, mseq, _pid = NLMSGHDR.unpack_from(data, offset)
+                payload = data[offset + NLMSGHDR.size:offset + length]
+                offset += (length + 3) & ~3
+                if mseq != seq or length < NLMSGHDR.size:
+                    continue
+                if mtype == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code in absent:
+                        return None
+                    raise ApplyError("netlink request for %s failed: %s"
+                                     % (what, errno_name(code)))
+                return payload
+
+    def dump(self, kind: int, body: bytes, what: str) -> List[bytes]:
+        """A dump's payloads, repeated while a change interrupts it."""
+        pause, deadline = _PAUSE_FIRST, time.monotonic() + _BUDGET
+        while True:
+            payloads, interrupted = _dump(self.sock, next(self.seq), kind, body, what)
+            if not interrupted:
+                return payloads
+            if time.monotonic() > deadline:
+                raise ApplyError("netlink dump of %s kept changing for %.0f s; retry when the "
+                                 "network configuration settles" % (what, _BUDGET))
+            time.sleep(pause)
+            pause = min(pause * 2, _PAUSE_MAX)
+
+    def keep(self, payload: bytes) -> _LinkMsg:
+        msg = self.msgs.setdefault(IFINFOMSG.unpack_from(payload)[2], _LinkMsg(payload))
+        self.by_name[msg.name] = msg.index
+        return msg
+
+    def link(self, name: Optional[str] = None, index: int = 0) -> Optional[_LinkMsg]:
+        """The link called `name` (not one that only has it as an
+        alternative name), or of ifindex `index`; None when there is none."""
+        if index in self.msgs:
+            return self.msgs[index]
+        body = IFINFOMSG.pack(0, 0, index, 0, 0) + _SKIP_STATS
+        if name is not None:
+            body += _attr(IFLA_IFNAME, name.encode("utf-8", "surrogateescape") + b"\0")
+        # ENODEV: no such device; EINVAL/ERANGE: a name no device can have.
+        payload = self.ask(RTM_GETLINK, body, "link %s" % (name or index),
+                           (errno.ENODEV, errno.EINVAL, errno.ERANGE))
+        if payload is None:
+            return None
+        msg = _LinkMsg(payload)
+        if name is not None and msg.name != name:
+            return None  # found by an alternative name (Linux 5.5+)
+        return self.keep(payload)
+
+    def table(self, index: int) -> PortVlans:
+        """The bridge VLAN table of one bridge or bridge port."""
+        try:
+            found = self.dump(RTM_GETVLAN, BR_VLAN_MSG.pack(AF_BRIDGE, 0, 0, index),
+                              "the VLAN table of ifindex %d" % index)
+        except DumpFailed as err:
+            # No RTM_GETVLAN (a kernel without VLAN filtering: no entries
+            # exist), or the device left its bridge or vanished meanwhile.
+            if err.code not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV):
+                raise
+            return PortVlans()
+        return vlan_table([entry for payload in found
+                           for entry in parse_vlan_entries(payload)[1]])
+
+    def tables(self, indexes: Sequence[int]) -> Dict[int, PortVlans]:
+        if len(indexes) <= _TABLES_ONE_BY_ONE:
+            return {index: self.table(index) for index in indexes}
+        try:
+            found = self.dump(RTM_GETVLAN, BR_VLAN_MSG.pack(AF_BRIDGE, 0, 0, 0), "VLAN tables")
+        except DumpFailed as err:
+            if err.code != errno.EOPNOTSUPP:
+                raise
+            found = []
+        entries: Dict[int, List[Tuple[int, int, int]]] = {}
+        for payload in found:
+            index, more = parse_vlan_entries(payload)
+            entries.setdefault(index, []).extend(more)
+        return {index: vlan_table(entries.get(index, ())) for index in indexes}
+
+    def read(self, scope: Scope) -> Snapshot:
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        lookup = scope.names | scope.port_sets | scope.vlan_parents | scope.routes_of
+        with_tables: Set[int] = set()
+        for name in sorted(lookup):
+            msg = self.link(name)
+            if msg is not None:
+                with_tables.add(msg.index)
+        for index in sorted(with_tables):
+            master = self.msgs[index].master
+            if master and self.link(index=master) is not None:
+                with_tables.add(master)
+        for bridge in sorted(scope.port_sets):
+            if bridge not in self.by_name:
+                continue
+            # Filtered in the kernel by master (rtnl_dump_ifinfo, IFLA_MASTER).
+            body = (IFINFOMSG.pack(0, 0, 0, 0, 0) + _SKIP_STATS
+                    + _attr(IFLA_MASTER, struct.pack("=I", self.by_name[bridge])))
+            for payload in self.dump(RTM_GETLINK, body, "the ports of %s" % bridge):
+                with_tables.add(self.keep(payload).index)
+        children: Set[int] = set()
+        parents = {self.by_name[name] for name in scope.vlan_parents if name in self.by_name}
+        if parents and (os.path.exists(_VLAN_PROC) or not os.path.isdir("/proc/net")):
+            body = IFINFOMSG.pack(0, 0, 0, 0, 0) + _SKIP_STATS + _VLAN_KIND
+            for payload in self.dump(RTM_GETLINK, body, "VLAN devices"):
+                msg = _LinkMsg(payload)
+                if (msg.kind == "vlan" and IFLA_LINK_NETNSID not in msg.attrs
+                        and attr_u32(msg.attrs, IFLA_LINK) in parents):
+                    children.add(self.keep(payload).index)
+        # Names of masters and VLAN parents outside the scope: one by one.
+        for msg in list(self.msgs.values()):
+            for index in (msg.master, attr_u32(msg.attrs, IFLA_LINK) if msg.kind == "vlan"
+                          else None):
+                if index:
+                    self.link(index=index)
+        names = {index: msg.name for index, msg in self.msgs.items()}
+        kinds = {index: msg.kind for index, msg in self.msgs.items()}
+        tables = self.tables(sorted(
+            index for index in with_tables
+            if kinds[index] == "bridge" or kinds.get(self.msgs[index].master or 0) == "bridge"))
+        routed = sorted(self.by_name[n] for n in scope.routes_of if n in self.by_name)
+        addresses: Dict[int, List[Address]] = {}
+        routes: List[bytes] = []
+        for index in routed:
+            for payload in self.dump(RTM_GETADDR, IFADDRMSG.pack(0, 0, 0, 0, index),
+                                     "the addresses of %s" % names[index]):
+                found = parse_address(payload)
+                if found is not None and found[0] == index:
+                    addresses.setdefault(index, []).append(found[1])
+        for family in (_socket.AF_INET, _socket.AF_INET6):
+            header = RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+            if len(routed) == 1:
+                # Filtered in the kernel by output device (strict check).
+                routes += self.dump(RTM_GETROUTE, header + _attr(
+                    RTA_OIF, struct.pack("=I", routed[0])), "routes")
+            elif routed:
+                routes += self.dump(RTM_GETROUTE, header, "routes")  # the full read's order
+        wanted = with_tables | children
+        links = tuple(_parse_link(self.msgs[index], names,
+                                  tuple(addresses.get(index, ())) if index in routed else (),
+                                  tables.get(index), _isolated(self.msgs[index]))
+                      for index in sorted(wanted))
+        keep = set(routed)
+        return Snapshot(links=links, routes=tuple(
+            route for route in filter(None, (parse_route(p, names) for p in routes))
+            if self.by_name.get(route.dev) in keep))
+
+
+def read_scoped(scope: Scope, netns: Optional[str] = None) -> Snapshot:
+    """The part of the host (or of `netns`) that `scope` names (model.Scope):
+    per-name link requests, link dumps filtered in the kernel by master and
+    by kind, addresses and routes of single devices, the VLAN tables of the
+    bridges and ports read; equal to plan.scope.restrict(read_snapshot(),
+    scope) with links in ifindex order (tests/kernel/test_scope.py). The full
+    scope is read_snapshot(). Linux 5.8+ (RTM_GETVLAN); ApplyError on any
+    failure."""
+    if scope.full:
+        return read_snapshot(netns)
+    return _on_socket(netns, lambda sock: _Scoped(sock).read(scope))
