@@ -124,3 +124,30 @@ def test_verbose_logging_leaves_out_pyroute2s_message_dumps(monkeypatch):
             root.addHandler(handler)
         root.setLevel(saved[1])
         logging.getLogger("pyroute2").setLevel(saved[2])
+
+
+def test_a_running_agent_plans_from_its_live_model_and_gives_it_up_at_stop(agent):
+    from virtvlan.apply import engine
+
+    assert agent.live is not None, "the agent made no live host model"
+    assert engine._live is agent.live
+    assert agent.live.consistency() == []  # this machine's own namespace, read twice
+
+
+def test_the_periodic_check_reads_the_host_again_when_the_model_drifted(caplog):
+    class Drifted:
+        resets = 0
+
+        def consistency(self):
+            return ["br05 has mtu=1400 in the model, 1500 on the host"]
+
+        def reset(self):
+            self.resets += 1
+
+    idle = service.Agent("test:///default", None, heal=False)
+    idle.live = Drifted()
+    with caplog.at_level("ERROR"):
+        idle._check_live_model()
+    assert idle.live.resets == 1
+    assert "live host model differs from the host" in caplog.text
+    assert "br05 has mtu=1400" in caplog.text
