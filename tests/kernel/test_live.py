@@ -115,3 +115,20 @@ def test_lost_notifications_are_recovered_by_a_full_read(netns, vlan_support):
         assert live.full_reads >= 2, "the queue did not overflow: the test proves nothing"
     finally:
         live.close()
+
+
+def test_port_filters_are_read_again_only_after_nftables_announces_a_change(netns, model):
+    """virt-vlan's own writer, then a flush of the whole ruleset (as an admin's
+    `nft flush ruleset`): the model's filters follow each."""
+    from virtvlan.host import nftables, nftwrite
+    from virtvlan.plan import actions as act
+
+    ns = netns.name
+    assert model.filters() == nftables.read_filters(ns) == ()
+    script = "\n".join(act.SetPortFilter("vnet0", ("stp", "mac=52:54:00:00:00:01")).script())
+    assert nftwrite.run_script_nft(script + "\n", ns) is None
+    assert [f.port for f in model.filters()] == ["vnet0"]
+    assert model.filters() == nftables.read_filters(ns)
+    assert model.consistency() == []
+    run("ip", "netns", "exec", ns, "nft", "flush", "ruleset")
+    assert model.filters() == nftables.read_filters(ns) == ()

@@ -145,7 +145,8 @@ def _snapshot(config: Optional[Config] = None, scope: Optional[Scope] = None,
         # Port security: virt-vlan's nftables table too (one nft run, ~5 ms).
         from virtvlan.host import nftables
 
-        snap = replace(snap, filters=nftables.read_filters())
+        snap = replace(snap, filters=_live.filters() if _live is not None
+                       else nftables.read_filters())
     return snap
 
 

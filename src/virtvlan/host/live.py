@@ -46,10 +46,11 @@ import itertools
 import logging
 import os
 import threading
+from dataclasses import replace
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from virtvlan.errors import ApplyError
-from virtvlan.host import rtnl
+from virtvlan.host import nftables, rtnl
 from virtvlan.host.nlconst import (
     AF_BRIDGE,
     BRIDGE_VLAN_INFO_PVID,
@@ -59,6 +60,8 @@ from virtvlan.host.nlconst import (
     IFA_LOCAL,
     IFINFOMSG,
     NETLINK_ADD_MEMBERSHIP,
+    NETLINK_NETFILTER,
+    NFNLGRP_NFTABLES,
     NLMSGHDR,
     RTA_DST,
     RTA_GATEWAY,
@@ -84,7 +87,7 @@ from virtvlan.host.nlconst import (
     SOL_NETLINK,
     SO_RCVBUFFORCE,
 )
-from virtvlan.model import Address, Link, PortVlans, Route, Snapshot
+from virtvlan.model import Address, Link, PortFilter, PortVlans, Route, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +198,18 @@ class LiveHost:
             self.close()
             raise
         self._buf = bytearray(BUFSIZE)
+        # Port filters: subscribed to nftables changes at the first call that
+        # asks for them (filters()); None until then, or when nft is missing.
+        self._nft: Optional[_socket.socket] = None
+        self._filters: Optional[Tuple[PortFilter, ...]] = None
+        self._filters_stale = True
         # Subscribed first, read second: nothing falls between the two.
         self._reset()
 
     def close(self) -> None:
-        for sock in (self._events, self._requests):
-            sock.close()
+        for sock in (self._events, self._requests, self._nft):
+            if sock is not None:
+                sock.close()
 
     # --- the tables -----------------------------------------------------------------------
 
@@ -444,13 +453,60 @@ class LiveHost:
         """Forget everything and read the host in full again."""
         with self._mutex:
             self._reset()
+            self._filters_stale = True
+
+    def filters(self) -> Optional[Tuple[PortFilter, ...]]:
+        """virt-vlan's port filters as nftables.read_filters() reads them,
+        read again only after nftables announced a change (NFNLGRP_NFTABLES:
+        any change of any table, announced inside the transaction that made
+        it, as rtnetlink's are). Call it with the host lock held."""
+        with self._mutex:
+            return self._current_filters()
+
+    def _current_filters(self) -> Optional[Tuple[PortFilter, ...]]:
+        """filters() with the mutex held."""
+        if self._nft is None:
+            try:
+                path = None if self.netns is None else rtnl.netns_path(self.netns)
+                sock = rtnl.route_socket(path, NETLINK_NETFILTER)
+                sock.bind((0, 0))
+                sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
+            except OSError as err:  # then every call reads them, as before
+                log.debug("no nftables notifications: %s", rtnl.errno_name(err.errno or 0))
+                return nftables.read_filters(self.netns)
+            self._nft, self._filters_stale = sock, True
+        while True:
+            try:
+                self._nft.recv_into(self._buf, 0, _socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError as err:  # ENOBUFS: some lost; read them all again
+                if err.errno != errno.ENOBUFS:
+                    raise ApplyError("live host model: nftables notifications: %s"
+                                     % rtnl.errno_name(err.errno or 0)) from err
+            self._filters_stale = True
+        if self._filters_stale:
+            # Stale first, read second: a change during the read is
+            # announced after it and makes the next call read again.
+            self._filters_stale = False
+            try:
+                self._filters = nftables.read_filters(self.netns)
+            except BaseException:
+                self._filters_stale = True
+                raise
+        return self._filters
 
     def _fresh(self) -> Snapshot:
         return rtnl.build_snapshot(*rtnl.read_dumps(self._requests, self._seq))
 
     def consistency(self) -> List[str]:
         """differences() between the model, brought up to date, and a
-        fresh full read (tests, and the debug check)."""
+        fresh full read (tests, and the debug check); port filters too once
+        a caller asked for them."""
         with self._mutex:
             self._drain()
-            return differences(self._build(), self._fresh())
+            mine, fresh = self._build(), self._fresh()
+            if self._nft is not None:
+                mine = replace(mine, filters=self._current_filters())
+                fresh = replace(fresh, filters=nftables.read_filters(self.netns))
+            return differences(mine, fresh)
