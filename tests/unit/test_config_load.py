@@ -36,3 +36,29 @@ def test_load_or_refuse_passes_a_broken_config_on(tmp_path):
     path.write_text("[uplink eth0]\nnot-a-key = 1\n", encoding="utf-8")
     with pytest.raises(InputError, match="broken.conf"):
         config.load_or_refuse(str(path), "check-config")
+
+
+def test_a_file_is_parsed_again_only_when_its_text_changes(tmp_path, monkeypatch):
+    """The agent loads the config at every call it serves: the same text
+    gives the same (frozen) Config without a second parse; new text is
+    parsed, and refused, at once."""
+    import pytest
+
+    from virtvlan.errors import InputError
+    from virtvlan.parse import config
+
+    path = tmp_path / "vv.conf"
+    path.write_text("[uplink eth0]\nallowed-vlans = 1-4094\n")
+    parsed = []
+    real = config.parse
+    monkeypatch.setattr(config, "parse", lambda text, where: parsed.append(where) or real(text, where))
+    first = config.load(str(path))
+    assert config.load(str(path)) is first and len(parsed) == 1
+    path.write_text("[uplink eth0]\nallowed-vlans = 5\n")
+    assert config.load(str(path)).uplinks[0].allowed_vlans == frozenset({5})
+    path.write_text("[uplink eth0]\nallowed-vlans = 5000\n")
+    with pytest.raises(InputError):
+        config.load(str(path))
+    with pytest.raises(InputError):
+        config.load(str(path))  # refusals are never remembered
+    assert len(parsed) == 4

@@ -233,7 +233,20 @@ def load(path: Optional[str] = None) -> Optional[Config]:
     except (OSError, UnicodeDecodeError) as err:
         raise InputError("config %s: cannot read it: %s; fix its permissions or "
                          "encoding (UTF-8 text)" % (path, err)) from err
-    return parse(text, path)
+    # parse() is a pure function of (text, path) and a Config is frozen: the
+    # agent reads the file at every call it serves, but parses it again only
+    # when it changed (its checks are per VLAN: 20 ms for 1-4094 natively).
+    key = (path, text)
+    config = _PARSED.get(key)
+    if config is None:
+        config = parse(text, path)
+        if len(_PARSED) >= 8:
+            _PARSED.clear()
+        _PARSED[key] = config
+    return config
+
+
+_PARSED: Dict[Tuple[str, str], Config] = {}
 
 
 def missing_config_error(path: Optional[str], who: str) -> InputError:
