@@ -75,7 +75,7 @@ def _apply(result: Plan, why: str, before: Snapshot) -> None:
         log.info("%s: %s", why, line)
     # The agent verifies from its model: the kernel's notifications of this
     # very apply are queued before each request returns (host/live.py).
-    read_back = (lambda _names: _live.snapshot()) if _live is not None else None
+    read_back = _live.snapshot_of if _live is not None else None
     after = apply.apply(result, before=before, read_back=read_back)
     _record_filters(result, after)
 

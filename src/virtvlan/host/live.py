@@ -47,7 +47,7 @@ import logging
 import os
 import threading
 from dataclasses import replace
-from typing import Dict, Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from virtvlan.errors import ApplyError
 from virtvlan.host import nftables, rtnl
@@ -221,6 +221,7 @@ class LiveHost:
         self._raw: Dict[int, bytes] = {}
         self._refs: Dict[int, _Refs] = {}
         self._names: Dict[int, str] = {}
+        self._index_of: Dict[str, int] = {}
         self._addrs: Dict[int, Dict[Tuple[str, str, int], Address]] = {}
         self._routes: Dict[_RouteKey, bytes] = {}
         self._tables: Dict[int, PortVlans] = {}
@@ -254,7 +255,10 @@ class LiveHost:
         refs = rtnl.link_refs(payload)
         index = refs[0]
         old = self._refs.get(index)
+        if old is not None and old[1] != refs[1]:
+            self._index_of.pop(old[1], None)
         self._raw[index], self._refs[index], self._names[index] = payload, refs, refs[1]
+        self._index_of[refs[1]] = index
         self._dirty.add(index)
         isolated = rtnl.slave_isolated(payload)
         if isolated is not None:  # a bridge port: its flag as of this message
@@ -277,8 +281,12 @@ class LiveHost:
                 self._dirty.add(other)
 
     def _drop_link(self, index: int) -> None:
-        if self._refs.pop(index, None) is None:
+        refs = self._refs.pop(index, None)
+        if refs is None:
             return
+        if self._index_of.get(refs[1]) == index:
+            del self._index_of[refs[1]]
+        self._snap = None
         for table in (self._raw, self._names, self._addrs, self._tables, self._isolated,
                       self._links):
             table.pop(index, None)  # type: ignore[attr-defined]
@@ -419,18 +427,24 @@ class LiveHost:
                                self._tables.get(index, PortVlans()) if bridged else None,
                                self._isolated.get(index))
 
-    def _build(self) -> Snapshot:
-        changed = bool(self._dirty)
-        for index in self._dirty:
-            self._links[index] = self._link(index)
-        self._dirty.clear()
+    def _refresh(self) -> None:
+        """Links rebuilt where their messages changed, routes where theirs
+        did; the whole-host Snapshot is made again only if anything did."""
+        if self._dirty:
+            for index in self._dirty:
+                self._links[index] = self._link(index)
+            self._dirty.clear()
+            self._snap = None
         if self._route_cache is None:
             self._route_cache = tuple(filter(None, (rtnl.parse_route(p, self._names)
                                                     for p in self._routes.values())))
-            changed = True
-        if changed or self._snap is None:
+            self._snap = None
+
+    def _build(self) -> Snapshot:
+        self._refresh()
+        if self._snap is None:
             self._snap = Snapshot(links=tuple(self._links[i] for i in sorted(self._links)),
-                                  routes=self._route_cache)
+                                  routes=self._route_cache or ())
         return self._snap
 
     def snapshot(self) -> Snapshot:
@@ -448,6 +462,18 @@ class LiveHost:
                     self._reset()
                     snap = self._build()
             return snap
+
+    def snapshot_of(self, names: Sequence[str]) -> Snapshot:
+        """The devices `names` (those present) and their routes, as of now:
+        what verification after an apply compares (executor's read_back),
+        without making the whole-host Snapshot."""
+        with self._mutex:
+            self._drain()
+            self._refresh()
+            wanted = set(names)
+            indexes = sorted(self._index_of[name] for name in wanted if name in self._index_of)
+            return Snapshot(links=tuple(self._links[i] for i in indexes),
+                            routes=tuple(r for r in self._route_cache or () if r.dev in wanted))
 
     def reset(self) -> None:
         """Forget everything and read the host in full again."""
