@@ -567,21 +567,6 @@ def read_dumps(sock: _socket.socket,
     return [msg.payload for msg in parsed], addrs, routes, bridges
 
 
-def dump_routes(sock: _socket.socket, seq: Iterator[int]) -> List[bytes]:
-    """The payloads of the IPv4 and IPv6 route dumps on `sock`, each
-    repeated until no change interrupted it."""
-    payloads: List[bytes] = []
-    for family in (_socket.AF_INET, _socket.AF_INET6):
-        header = RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-        for _attempt in range(100):
-            found, interrupted = _dump(sock, next(seq), RTM_GETROUTE, header, "routes")
-            if not interrupted:
-                break
-            time.sleep(_PAUSE_FIRST)
-        payloads.extend(found)
-    return payloads
-
-
 def _consistent_dumps(sock: _socket.socket, seq: Iterator[int]) -> Tuple[
         List[_LinkMsg], List[bytes], List[bytes],
         List[Tuple[int, Optional[int], PortVlans]], List[bytes]]:
