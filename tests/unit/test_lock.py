@@ -1,9 +1,7 @@
 """The host lock's file: root's alone, and a broken one named in one line."""
 
 import os
-import shutil
 import stat
-import tempfile
 
 import pytest
 
@@ -34,41 +32,6 @@ def test_existing_world_readable_lock_file_is_fixed_on_open(tmp_path):
     with host_lock(5, str(path)):
         assert _mode(path) == 0o600
     assert _mode(path) == 0o600
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
-def test_another_user_cannot_open_the_lock_file_to_hold_it():
-    # Every directory on the way must let `nobody` through, or the test
-    # would pass for the wrong reason: tmp_path's parents are root's alone.
-    run = tempfile.mkdtemp(prefix="virt-vlan-lock-")
-    try:
-        os.chmod(run, 0o755)
-        path = os.path.join(run, "lock")
-        with open(path, "w"):
-            pass
-        os.chmod(path, 0o644)
-        assert _opens_as_nobody(path)  # the test can fail: 0644 is open to all
-        with host_lock(5, path):
-            pass
-        # What `runuser -u nobody -- flock -x lock sleep infinity` needs first.
-        assert not _opens_as_nobody(path)
-    finally:
-        shutil.rmtree(run)
-
-
-def _opens_as_nobody(path: str) -> bool:
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover (the child)
-        code = 1
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            os.close(os.open(path, os.O_RDONLY))
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
 
 
 def test_lock_that_is_a_directory_is_one_line_naming_it(tmp_path):
