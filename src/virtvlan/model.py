@@ -258,7 +258,7 @@ class Want:
 
 @dataclass(frozen=True)
 class Scope:
-    """What a scoped read of the host returns (host/rtnl.py read_scoped; the
+    """What a scoped read of the host returns (host/scoped.py read_scoped; the
     planner's needs: plan/scope.py scope_for; the same set cut out of a full
     snapshot: plan/scope.py restrict).
 

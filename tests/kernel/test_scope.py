@@ -1,4 +1,4 @@
-"""rtnl.read_scoped against a real kernel: for each scope it returns what
+"""scoped.read_scoped against a real kernel: for each scope it returns what
 plan.scope.restrict cuts out of a full read_snapshot() of the same host
 (links in ifindex order), so the unit tests' scope check (tests/unit,
 restrict) holds for the kernel's own answers.
@@ -12,11 +12,11 @@ RTM_GETVLAN dump of every table) and an isolated port.
 import pytest
 from test_rtnl import build
 
-from virtvlan.host import rtnl
+from virtvlan.host import rtnl, scoped
 from virtvlan.model import Scope, Snapshot
 from virtvlan.plan.scope import FULL, restrict
 
-MANY = 20  # ports of brt: more than rtnl._TABLES_ONE_BY_ONE
+MANY = 20  # ports of brt: more than scoped._TABLES_ONE_BY_ONE
 
 
 def filtering_bridge(ns) -> None:
@@ -51,7 +51,7 @@ def in_index_order(snap: Snapshot) -> Snapshot:
 
 
 def check(ns, scope: Scope) -> Snapshot:
-    got = rtnl.read_scoped(scope, ns.name)
+    got = scoped.read_scoped(scope, ns.name)
     want = restrict(rtnl.read_snapshot(ns.name), scope)
     assert got == (want if scope.full else in_index_order(want))
     return got

@@ -171,7 +171,7 @@ def _plan_scope_checked(request):
 
 
 # Unit tests fake the host through rtnl.read_snapshot. The scoped read
-# (rtnl.read_scoped) is that host cut to the scope: plan.scope.restrict,
+# (scoped.read_scoped) is that host cut to the scope: plan.scope.restrict,
 # which tests/kernel/test_scope.py proves equal to the kernel's answers.
 # Modules that test read_scoped itself keep the real one.
 REAL_SCOPED_READ_MODULES = ("test_rtnl",)
@@ -179,13 +179,13 @@ REAL_SCOPED_READ_MODULES = ("test_rtnl",)
 
 @pytest.fixture(autouse=True, scope="module")
 def _scoped_read_follows_read_snapshot(request):
-    from virtvlan.host import rtnl
+    from virtvlan.host import rtnl, scoped
     from virtvlan.plan.scope import restrict
 
     if request.module.__name__.rsplit(".", 1)[-1] in REAL_SCOPED_READ_MODULES:
         yield
         return
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(rtnl, "read_scoped",
+        patch.setattr(scoped, "read_scoped",
                       lambda scope, netns=None: restrict(rtnl.read_snapshot(netns), scope))
         yield

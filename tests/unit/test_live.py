@@ -5,7 +5,7 @@ model itself runs against a real kernel in tests/kernel/test_live.py."""
 import socket
 import struct
 
-from virtvlan.host import rtnl
+from virtvlan.host import scoped
 from virtvlan.host.live import apply_vlan_change, differences, route_key
 from virtvlan.host.nlconst import (BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED,
                                    RTM_DELVLAN, RTM_NEWVLAN, RTMSG)
@@ -29,7 +29,7 @@ def vlan_msg(index: int, *entries: tuple) -> bytes:
 
 def test_vlan_entries_with_and_without_ranges():
     payload = vlan_msg(9, (0, 10, 20), (BRIDGE_VLAN_INFO_PVID | BRIDGE_VLAN_INFO_UNTAGGED, 5, None))
-    assert rtnl.parse_vlan_entries(payload) == (9, [(0, 10, 20), (6, 5, 5)])
+    assert scoped.parse_vlan_entries(payload) == (9, [(0, 10, 20), (6, 5, 5)])
 
 
 def test_vlan_changes_update_the_table():

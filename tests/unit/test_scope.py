@@ -17,6 +17,7 @@ from virtvlan.apply import engine
 from virtvlan.errors import Refused
 from virtvlan.hook import handler
 from virtvlan.host import rtnl
+from virtvlan.host import scoped as scoped_read
 from virtvlan.host.nlconst import (
     AF_BRIDGE,
     BR_VLAN_MSG,
@@ -228,7 +229,7 @@ def host(monkeypatch, tmp_path):
         reads.append(scope)
         return restrict(snap, scope)
     monkeypatch.setattr(rtnl, "read_snapshot", full)
-    monkeypatch.setattr(rtnl, "read_scoped", scoped)
+    monkeypatch.setattr(scoped_read, "read_scoped", scoped)
     return reads
 
 
@@ -285,9 +286,9 @@ def test_vlan_entries_parse_runs_pvid_and_untagged():
     pvid_untagged = BRIDGE_VLAN_INFO_PVID | BRIDGE_VLAN_INFO_UNTAGGED
     payload = (BR_VLAN_MSG.pack(AF_BRIDGE, 0, 0, 7) + _entry(0, 2, 10)
                + _entry(pvid_untagged, 11, 12) + _entry(BRIDGE_VLAN_INFO_UNTAGGED, 20))
-    index, entries = rtnl.parse_vlan_entries(payload)
+    index, entries = scoped_read.parse_vlan_entries(payload)
     assert index == 7
     assert entries == [(0, 2, 10), (pvid_untagged, 11, 12), (BRIDGE_VLAN_INFO_UNTAGGED, 20, 20)]
-    assert rtnl.vlan_table(entries) == PortVlans(tagged=frozenset(range(2, 11)),
+    assert scoped_read.vlan_table(entries) == PortVlans(tagged=frozenset(range(2, 11)),
                                                  untagged=frozenset({11, 12, 20}), pvid=11)
-    assert rtnl.parse_vlan_entries(BR_VLAN_MSG.pack(AF_BRIDGE, 0, 0, 8)) == (8, [])
+    assert scoped_read.parse_vlan_entries(BR_VLAN_MSG.pack(AF_BRIDGE, 0, 0, 8)) == (8, [])

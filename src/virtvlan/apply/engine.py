@@ -4,7 +4,7 @@ Each call takes the lock, reads a fresh snapshot, plans, and (unless a dry
 run) applies with verification and rollback. The snapshot is read under the
 lock so that concurrent hooks plan against what the previous one left.
 Wiring and prefilters read only what their plan needs (plan/scope.py: the
-scoped read of host/rtnl.py); release and cleanup read the whole host,
+scoped read of host/scoped.py); release and cleanup read the whole host,
 which is what they judge (docs/performance.md, "What a hook call reads").
 
 No run holds the lock while importing the executor (pyroute2: 0.4 s natively,
@@ -130,17 +130,17 @@ def _snapshot(config: Optional[Config] = None, scope: Optional[Scope] = None,
     if _live is not None:
         snap = _live.snapshot()  # the agent's model: the whole host, current
     else:
-        from virtvlan.host import rtnl
+        from virtvlan.host import rtnl, scoped
 
         if scope is None:
             snap = rtnl.read_snapshot()
         elif (scope.vlan_parents or scope.port_sets) and wants and config is not None:
-            snap = rtnl.read_scoped(first_read(scope))
+            snap = scoped.read_scoped(first_read(scope))
             refined = refine(scope, wants, config, snap)
             if refined.vlan_parents or refined.port_sets:
-                snap = rtnl.read_scoped(refined)
+                snap = scoped.read_scoped(refined)
         else:
-            snap = rtnl.read_scoped(scope)
+            snap = scoped.read_scoped(scope)
     if config is not None and any(u.port_security for u in config.uplinks):
         # Port security: virt-vlan's nftables table too (one nft run, ~5 ms).
         from virtvlan.host import nftables

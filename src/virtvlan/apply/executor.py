@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Type
 from pyroute2.netlink.exceptions import NetlinkError
 
 from virtvlan.plan import actions as act
-from virtvlan.host import nftables, nftwrite, rtnl, state
+from virtvlan.host import nftables, nftwrite, rtnl, scoped, state
 from virtvlan.errors import ApplyBug, ApplyError, KernelRefused, StaleSnapshot
 from virtvlan.model import MANAGED_ALIAS, Address, Link, Route, Scope, Snapshot
 from virtvlan.host.nlconst import (
@@ -65,12 +65,12 @@ def read_devices(plan: act.Plan, netns: Optional[str] = None
                  ) -> Callable[[Sequence[str]], Snapshot]:
     """The default read-back of apply(): the named devices (with their
     masters and VLAN tables; with addresses and routes where `plan` moves
-    addresses) read from the kernel with rtnl.read_scoped."""
+    addresses) read from the kernel with scoped.read_scoped."""
     moved = frozenset(name for action in plan if isinstance(action, act.MoveAddresses)
                       for name in (action.src, action.dst))
 
     def read(names: Sequence[str]) -> Snapshot:
-        return rtnl.read_scoped(Scope(names=frozenset(names), routes_of=moved), netns)
+        return scoped.read_scoped(Scope(names=frozenset(names), routes_of=moved), netns)
     return read
 
 
@@ -290,7 +290,7 @@ class _Executor:
             # Someone created it after our snapshot (or a VLAN with this
             # parent and id exists under another name: also EEXIST).
             parent = getattr(action, "parent", None)
-            snap = rtnl.read_scoped(Scope(names=frozenset({name}), vlan_parents=frozenset(
+            snap = scoped.read_scoped(Scope(names=frozenset({name}), vlan_parents=frozenset(
                 {parent} if isinstance(parent, str) else ())), self.netns)
             there = snap.get(name)
             if there is not None and fits(there):

@@ -51,7 +51,7 @@ from dataclasses import replace
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from virtvlan.errors import ApplyError
-from virtvlan.host import nftables, rtnl
+from virtvlan.host import nftables, rtnl, scoped
 from virtvlan.host.nlconst import (
     AF_BRIDGE,
     BRIDGE_VLAN_INFO_PVID,
@@ -342,7 +342,7 @@ class LiveHost:
         self._dirty.add(index)
 
     def _vlan(self, kind: int, payload: bytes) -> None:
-        index, entries = rtnl.parse_vlan_entries(payload)
+        index, entries = scoped.parse_vlan_entries(payload)
         refs = self._refs.get(index)
         if refs is None or refs[2] == "bridge":
             # A bridge's own entries: read again (RTM_GETVLAN of that bridge),
@@ -403,7 +403,7 @@ class LiveHost:
         stale = sorted(index for index in self._stale if index in self._refs)
         self._stale.clear()
         if stale:
-            self._tables.update(rtnl.read_vlan_tables(self._requests, stale))
+            self._tables.update(scoped.read_vlan_tables(self._requests, stale))
             self._dirty.update(stale)
 
     def _discard(self) -> None:

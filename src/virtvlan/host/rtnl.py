@@ -6,7 +6,8 @@ five dumps on a stdlib socket (links, addresses, IPv4 and IPv6 routes, and
 the bridge VLAN tables);
 pyroute2 stays in apply/ for changes. read_snapshot() returns exactly what
 pyroute2 reads (tests/kernel/test_rtnl.py compares the two).
-Constants and message layouts: nlconst.py.
+Constants and message layouts: nlconst.py; the scoped read of a hook
+alone (only what its plan looks at): scoped.py.
 """
 
 # _socket is the C module behind `socket`: importing socket.py (its enum
@@ -30,10 +31,6 @@ from virtvlan.host.nlconst import (
     BRIDGE_VLAN_INFO_RANGE_BEGIN,
     BRIDGE_VLAN_INFO_RANGE_END,
     BRIDGE_VLAN_INFO_UNTAGGED,
-    BRIDGE_VLANDB_ENTRY,
-    BRIDGE_VLANDB_ENTRY_INFO,
-    BRIDGE_VLANDB_ENTRY_RANGE,
-    BR_VLAN_MSG,
     BUFSIZE,
     CLONE_NEWNET,
     FAMILIES,
@@ -67,7 +64,6 @@ from virtvlan.host.nlconst import (
     IFLA_MASTER,
     IFLA_MTU,
     IFLA_VLAN_ID,
-    NETLINK_GET_STRICT_CHK,
     NETNS_RUN_DIR,
     NLMSGHDR,
     NLMSG_DONE,
@@ -87,27 +83,24 @@ from virtvlan.host.nlconst import (
     RTA_TABLE,
     RTA_VIA,
     RTEXT_FILTER_BRVLAN_COMPRESSED,
-    RTEXT_FILTER_SKIP_STATS,
     RTMSG,
     RTM_GETADDR,
     RTM_GETLINK,
     RTM_GETROUTE,
-    RTM_GETVLAN,
     RTN_UNICAST,
     RTPROT_KERNEL,
     RT_TABLE_LOCAL,
-    SOL_NETLINK,
 )
-from virtvlan.model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Scope, Snapshot
+from virtvlan.model import MANAGED_ALIAS, Address, Link, PortVlans, Route, Snapshot
 
 log = logging.getLogger(__name__)
 
 _INFO_ATTRS = frozenset({IFLA_INFO_KIND})
 _OIF = frozenset({RTA_OIF})
 # A dump that a change interrupted is repeated after a pause that doubles up
-# to _PAUSE_MAX, for at most _BUDGET seconds: a host starting many guests
+# to PAUSE_MAX, for at most DUMP_BUDGET seconds: a host starting many guests
 # adds and enslaves taps in bursts, and the hook holds the host lock meanwhile.
-_BUDGET, _PAUSE_FIRST, _PAUSE_MAX = 5.0, 0.001, 0.05
+DUMP_BUDGET, PAUSE_FIRST, PAUSE_MAX = 5.0, 0.001, 0.05
 # AF_BRIDGE: one message per bridge port and per bridge (its self entries),
 # VIDs compressed into ranges (a 1-4094 trunk is two entries, not 4094).
 _BRIDGE_DUMP = (RTM_GETLINK, IFINFOMSG.pack(AF_BRIDGE, 0, 0, 0, 0)
@@ -184,7 +177,7 @@ def attributes(data: bytes, offset: int = 0,
     return attrs
 
 
-class _LinkMsg:
+class LinkMsg:
     """One RTM_NEWLINK payload with its header and used attributes parsed
     once: the snapshot, the consistency checks and the VLAN tables all
     look at every link."""
@@ -283,7 +276,7 @@ def split_messages(data: bytes, seq: int, what: str) -> Tuple[List[bytes], bool,
 
 def link_name(payload: bytes) -> Tuple[int, str]:
     """(ifindex, name) of an RTM_NEWLINK payload."""
-    msg = _LinkMsg(payload)
+    msg = LinkMsg(payload)
     return msg.index, msg.name
 
 
@@ -306,7 +299,7 @@ def parse_link(payload: bytes, names: Dict[int, str], addresses: Tuple[Address, 
     """An RTM_NEWLINK payload as a Link; `names` maps ifindex to name;
     `vlans` its bridge VLAN entries and `isolated` its port flag (from the
     AF_BRIDGE dump), if any."""
-    return _parse_link(_LinkMsg(payload), names, addresses, vlans, isolated)
+    return link_of(LinkMsg(payload), names, addresses, vlans, isolated)
 
 
 def compact_link(payload: bytes) -> bytes:
@@ -332,10 +325,14 @@ def slave_isolated(payload: bytes) -> Optional[bool]:
     is no bridge port. The kernel announces a change of the flag made
     through IFLA_INFO_SLAVE_DATA (`ip link set X type bridge_slave
     isolated on`) only this way."""
-    return _port_isolated(attributes(payload, IFINFOMSG.size, _LINKINFO).get(IFLA_LINKINFO, b""))
+    linkinfo = attributes(payload, IFINFOMSG.size, _LINKINFO).get(IFLA_LINKINFO, b"")
+    return linkinfo_isolated(linkinfo)
 
 
-def _port_isolated(linkinfo: bytes) -> Optional[bool]:
+def linkinfo_isolated(linkinfo: bytes) -> Optional[bool]:
+    """A bridge port's `isolated` flag from an IFLA_LINKINFO payload (the
+    port's settings in IFLA_INFO_SLAVE_DATA); None when the device is no
+    bridge port."""
     info = attributes(linkinfo, 0, _SLAVE_ATTRS)
     if attr_text(info.get(IFLA_INFO_SLAVE_KIND, b"")) != "bridge":
         return None
@@ -346,15 +343,17 @@ def _port_isolated(linkinfo: bytes) -> Optional[bool]:
 def link_refs(payload: bytes) -> Tuple[int, str, str, Optional[int], Optional[int], bool]:
     """(ifindex, name, kind, master ifindex, lower ifindex of a VLAN device,
     up) of an RTM_NEWLINK payload: what a Link resolves through other links."""
-    msg = _LinkMsg(payload)
+    msg = LinkMsg(payload)
     lower = None
     if msg.kind == "vlan" and IFLA_LINK_NETNSID not in msg.attrs:
         lower = attr_u32(msg.attrs, IFLA_LINK)
     return msg.index, msg.name, msg.kind or "device", msg.master, lower, bool(msg.flags & IFF_UP)
 
 
-def _parse_link(msg: _LinkMsg, names: Dict[int, str], addresses: Tuple[Address, ...],
-                vlans: Optional[PortVlans], isolated: Optional[bool] = None) -> Link:
+def link_of(msg: LinkMsg, names: Dict[int, str], addresses: Tuple[Address, ...],
+            vlans: Optional[PortVlans], isolated: Optional[bool] = None) -> Link:
+    """The Link of one parsed link message; `names` resolves the master's
+    and the VLAN parent's ifindex, the rest is given (parse_link)."""
     index, flags, attrs = msg.index, msg.flags, msg.attrs
     kind = msg.kind or "device"
     # Only bridges and VLAN devices have IFLA_INFO_DATA we use.
@@ -445,10 +444,10 @@ def parse_route(payload: bytes, names: Dict[int, str]) -> Optional[Route]:
 def bridge_tables(links: List[bytes], bridges: List[bytes]) -> Dict[int, PortVlans]:
     """ifindex -> VLAN entries, for every bridge and every port of a bridge
     (an empty PortVlans when it has none), from the AF_BRIDGE dump."""
-    return _bridge_tables([_LinkMsg(p) for p in links], [parse_port_vlans(p) for p in bridges])
+    return _bridge_tables([LinkMsg(p) for p in links], [parse_port_vlans(p) for p in bridges])
 
 
-def _bridge_tables(links: Sequence[_LinkMsg],
+def _bridge_tables(links: Sequence[LinkMsg],
                    ports: Sequence[Tuple[int, Optional[int], PortVlans]]) -> Dict[int, PortVlans]:
     kinds = {msg.index: msg.kind for msg in links}
     masters = {msg.index: msg.master for msg in links}
@@ -469,12 +468,12 @@ def build_snapshot(links: List[bytes], addrs: List[bytes], routes: List[bytes],
                    bridges: Optional[List[bytes]] = None) -> Snapshot:
     """The Snapshot from the payloads of RTM_NEWLINK/NEWADDR/NEWROUTE dumps
     and of the AF_BRIDGE link dump (None: VLAN tables not read)."""
-    return _build([_LinkMsg(p) for p in links], addrs, routes,
+    return _build([LinkMsg(p) for p in links], addrs, routes,
                   None if bridges is None else [parse_port_vlans(p) for p in bridges],
                   dict(map(port_isolated, bridges or ())))
 
 
-def _build(links: Sequence[_LinkMsg], addrs: List[bytes], routes: List[bytes],
+def _build(links: Sequence[LinkMsg], addrs: List[bytes], routes: List[bytes],
            ports: Optional[Sequence[Tuple[int, Optional[int], PortVlans]]],
            isolated: Optional[Dict[int, Optional[bool]]] = None) -> Snapshot:
     names = {msg.index: msg.name for msg in links}
@@ -483,13 +482,13 @@ def _build(links: Sequence[_LinkMsg], addrs: List[bytes], routes: List[bytes],
         by_index.setdefault(found[0], []).append(found[1])
     tables = _bridge_tables(links, ports) if ports is not None else {}
     return Snapshot(
-        links=tuple(_parse_link(msg, names, tuple(by_index.get(msg.index, ())),
+        links=tuple(link_of(msg, names, tuple(by_index.get(msg.index, ())),
                                 tables.get(msg.index), (isolated or {}).get(msg.index))
                     for msg in links),
         routes=tuple(filter(None, (parse_route(payload, names) for payload in routes))))
 
 
-def _dump(sock: _socket.socket, seq: int, kind: int, header: bytes,
+def dump(sock: _socket.socket, seq: int, kind: int, header: bytes,
           what: str) -> Tuple[List[bytes], bool]:
     """(payloads, interrupted) of one dump request, read up to NLMSG_DONE."""
     sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(header), kind, NLM_F_REQUEST | NLM_F_DUMP,
@@ -537,10 +536,10 @@ def _unknown(known: Set[int], addrs: List[bytes], routes: List[bytes],
 def moved_ports(links: List[bytes], bridges: List[bytes]) -> Set[int]:
     """Ports whose master in the AF_BRIDGE dump is not the one of the link
     dump (enslaved or released between the two): the dumps must be re-read."""
-    return _moved([_LinkMsg(p) for p in links], [parse_port_vlans(p) for p in bridges])
+    return _moved([LinkMsg(p) for p in links], [parse_port_vlans(p) for p in bridges])
 
 
-def _moved(links: Sequence[_LinkMsg],
+def _moved(links: Sequence[LinkMsg],
            ports: Sequence[Tuple[int, Optional[int], PortVlans]]) -> Set[int]:
     masters = {msg.index: msg.master for msg in links}
     moved = set()
@@ -562,13 +561,13 @@ def read_dumps(sock: _socket.socket,
     """The payloads of one consistent set of dumps on `sock` (sequence
     numbers from `seq`): (links, addresses, IPv4+IPv6 routes, AF_BRIDGE
     links). Repeated while a change interrupts a dump or makes them
-    disagree; ApplyError after _BUDGET s of that."""
+    disagree; ApplyError after DUMP_BUDGET s of that."""
     parsed, addrs, routes, _ports, bridges = _consistent_dumps(sock, seq)
     return [msg.payload for msg in parsed], addrs, routes, bridges
 
 
 def _consistent_dumps(sock: _socket.socket, seq: Iterator[int]) -> Tuple[
-        List[_LinkMsg], List[bytes], List[bytes],
+        List[LinkMsg], List[bytes], List[bytes],
         List[Tuple[int, Optional[int], PortVlans]], List[bytes]]:
     # Family 0 (AF_UNSPEC) dumps links and IPv4+IPv6 addresses. A route dump
     # returns every table: without NETLINK_GET_STRICT_CHK the kernel ignores
@@ -578,7 +577,7 @@ def _consistent_dumps(sock: _socket.socket, seq: Iterator[int]) -> Tuple[
                 (RTM_GETROUTE, RTMSG.pack(_socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), "routes"),
                 (RTM_GETROUTE, RTMSG.pack(_socket.AF_INET6, 0, 0, 0, 0, 0, 0, 0, 0), "routes"),
                 _BRIDGE_DUMP)
-    deadline, pause, retries = time.monotonic() + _BUDGET, _PAUSE_FIRST, 0
+    deadline, pause, retries = time.monotonic() + DUMP_BUDGET, PAUSE_FIRST, 0
 
     def wait(why: str) -> None:
         nonlocal pause, retries
@@ -586,23 +585,23 @@ def _consistent_dumps(sock: _socket.socket, seq: Iterator[int]) -> Tuple[
         if time.monotonic() > deadline:
             raise ApplyError("netlink dumps kept changing under the read for %.0f s (%d retries, "
                              "last: %s); retry when the network configuration settles"
-                             % (_BUDGET, retries, why))
+                             % (DUMP_BUDGET, retries, why))
         log.debug("netlink read retry %d: %s", retries, why)
         time.sleep(pause)
-        pause = min(pause * 2, _PAUSE_MAX)
+        pause = min(pause * 2, PAUSE_MAX)
 
     while True:
         dumps = []
         # Only an interrupted dump is repeated: under steady churn, four
         # uninterrupted dumps in a row are much rarer than one.
         for request in requests:
-            payloads, interrupted = _dump(sock, next(seq), *request)
+            payloads, interrupted = dump(sock, next(seq), *request)
             while interrupted:
                 wait("%s dump interrupted by a change" % request[2])
-                payloads, interrupted = _dump(sock, next(seq), *request)
+                payloads, interrupted = dump(sock, next(seq), *request)
             dumps.append(payloads)
         links, addrs, routes4, routes6, bridges = dumps
-        parsed = [_LinkMsg(payload) for payload in links]
+        parsed = [LinkMsg(payload) for payload in links]
         ports = [parse_port_vlans(payload) for payload in bridges]
         unknown = _unknown({msg.index for msg in parsed}, addrs, routes4 + routes6, bridges)
         moved = _moved(parsed, ports)
@@ -674,7 +673,7 @@ def in_netns(path: str, func: Callable[[], T]) -> T:
     return result[0]  # type: ignore[return-value]
 
 
-def _on_socket(netns: Optional[str], read: Callable[[_socket.socket], Snapshot]) -> Snapshot:
+def on_socket(netns: Optional[str], read: Callable[[_socket.socket], Snapshot]) -> Snapshot:
     """read(sock) on a fresh rtnetlink socket of the host or of `netns`;
     every OSError as an ApplyError naming the namespace and the errno."""
     where = " in netns %s" % netns if netns else ""
@@ -702,254 +701,4 @@ def read_snapshot(netns: Optional[str] = None) -> Snapshot:
     or multicast routes) of the host or of network namespace `netns` (a
     name in /run/netns, or a path), which is never created. Equal to
     what pyroute2 reads (tests/kernel/test_rtnl.py); ApplyError on any failure."""
-    return _on_socket(netns, _read)
-
-
-# --- the scoped read ---------------------------------------------------------------------
-
-# Up to this many VLAN tables are asked for one device at a time; more (the
-# ports of a busy trunk bridge) come from one dump of every table.
-_TABLES_ONE_BY_ONE = 16
-# Exists in every namespace while the 8021q module is loaded (vlan_proc_init,
-# per namespace). Without the module no VLAN device can exist, and a link
-# dump filtered by kind "vlan" would not be filtered at all: the kernel
-# ignores a kind it has no rtnl_link_ops for (linkinfo_to_kind_ops).
-_VLAN_PROC = "/proc/net/vlan"
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    """One rtattr, padded to 4 bytes."""
-    return RTATTR.pack(RTATTR.size + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
-
-
-_SKIP_STATS = _attr(IFLA_EXT_MASK, struct.pack("=I", RTEXT_FILTER_SKIP_STATS))
-_VLAN_KIND = _attr(IFLA_LINKINFO, _attr(IFLA_INFO_KIND, b"vlan\0"))
-
-
-def parse_vlan_entries(payload: bytes) -> Tuple[int, List[Tuple[int, int, int]]]:
-    """(ifindex, [(flags, first VID, last VID), ...]) of one RTM_NEWVLAN
-    payload (a dump reply, or an RTNLGRP_BRVLAN event), in message order.
-
-    Each BRIDGE_VLANDB_ENTRY holds ENTRY_INFO (struct bridge_vlan_info:
-    flags, VID) and, for a run of VIDs with the same flags, ENTRY_RANGE (the
-    last VID). The kernel starts a run at the PVID (br_vlan_dump_dev), so a
-    run flagged BRIDGE_VLAN_INFO_PVID has the PVID as its first VID."""
-    index = BR_VLAN_MSG.unpack_from(payload)[3]
-    entries: List[Tuple[int, int, int]] = []
-    for kind, data in attribute_list(payload, BR_VLAN_MSG.size):
-        if kind != BRIDGE_VLANDB_ENTRY:
-            continue
-        attrs = attributes(data)
-        info = attrs.get(BRIDGE_VLANDB_ENTRY_INFO)
-        if info is None or len(info) < 4:
-            continue
-        flags, vid = struct.unpack_from("=HH", info)
-        last = attrs.get(BRIDGE_VLANDB_ENTRY_RANGE)
-        entries.append((flags, vid, struct.unpack_from("=H", last)[0] if last else vid))
-    return index, entries
-
-
-def vlan_table(entries: Sequence[Tuple[int, int, int]]) -> PortVlans:
-    """The PortVlans of parse_vlan_entries' entries."""
-    tagged: Set[int] = set()
-    untagged: Set[int] = set()
-    pvid: Optional[int] = None
-    for flags, first, last in entries:
-        (untagged if flags & BRIDGE_VLAN_INFO_UNTAGGED else tagged).update(range(first, last + 1))
-        if flags & BRIDGE_VLAN_INFO_PVID:
-            pvid = first
-    return PortVlans(frozenset(tagged), frozenset(untagged), pvid)
-
-
-def _isolated(msg: _LinkMsg) -> Optional[bool]:
-    """A bridge port's `isolated` flag from its own link message (the port
-    options in IFLA_LINKINFO, as the AF_BRIDGE dump has them in
-    IFLA_PROTINFO); None when it is not a bridge port."""
-    return _port_isolated(msg.attrs.get(IFLA_LINKINFO, b""))
-
-
-def read_vlan_tables(sock: _socket.socket, indexes: Sequence[int]) -> Dict[int, PortVlans]:
-    """The bridge VLAN tables of the bridges and bridge ports `indexes`, as
-    read_scoped reads them (RTM_GETVLAN per device; one dump above
-    _TABLES_ONE_BY_ONE devices), on `sock`."""
-    sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-    return _Scoped(sock).tables(indexes)
-
-
-class _Scoped:
-    """One scoped read on one socket (read_scoped)."""
-
-    def __init__(self, sock: _socket.socket) -> None:
-        self.sock = sock
-        self.seq = itertools.count(1)
-        self.msgs: Dict[int, _LinkMsg] = {}  # every link message read, by ifindex
-        self.by_name: Dict[str, int] = {}
-
-    def ask(self, kind: int, body: bytes, what: str,
-            absent: Tuple[int, ...] = ()) -> Optional[bytes]:
-        """The one reply payload of a non-dump request; None when the
-        kernel answers with an errno in `absent`."""
-        seq = next(self.seq)
-        self.sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, NLM_F_REQUEST, seq, 0)
-                       + body)
-        while True:
-            data = self.sock.recv(BUFSIZE)
-            offset = 0
-            while offset + NLMSGHDR.size <= len(data):
-                length, mtype, _flags, mseq, _pid = NLMSGHDR.unpack_from(data, offset)
-                payload = data[offset + NLMSGHDR.size:offset + length]
-                offset += (length + 3) & ~3
-                if mseq != seq or length < NLMSGHDR.size:
-                    continue
-                if mtype == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", payload)[0]
-                    if code in absent:
-                        return None
-                    raise ApplyError("netlink request for %s failed: %s"
-                                     % (what, errno_name(code)))
-                return payload
-
-    def dump(self, kind: int, body: bytes, what: str) -> List[bytes]:
-        """A dump's payloads, repeated while a change interrupts it."""
-        pause, deadline = _PAUSE_FIRST, time.monotonic() + _BUDGET
-        while True:
-            payloads, interrupted = _dump(self.sock, next(self.seq), kind, body, what)
-            if not interrupted:
-                return payloads
-            if time.monotonic() > deadline:
-                raise ApplyError("netlink dump of %s kept changing for %.0f s; retry when the "
-                                 "network configuration settles" % (what, _BUDGET))
-            time.sleep(pause)
-            pause = min(pause * 2, _PAUSE_MAX)
-
-    def keep(self, payload: bytes) -> _LinkMsg:
-        msg = self.msgs.setdefault(IFINFOMSG.unpack_from(payload)[2], _LinkMsg(payload))
-        self.by_name[msg.name] = msg.index
-        return msg
-
-    def link(self, name: Optional[str] = None, index: int = 0) -> Optional[_LinkMsg]:
-        """The link called `name` (not one that only has it as an
-        alternative name), or of ifindex `index`; None when there is none."""
-        if index in self.msgs:
-            return self.msgs[index]
-        body = IFINFOMSG.pack(0, 0, index, 0, 0) + _SKIP_STATS
-        if name is not None:
-            body += _attr(IFLA_IFNAME, name.encode("utf-8", "surrogateescape") + b"\0")
-        # ENODEV: no such device; EINVAL/ERANGE: a name no device can have.
-        payload = self.ask(RTM_GETLINK, body, "link %s" % (name or index),
-                           (errno.ENODEV, errno.EINVAL, errno.ERANGE))
-        if payload is None:
-            return None
-        msg = _LinkMsg(payload)
-        if name is not None and msg.name != name:
-            return None  # found by an alternative name (Linux 5.5+)
-        return self.keep(payload)
-
-    def table(self, index: int) -> PortVlans:
-        """The bridge VLAN table of one bridge or bridge port."""
-        try:
-            found = self.dump(RTM_GETVLAN, BR_VLAN_MSG.pack(AF_BRIDGE, 0, 0, index),
-                              "the VLAN table of ifindex %d" % index)
-        except DumpFailed as err:
-            # No RTM_GETVLAN (a kernel without VLAN filtering: no entries
-            # exist), or the device left its bridge or vanished meanwhile.
-            if err.code not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV):
-                raise
-            return PortVlans()
-        return vlan_table([entry for payload in found
-                           for entry in parse_vlan_entries(payload)[1]])
-
-    def tables(self, indexes: Sequence[int]) -> Dict[int, PortVlans]:
-        if len(indexes) <= _TABLES_ONE_BY_ONE:
-            return {index: self.table(index) for index in indexes}
-        try:
-            found = self.dump(RTM_GETVLAN, BR_VLAN_MSG.pack(AF_BRIDGE, 0, 0, 0), "VLAN tables")
-        except DumpFailed as err:
-            if err.code != errno.EOPNOTSUPP:
-                raise
-            found = []
-        entries: Dict[int, List[Tuple[int, int, int]]] = {}
-        for payload in found:
-            index, more = parse_vlan_entries(payload)
-            entries.setdefault(index, []).extend(more)
-        return {index: vlan_table(entries.get(index, ())) for index in indexes}
-
-    def read(self, scope: Scope) -> Snapshot:
-        self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-        lookup = scope.names | scope.port_sets | scope.vlan_parents | scope.routes_of
-        with_tables: Set[int] = set()
-        for name in sorted(lookup):
-            msg = self.link(name)
-            if msg is not None:
-                with_tables.add(msg.index)
-        for index in sorted(with_tables):
-            master = self.msgs[index].master
-            if master and self.link(index=master) is not None:
-                with_tables.add(master)
-        for bridge in sorted(scope.port_sets):
-            if bridge not in self.by_name:
-                continue
-            # Filtered in the kernel by master (rtnl_dump_ifinfo, IFLA_MASTER).
-            body = (IFINFOMSG.pack(0, 0, 0, 0, 0) + _SKIP_STATS
-                    + _attr(IFLA_MASTER, struct.pack("=I", self.by_name[bridge])))
-            for payload in self.dump(RTM_GETLINK, body, "the ports of %s" % bridge):
-                with_tables.add(self.keep(payload).index)
-        children: Set[int] = set()
-        parents = {self.by_name[name] for name in scope.vlan_parents if name in self.by_name}
-        if parents and (os.path.exists(_VLAN_PROC) or not os.path.isdir("/proc/net")):
-            body = IFINFOMSG.pack(0, 0, 0, 0, 0) + _SKIP_STATS + _VLAN_KIND
-            for payload in self.dump(RTM_GETLINK, body, "VLAN devices"):
-                msg = _LinkMsg(payload)
-                if (msg.kind == "vlan" and IFLA_LINK_NETNSID not in msg.attrs
-                        and attr_u32(msg.attrs, IFLA_LINK) in parents):
-                    children.add(self.keep(payload).index)
-        # Names of masters and VLAN parents outside the scope: one by one.
-        for msg in list(self.msgs.values()):
-            for index in (msg.master, attr_u32(msg.attrs, IFLA_LINK) if msg.kind == "vlan"
-                          else None):
-                if index:
-                    self.link(index=index)
-        names = {index: msg.name for index, msg in self.msgs.items()}
-        kinds = {index: msg.kind for index, msg in self.msgs.items()}
-        tables = self.tables(sorted(
-            index for index in with_tables
-            if kinds[index] == "bridge" or kinds.get(self.msgs[index].master or 0) == "bridge"))
-        routed = sorted(self.by_name[n] for n in scope.routes_of if n in self.by_name)
-        addresses: Dict[int, List[Address]] = {}
-        routes: List[bytes] = []
-        for index in routed:
-            for payload in self.dump(RTM_GETADDR, IFADDRMSG.pack(0, 0, 0, 0, index),
-                                     "the addresses of %s" % names[index]):
-                found = parse_address(payload)
-                if found is not None and found[0] == index:
-                    addresses.setdefault(index, []).append(found[1])
-        for family in (_socket.AF_INET, _socket.AF_INET6):
-            header = RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-            if len(routed) == 1:
-                # Filtered in the kernel by output device (strict check).
-                routes += self.dump(RTM_GETROUTE, header + _attr(
-                    RTA_OIF, struct.pack("=I", routed[0])), "routes")
-            elif routed:
-                routes += self.dump(RTM_GETROUTE, header, "routes")  # the full read's order
-        wanted = with_tables | children
-        links = tuple(_parse_link(self.msgs[index], names,
-                                  tuple(addresses.get(index, ())) if index in routed else (),
-                                  tables.get(index), _isolated(self.msgs[index]))
-                      for index in sorted(wanted))
-        keep = set(routed)
-        return Snapshot(links=links, routes=tuple(
-            route for route in filter(None, (parse_route(p, names) for p in routes))
-            if self.by_name.get(route.dev) in keep))
-
-
-def read_scoped(scope: Scope, netns: Optional[str] = None) -> Snapshot:
-    """The part of the host (or of `netns`) that `scope` names (model.Scope):
-    per-name link requests, link dumps filtered in the kernel by master and
-    by kind, addresses and routes of single devices, the VLAN tables of the
-    bridges and ports read; equal to plan.scope.restrict(read_snapshot(),
-    scope) with links in ifindex order (tests/kernel/test_scope.py). The full
-    scope is read_snapshot(). Linux 5.8+ (RTM_GETVLAN); ApplyError on any
-    failure."""
-    if scope.full:
-        return read_snapshot(netns)
-    return _on_socket(netns, lambda sock: _Scoped(sock).read(scope))
+    return on_socket(netns, _read)

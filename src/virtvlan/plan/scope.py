@@ -4,7 +4,7 @@ Pure. `scope_for` says which links, port sets, VLAN sub-interfaces and
 routes plan() looks at for some wants; `restrict` cuts exactly that out of a
 full snapshot, so that plan(wants, config, restrict(snap, scope_for(wants,
 config))) == plan(wants, config, snap) can be tested without a kernel
-(tests/unit/test_scope.py), and a scoped read (host/rtnl.py read_scoped)
+(tests/unit/test_scope.py), and a scoped read (host/scoped.py read_scoped)
 can be compared with a full one on a real kernel (tests/kernel/test_scope.py).
 
 Cleanup and unplug (plan_cleanup, plan_unplug) look at every bridge of the
