@@ -9,8 +9,10 @@ waits for the lock (a deadlock if we held it while waiting on libvirt).
 
 Decisions taken here, on data (tests/unit/test_reconcile.py):
 - a want is wired only if its tap exists and carries the guest's MAC (libvirt
-  gives a tap the guest MAC with the first byte 0xfe), so a tap name reused by
-  another guest after a stop is never rewired from a stale cache;
+  gives a tap the guest MAC with the first byte 0xfe), or, when udev gave the
+  tap another address, if the guest's QEMU holds it (host/tapowner.py) or,
+  where the kernel cannot tell, if libvirt named it just now; so a tap name
+  reused by another guest after a stop is never rewired from a stale cache;
 - a network's want is wired only while the network hook's reservation of its
   bridge exists (between network `start` and `stopped`);
 - what no running guest or network needs is removed by the engine's cleanup,
@@ -24,10 +26,10 @@ Decisions taken here, on data (tests/unit/test_reconcile.py):
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from virtvlan.apply import engine
-from virtvlan.host import state
+from virtvlan.host import state, tapowner
 from virtvlan.parse.config import Config
 from virtvlan.errors import VirtVlanError
 from virtvlan.parse.metadata import network_want, parse_domain, parse_network, wants
@@ -53,6 +55,7 @@ class Desired:
     macs: Tuple[str, ...] = ()
     error: Optional[str] = None
     pending: Tuple[str, ...] = ()
+    name: str = ""  # the domain's name ("" for a network)
 
     @property
     def is_network(self) -> bool:
@@ -81,7 +84,7 @@ def domain_desired(xml: bytes, config: Config) -> Optional[Desired]:
     # A NIC without <target dev> (not created yet) has nothing to wire.
     pairs = [(w, m) for w, m in zip(found, macs) if w.port]
     return Desired(key=key, who=who, wants=tuple(w for w, _ in pairs),
-                   macs=tuple(m for _, m in pairs), pending=pending)
+                   macs=tuple(m for _, m in pairs), pending=pending, name=domain.name)
 
 
 def network_desired(xml: bytes, config: Config) -> Optional[Desired]:
@@ -116,12 +119,16 @@ def tap_macs(guest_mac: str) -> FrozenSet[str]:
 
 def present(desired: Desired, snap: Snapshot,
             reserved: FrozenSet[str] = frozenset(), config: Optional[Config] = None,
-            move_taps: bool = True) -> Tuple[Want, ...]:
+            move_taps: bool = True,
+            holds: Optional[Callable[[str, str], Optional[bool]]] = None
+            ) -> Tuple[Want, ...]:
     """The wants of `desired` that may be wired on `snap` now.
 
     Domain: each want whose tap exists with the guest's MAC; with `config`,
     also an access want whose tap carries another MAC but is a port of the
-    want's own access bridge already (see _ours_by_place). Without
+    want's own access bridge already (see _ours_by_place); with `holds`
+    (tapowner.guest_holds_tap), also a want whose tap carries another MAC
+    (udev's) and that its guest holds (see _held_by_guest). Without
     `move_taps` (and with `config`), not a want whose tap is a port of
     another bridge (see _moved_away). Network: its want while its bridge is
     reserved (`reserved`, read under the host lock; `config` names the
@@ -138,10 +145,32 @@ def present(desired: Desired, snap: Snapshot,
     for want, mac in zip(desired.wants, desired.macs):
         link = snap.get(want.port) if want.port else None
         if link is not None and (link.mac in tap_macs(mac)
-                                 or _ours_by_place(want, link.master, config)):
+                                 or _ours_by_place(want, link.master, config)
+                                 or _held_by_guest(desired, link.name, holds, move_taps)):
             if move_taps or not _moved_away(want, link.master, config):
                 out.append(want)
     return tuple(out)
+
+
+def _held_by_guest(desired: Desired, tap: str,
+                   holds: Optional[Callable[[str, str], Optional[bool]]],
+                   just_read: bool) -> bool:
+    """The tap, whose MAC is not the guest's, is the guest's all the same.
+
+    udev's MACAddressPolicy may re-address a new tap after libvirt set
+    fe:<guest MAC> (it read the tap's address type first; systemd calls
+    that race not-a-bug). The kernel's answer decides where it can be had:
+    the guest's QEMU holds the tap or not (`holds`). Where it cannot (the
+    packaged agent may not read another user's /proc/PID/fdinfo), the tap
+    is the guest's if libvirt named it in the XML read just now
+    (`just_read`: a resync or this domain's event, the paths that may move
+    taps), as a hook trusts the name libvirt passes it; never from the
+    heal path's older cache.
+    """
+    if holds is None or not desired.name:
+        return False
+    found = holds(desired.name, tap)
+    return just_read if found is None else found
 
 
 def _moved_away(want: Want, master: Optional[str], config: Optional[Config]) -> bool:
@@ -239,7 +268,8 @@ def wire(desired: Desired, config: Config, why: str,
          fresh: FrozenSet[str] = frozenset()) -> bool:
     """Make `desired` true on the host (engine.wire under the host lock, with
     the wants narrowed by `present` against the snapshot read there;
-    `move_taps` as there). Port security goes on the ports in `fresh`
+    `move_taps` as there: True only right after `desired` was read from
+    libvirt). Port security goes on the ports in `fresh`
     (new_ports) and on those virt-vlan protected before, never on another
     port that runs without it (engine.wire's `new_ports`).
 
@@ -252,14 +282,15 @@ def wire(desired: Desired, config: Config, why: str,
     def select(wants_: Sequence[Want], snap: Snapshot) -> Sequence[Want]:
         reserved = state.reserved() if desired.is_network else frozenset()
         keep = present(replace(desired, wants=tuple(wants_)), snap, reserved, config,
-                       move_taps)
+                       move_taps, tapowner.guest_holds_tap)
         keep = not_held(keep, held, config)
         for want in wants_:
             if want not in keep and not desired.is_network:
                 # Info, not debug: a skipped want is a device left unhealed.
                 log.info("%s: tap %s is gone, carries neither the guest's MAC nor a "
-                         "place on its bridge, or (heal) is a port of another bridge; not "
-                         "wired by the agent now", want.who, want.port)
+                         "place on its bridge nor is held by the guest's QEMU, or (heal) is "
+                         "a port of another bridge; not wired by the agent now",
+                         want.who, want.port)
         return keep
 
     try:
