@@ -38,6 +38,9 @@ from virtvlan.plan.wiring import bridge_for, uplink_bridge
 
 log = logging.getLogger(__name__)
 
+# (domain name, tap) -> its QEMU holds the tap; None: cannot tell (tapowner).
+Holds = Callable[[str, str], Optional[bool]]
+
 
 @dataclass(frozen=True)
 class Desired:
@@ -120,8 +123,7 @@ def tap_macs(guest_mac: str) -> FrozenSet[str]:
 def present(desired: Desired, snap: Snapshot,
             reserved: FrozenSet[str] = frozenset(), config: Optional[Config] = None,
             move_taps: bool = True,
-            holds: Optional[Callable[[str, str], Optional[bool]]] = None
-            ) -> Tuple[Want, ...]:
+            holds: Optional[Holds] = None) -> Tuple[Want, ...]:
     """The wants of `desired` that may be wired on `snap` now.
 
     Domain: each want whose tap exists with the guest's MAC; with `config`,
@@ -152,8 +154,7 @@ def present(desired: Desired, snap: Snapshot,
     return tuple(out)
 
 
-def _held_by_guest(desired: Desired, tap: str,
-                   holds: Optional[Callable[[str, str], Optional[bool]]],
+def _held_by_guest(desired: Desired, tap: str, holds: Optional[Holds],
                    just_read: bool) -> bool:
     """The tap, whose MAC is not the guest's, is the guest's all the same.
 

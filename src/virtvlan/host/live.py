@@ -454,15 +454,14 @@ class LiveHost:
         held, as a fresh read is."""
         with self._mutex:
             self._drain()
-            snap = self._build()
             if self.check:
                 found = self._lasting_differences(with_filters=False)
                 if found:
                     log.error("live host model differs from the host (%d): %s; reading it again",
                               len(found), "; ".join(found[:20]))
                     self._reset()
-                    snap = self._build()
-            return snap
+            # Built after the check, which drains what arrived meanwhile.
+            return self._build()
 
     def snapshot_of(self, names: Sequence[str]) -> Snapshot:
         """The devices `names` (those present) and their routes, as of now:
